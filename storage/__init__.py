@@ -1,0 +1,2 @@
+"""The catalog layer: DuckDB tables, run bookkeeping, curation queries and exports.
+Imports synth, never prefect."""

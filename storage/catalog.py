@@ -1,0 +1,240 @@
+"""The DuckDB catalog: one file that holds every run, request, sample and tree.
+
+Writes go in batches through Arrow (never row-by-row `executemany`) inside one
+transaction per chunk, with `INSERT OR IGNORE`, so a chunk is committed whole or not
+at all and a retried chunk writes nothing twice. Values always travel as bound
+parameters or registered Arrow tables, never pasted into SQL.
+
+DuckDB allows one read-write process per file: a second run on the same catalog gets
+`CatalogBusy` with a message saying so, instead of waiting forever or corrupting it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import duckdb
+import pyarrow as pa
+
+from storage import schema
+
+
+class CatalogBusy(RuntimeError):
+    """Another process holds the catalog for writing."""
+
+
+class CatalogError(RuntimeError):
+    pass
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+# Column order and Arrow types for the batch-inserted tables.
+_REQUEST_COLUMNS: dict[str, pa.DataType] = {
+    "request_id": pa.string(), "run_id": pa.string(), "tree_id": pa.string(), "stage": pa.string(),
+    "strategy": pa.string(), "leaf_id": pa.string(), "template": pa.string(), "template_hash": pa.string(),
+    "prompt_hash": pa.string(), "sampling": pa.string(), "raw_text": pa.string(), "finish_reason": pa.string(),
+    "prompt_tokens": pa.int32(), "completion_tokens": pa.int32(), "latency_s": pa.float64(),
+    "error": pa.string(), "created_at": pa.timestamp("us"),
+}
+_SAMPLE_COLUMNS: dict[str, pa.DataType] = {
+    "sample_id": pa.string(), "run_id": pa.string(), "slot": pa.int32(), "attempt": pa.int32(),
+    "leaf_id": pa.string(), "leaf_path": pa.string(), "strategy": pa.string(), "seed_row": pa.int32(),
+    "request_id": pa.string(), "fields": pa.string(), "raw_text": pa.string(), "content_hash": pa.string(),
+    "status": pa.string(), "reason": pa.string(), "duplicate_of": pa.string(), "quality": pa.float64(),
+    "verified": pa.bool_(), "created_at": pa.timestamp("us"),
+}
+_JSON_COLUMNS = {"sampling", "leaf_path", "fields"}
+
+
+def _clean_text(value: Any) -> Any:
+    # Lone surrogates cannot be stored as UTF-8: keep the text, mark the bad code points.
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _arrow(rows: list[dict[str, Any]], columns: dict[str, pa.DataType]) -> pa.Table:
+    stamp = now()
+    arrays = {}
+    for name, kind in columns.items():
+        values = []
+        for row in rows:
+            value = row.get(name)
+            if name == "created_at" and value is None:
+                value = stamp
+            elif name in _JSON_COLUMNS and value is not None and not isinstance(value, str):
+                value = _json(value)
+            values.append(_clean_text(value))
+        arrays[name] = pa.array(values, type=kind)
+    return pa.table(arrays)
+
+
+class Catalog:
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            raise CatalogError(f"no catalog at {self.path}: run `synth run RECIPE` first, or pass --catalog PATH")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise CatalogBusy(
+                    f"the catalog {self.path} is in use by another process ({exc}); wait for that run to finish "
+                    "or give this run its own catalog with --catalog PATH"
+                ) from None
+            raise
+        self._lock = threading.RLock()  # one connection, used from the flow's task threads in turn
+        if not read_only:
+            schema.create_all(self.con)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield self.con
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self.con.execute(sql, list(params))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        with self._lock:
+            row = self.con.execute(sql, list(params)).fetchone()
+        return None if row is None else row[0]
+
+    # -- runs -------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, name: str, recipe: dict[str, Any], recipe_hash: str,
+                  backend: str, model: str) -> int:
+        """Create the run, or mark a rerun of it; returns how many times it has started."""
+        stamp = now()
+        with self.transaction() as con:
+            con.execute(
+                """INSERT INTO runs (run_id, name, recipe, recipe_hash, backend, model, status, attempts,
+                                     started_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?)
+                   ON CONFLICT (run_id) DO UPDATE SET attempts = runs.attempts + 1, status = 'running',
+                       updated_at = excluded.updated_at, finished_at = NULL, message = NULL""",
+                [run_id, name, _json(recipe), recipe_hash, backend, model, stamp, stamp],
+            )
+            return con.execute("SELECT attempts FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        allowed = {"status", "strategy", "strategy_reason", "tree_id", "message", "finished_at"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise CatalogError(f"cannot update run columns {sorted(unknown)}")
+        sets = ", ".join(f"{name} = ?" for name in fields)  # names from the allow-list above
+        with self._lock:
+            self.con.execute(f"UPDATE runs SET {sets}, updated_at = ? WHERE run_id = ?",
+                             [*fields.values(), now(), run_id])
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        return rows[0] if rows else None
+
+    def latest_run_id(self) -> str | None:
+        return self.scalar("SELECT run_id FROM runs ORDER BY updated_at DESC LIMIT 1")
+
+    # -- requests and samples -----------------------------------------------------------
+
+    def commit_chunk(self, requests: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
+        """Write one chunk's requests and samples in one transaction; existing ids are skipped."""
+        with self.transaction() as con:
+            if requests:
+                con.register("incoming_requests", _arrow(requests, _REQUEST_COLUMNS))
+                con.execute("INSERT OR IGNORE INTO requests BY NAME SELECT * FROM incoming_requests")
+                con.unregister("incoming_requests")
+            if samples:
+                con.register("incoming_samples", _arrow(samples, _SAMPLE_COLUMNS))
+                con.execute("INSERT OR IGNORE INTO samples BY NAME SELECT * FROM incoming_samples")
+                con.unregister("incoming_samples")
+
+    def slot_states(self, run_id: str) -> dict[int, tuple[bool, int]]:
+        """slot -> (has an accepted sample, attempts made so far)."""
+        rows = self.query(
+            """SELECT slot, bool_or(status = 'accepted') AS done, count(*) AS attempts
+               FROM samples WHERE run_id = ? GROUP BY slot""",
+            [run_id],
+        )
+        return {r["slot"]: (bool(r["done"]), int(r["attempts"])) for r in rows}
+
+    def accepted_hashes(self, run_id: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT content_hash, min(sample_id) AS sample_id FROM samples "
+            "WHERE run_id = ? AND status = 'accepted' AND content_hash IS NOT NULL GROUP BY content_hash",
+            [run_id],
+        )
+        return {r["content_hash"]: r["sample_id"] for r in rows}
+
+    def accepted_samples(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.query(
+            """SELECT sample_id, slot, leaf_id, leaf_path, strategy, seed_row, request_id, fields, quality, verified
+               FROM samples WHERE run_id = ? AND status = 'accepted' ORDER BY slot, sample_id""",
+            [run_id],
+        )
+        for row in rows:
+            row["fields"] = json.loads(row["fields"]) if row["fields"] else {}
+            row["leaf_path"] = json.loads(row["leaf_path"]) if row["leaf_path"] else []
+        return rows
+
+    def stats(self, run_id: str | None = None) -> dict[str, Any]:
+        where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
+        by_status = {r["status"]: int(r["n"]) for r in self.query(
+            f"SELECT status, count(*) AS n FROM samples {where} GROUP BY status", params)}
+        reasons = {r["reason"]: int(r["n"]) for r in self.query(
+            f"SELECT split_part(reason, ':', 1) AS reason, count(*) AS n FROM samples {where} "
+            f"{'AND' if where else 'WHERE'} status <> 'accepted' AND reason IS NOT NULL "
+            "GROUP BY 1 ORDER BY n DESC, 1", params)}
+        req = self.query(
+            f"""SELECT count(*) AS n, coalesce(sum(prompt_tokens), 0) AS pt, coalesce(sum(completion_tokens), 0) AS ct,
+                       count(error) AS errors FROM requests {where}""", params)[0]
+        verified = self.query(
+            f"SELECT count(*) FILTER (verified) AS ok, count(*) FILTER (NOT verified) AS failed FROM samples {where}",
+            params)[0]
+        return {
+            "run_id": run_id,
+            "samples": {status: by_status.get(status, 0)
+                        for status in ("accepted", "rejected", "duplicate", "filtered", "dropped")},
+            "reject_reasons": reasons,
+            "verified": {"passed": int(verified["ok"]), "failed": int(verified["failed"])},
+            "requests": int(req["n"]),
+            "request_errors": int(req["errors"]),
+            "tokens": {"prompt": int(req["pt"]), "completion": int(req["ct"])},
+        }
+
+    def leaf_counts(self, run_id: str) -> dict[str, int]:
+        return {r["leaf_id"]: int(r["n"]) for r in self.query(
+            "SELECT leaf_id, count(*) AS n FROM samples WHERE run_id = ? AND status = 'accepted' GROUP BY leaf_id",
+            [run_id])}

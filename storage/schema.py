@@ -1,0 +1,150 @@
+"""The catalog's schema: the one module that owns table definitions and migrations.
+
+Ids are deterministic hashes made by the writers, and every insert ignores an id that
+exists, so a retried chunk or a rerun after a crash never writes a row twice.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+TABLES: dict[str, str] = {
+    "schema_version": """
+        CREATE TABLE IF NOT EXISTS schema_version (
+            version INTEGER PRIMARY KEY,
+            applied_at TIMESTAMP DEFAULT current_timestamp
+        )""",
+    "runs": """
+        CREATE TABLE IF NOT EXISTS runs (
+            run_id VARCHAR PRIMARY KEY,          -- the recipe hash: a rerun resumes the same run
+            name VARCHAR NOT NULL,
+            recipe JSON NOT NULL,                -- the recipe as validated (no secrets: keys are env var names)
+            recipe_hash VARCHAR NOT NULL,
+            backend VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,             -- running / finished / short / failed
+            strategy VARCHAR,                    -- the strategy (or mix) actually used
+            strategy_reason VARCHAR,             -- why: the budget rule's verdict, or 'fixed by recipe'
+            tree_id VARCHAR,
+            attempts INTEGER NOT NULL DEFAULT 1, -- how many times the run was started
+            started_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            message VARCHAR                      -- the last thing the run said of itself (shortfall, failure)
+        )""",
+    "trees": """
+        CREATE TABLE IF NOT EXISTS trees (
+            tree_id VARCHAR PRIMARY KEY,         -- hash of task, tree settings, model, seed
+            task_name VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            settings JSON NOT NULL,
+            source VARCHAR NOT NULL,             -- built / imported
+            status VARCHAR NOT NULL,             -- complete / partial
+            rounds INTEGER NOT NULL DEFAULT 0,   -- sequential backend rounds it cost
+            requests INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens BIGINT NOT NULL DEFAULT 0,
+            completion_tokens BIGINT NOT NULL DEFAULT 0,
+            created_at TIMESTAMP NOT NULL
+        )""",
+    "tree_nodes": """
+        CREATE TABLE IF NOT EXISTS tree_nodes (
+            tree_id VARCHAR NOT NULL,
+            node_id VARCHAR NOT NULL,
+            parent_id VARCHAR,
+            depth INTEGER NOT NULL,
+            dimension VARCHAR,                   -- the dimension whose value this node fixes
+            value VARCHAR,                       -- that value (NULL at the root and on infinite nodes)
+            value_list JSON,                     -- infinite nodes: the whole list, one drawn per sample
+            path JSON NOT NULL,                  -- [[dimension, value], ...] from the root
+            is_leaf BOOLEAN NOT NULL,
+            infinite BOOLEAN NOT NULL DEFAULT false,
+            status VARCHAR NOT NULL,             -- split / leaf
+            reason VARCHAR,                      -- why a leaf: max_depth, max_leaves, unsplittable: ...
+            PRIMARY KEY (tree_id, node_id)
+        )""",
+    "requests": """
+        CREATE TABLE IF NOT EXISTS requests (
+            request_id VARCHAR PRIMARY KEY,
+            run_id VARCHAR,                      -- NULL for tree-building requests
+            tree_id VARCHAR,
+            stage VARCHAR NOT NULL,              -- generate / answer / pivots / dimension / expand / verify / judge
+            strategy VARCHAR,
+            leaf_id VARCHAR,
+            template VARCHAR,
+            template_hash VARCHAR,
+            prompt_hash VARCHAR NOT NULL,
+            sampling JSON,
+            raw_text VARCHAR,
+            finish_reason VARCHAR,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            latency_s DOUBLE,
+            error VARCHAR,
+            created_at TIMESTAMP NOT NULL
+        )""",
+    "samples": """
+        CREATE TABLE IF NOT EXISTS samples (
+            sample_id VARCHAR PRIMARY KEY,       -- hash of run, slot and attempt
+            run_id VARCHAR NOT NULL,
+            slot INTEGER NOT NULL,               -- the planned sample this attempt fills
+            attempt INTEGER NOT NULL,
+            leaf_id VARCHAR,
+            leaf_path JSON,
+            strategy VARCHAR NOT NULL,
+            seed_row INTEGER,                    -- row of the seed set it was made from, if any
+            request_id VARCHAR,                  -- the request whose text became this sample
+            fields JSON,                         -- the task's output fields, parsed
+            raw_text VARCHAR,                    -- kept for rejects: what the model actually said
+            content_hash VARCHAR,
+            status VARCHAR NOT NULL,             -- accepted / duplicate / rejected / filtered / dropped
+            reason VARCHAR,
+            duplicate_of VARCHAR,
+            quality DOUBLE,
+            verified BOOLEAN,
+            created_at TIMESTAMP NOT NULL
+        )""",
+    "snapshots": """
+        CREATE TABLE IF NOT EXISTS snapshots (
+            snapshot_id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL UNIQUE,
+            run_id VARCHAR NOT NULL,
+            n_samples INTEGER NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""",
+    "snapshot_samples": """
+        CREATE TABLE IF NOT EXISTS snapshot_samples (
+            snapshot_id VARCHAR NOT NULL,
+            sample_id VARCHAR NOT NULL,
+            split VARCHAR NOT NULL DEFAULT 'train',
+            PRIMARY KEY (snapshot_id, sample_id)
+        )""",
+    "exports": """
+        CREATE TABLE IF NOT EXISTS exports (
+            export_id VARCHAR PRIMARY KEY,
+            snapshot_id VARCHAR NOT NULL,
+            target VARCHAR NOT NULL,             -- parquet / jsonl / save_to_disk / hub
+            location VARCHAR NOT NULL,           -- a path or a repo id
+            revision VARCHAR,                    -- the Hub commit, when pushed
+            n_rows INTEGER NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""",
+}
+
+INDEXES = [
+    "CREATE INDEX IF NOT EXISTS samples_run_slot ON samples (run_id, slot)",
+    "CREATE INDEX IF NOT EXISTS requests_run ON requests (run_id)",
+]
+
+
+def create_all(con) -> None:
+    for ddl in TABLES.values():
+        con.execute(ddl)
+    for ddl in INDEXES:
+        con.execute(ddl)
+    found = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    if found is None:
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+    elif found > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"this catalog has schema version {found}, newer than this factory's {SCHEMA_VERSION}: upgrade the factory"
+        )

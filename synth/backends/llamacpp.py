@@ -1,0 +1,95 @@
+"""The embedded CPU backend: llama-cpp-python in process.
+
+Sequential by nature (one stream); JSON-schema constrained output through the
+grammar that llama.cpp builds from `response_format`. `llama_cpp` is imported in
+`load()`, so constructing this backend costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Sequence
+
+from synth.backends.base import BackendUnavailable
+from synth.models import EMBEDDED_MODEL_NAME, resolve_gguf
+from synth.types import GenerationRequest, GenerationResult
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+
+    def __init__(self, model: str = "embedded", n_ctx: int = 2048, n_threads: int | None = None) -> None:
+        self.model_ref = model
+        self.model = EMBEDDED_MODEL_NAME if model == "embedded" else os.path.basename(model)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self._llm: Any = None
+        self._lock = threading.Lock()  # a Llama object serves one stream at a time
+
+    @classmethod
+    def from_settings(cls, settings) -> "LlamaCppBackend":
+        return cls(model=settings.model, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
+
+    def load(self) -> None:
+        if self._llm is not None:
+            return
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"llamacpp backend needs llama-cpp-python: run `pip install llama-cpp-python` ({exc})"
+            ) from None
+        path = resolve_gguf(self.model_ref)
+        self._llm = Llama(
+            model_path=str(path),
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads or max(1, os.cpu_count() or 1),
+            verbose=False,
+            seed=0,
+        )
+
+    def close(self) -> None:
+        if self._llm is not None:
+            close = getattr(self._llm, "close", None)
+            if close:
+                close()
+            self._llm = None
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.load()
+        with self._lock:
+            return [self._one(request) for request in requests]
+
+    def _one(self, request: GenerationRequest) -> GenerationResult:
+        started = time.perf_counter()
+        s = request.sampling
+        kwargs: dict[str, Any] = dict(
+            messages=[dict(m) for m in request.messages],
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+        )
+        if s.seed is not None:
+            kwargs["seed"] = s.seed & 0x7FFFFFFF
+        if request.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        try:
+            out = self._llm.create_chat_completion(**kwargs)
+        except Exception as exc:  # one bad request (too long, bad schema) must not lose the batch
+            return GenerationResult(
+                key=request.key,
+                error=f"{type(exc).__name__}: {exc}",
+                latency_s=time.perf_counter() - started,
+            )
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return GenerationResult(
+            key=request.key,
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            latency_s=time.perf_counter() - started,
+        )

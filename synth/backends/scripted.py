@@ -1,0 +1,73 @@
+"""A deterministic backend with no model, for tests and dry runs.
+
+By default it answers every request with JSON that fills the request's schema from
+the request key, so the same request always gets the same text. A test can instead
+pass `script`: a function from request to text (or to an Exception to return as an
+error value), to play malformed, empty or hostile outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable, Sequence
+
+from synth.types import GenerationRequest, GenerationResult
+
+Script = Callable[[GenerationRequest], "str | Exception"]
+
+
+def fill_schema(schema: dict[str, Any] | None, key: str) -> Any:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if not schema:
+        return f"scripted text {digest[:8]}"
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: fill_schema(sub, f"{key}/{name}") for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        n = max(schema.get("minItems", 1), 1)
+        return [fill_schema(schema.get("items"), f"{key}/{i}") for i in range(n)]
+    if kind == "integer":
+        return int(digest[:6], 16) % 1000
+    if kind == "number":
+        return (int(digest[:6], 16) % 100000) / 100
+    if kind == "boolean":
+        return int(digest[0], 16) % 2 == 0
+    if "enum" in schema:
+        return schema["enum"][int(digest[:4], 16) % len(schema["enum"])]
+    return f"scripted {key.rsplit('/', 1)[-1]} {digest[:10]}"
+
+
+class ScriptedBackend:
+    name = "scripted"
+
+    def __init__(self, script: Script | None = None, model: str = "scripted") -> None:
+        self.script = script
+        self.model = model
+        self.calls: list[list[GenerationRequest]] = []  # every batch it was given, for tests
+
+    @classmethod
+    def from_settings(cls, settings) -> "ScriptedBackend":
+        return cls(model=settings.model if settings.model != "embedded" else "scripted")
+
+    def load(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.calls.append(list(requests))
+        results = []
+        for request in requests:
+            text = self.script(request) if self.script else json.dumps(fill_schema(request.json_schema, request.key))
+            prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
+            if isinstance(text, Exception):
+                results.append(GenerationResult(key=request.key, error=f"{type(text).__name__}: {text}",
+                                                prompt_tokens=prompt_tokens))
+                continue
+            results.append(GenerationResult(
+                key=request.key, text=text, finish_reason="stop",
+                prompt_tokens=prompt_tokens, completion_tokens=len(text.split()),
+            ))
+        return results

