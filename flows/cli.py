@@ -33,7 +33,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = apply_overrides(_load(args.recipe), args.catalog, args.out, args.target)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.run import run_recipe
 
     summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
@@ -83,7 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Set before prefect reads its settings: no network for telemetry here, and a busy
+# 2-core machine can take longer than Prefect's default 20 s to start its ephemeral API.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     from storage.catalog import CatalogBusy, CatalogError
     from synth.prompts import PromptError
     from synth.recipe import RecipeError

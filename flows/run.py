@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from storage.catalog import Catalog
-from storage.job import ChunkOutcome, Job, chunks
+from storage.job import ChunkOutcome, Job
 from synth.backends import make_backend
 from synth.recipe import Recipe, load_recipe
 
@@ -60,21 +60,18 @@ def export_task(job: Job) -> dict[str, Any]:
 
 
 def generate_all(job: Job, on_chunk=None) -> None:
-    """Rounds of generate-what-is-missing until every slot is done, out of rounds, or out of budget."""
+    """The job's rounds, each chunk a retried Prefect task, with a progress bar in the terminal."""
     target = job.recipe.generation.target
     bar = tqdm(total=target, initial=min(job.accepted_count(), target), desc="accepted samples",
                unit="sample", disable=None, file=sys.stderr)
+
+    def progress(accepted: int, total: int) -> None:
+        bar.update(accepted - bar.n)
+        if on_chunk:
+            on_chunk(accepted, total)
+
     try:
-        while True:
-            work = job.pending()
-            if not work:
-                break
-            for chunk in chunks(work, job.recipe.generation.chunk_size):
-                generate_chunk(job, chunk)
-                accepted = job.accepted_count()
-                bar.update(min(accepted, target) - bar.n)
-                if on_chunk:
-                    on_chunk(accepted, target)
+        job.generate(run_chunk=lambda work: generate_chunk(job, work), on_progress=progress)
     finally:
         bar.close()
 

@@ -181,14 +181,39 @@ class Catalog:
                 con.execute("INSERT OR IGNORE INTO samples BY NAME SELECT * FROM incoming_samples")
                 con.unregister("incoming_samples")
 
-    def slot_states(self, run_id: str) -> dict[int, tuple[bool, int]]:
-        """slot -> (has an accepted sample, attempts made so far)."""
+    def slot_states(self, run_id: str) -> dict[int, tuple[bool, int, int]]:
+        """slot -> (has an accepted sample, attempts made so far, next attempt number)."""
         rows = self.query(
-            """SELECT slot, bool_or(status = 'accepted') AS done, count(*) AS attempts
+            """SELECT slot, bool_or(status = 'accepted') AS done, count(*) AS attempts, max(attempt) + 1 AS next
                FROM samples WHERE run_id = ? GROUP BY slot""",
             [run_id],
         )
-        return {r["slot"]: (bool(r["done"]), int(r["attempts"])) for r in rows}
+        return {r["slot"]: (bool(r["done"]), int(r["attempts"]), int(r["next"])) for r in rows}
+
+    def leaf_yield(self, run_id: str) -> dict[str | None, tuple[int, int]]:
+        """leaf -> (accepted, attempts) so far: the measured acceptance rate of each leaf."""
+        rows = self.query(
+            """SELECT leaf_id, count(*) FILTER (status IN ('accepted', 'dropped')) AS ok, count(*) AS n
+               FROM samples WHERE run_id = ? GROUP BY leaf_id""", [run_id])
+        return {r["leaf_id"]: (int(r["ok"]), int(r["n"])) for r in rows}
+
+    def drop_surplus(self, run_id: str, seed: int) -> int:
+        """Keep one accepted sample per slot, chosen by hash(id, seed); mark the rest dropped."""
+        with self.transaction() as con:
+            before = con.execute("SELECT count(*) FROM samples WHERE run_id = ? AND status = 'dropped'",
+                                 [run_id]).fetchone()[0]
+            con.execute(
+                """UPDATE samples SET status = 'dropped', reason = 'surplus: its slot is already filled'
+                   WHERE sample_id IN (
+                       SELECT sample_id FROM (
+                           SELECT sample_id, row_number() OVER (
+                               PARTITION BY slot ORDER BY hash(sample_id, ?), sample_id) AS rank
+                           FROM samples WHERE run_id = ? AND status = 'accepted')
+                       WHERE rank > 1)""",
+                [seed, run_id])
+            after = con.execute("SELECT count(*) FROM samples WHERE run_id = ? AND status = 'dropped'",
+                                [run_id]).fetchone()[0]
+        return int(after - before)
 
     def accepted_hashes(self, run_id: str) -> dict[str, str]:
         rows = self.query(

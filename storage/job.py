@@ -16,14 +16,16 @@ the slots that have no accepted sample yet and writes nothing twice:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from storage.catalog import Catalog
 from synth.backends.base import Backend
+from synth.dedup import NearDupIndex
 from synth.ids import stable_id, stable_seed, text_hash
 from synth.parsing import ParseFailure
-from synth.plan import Leaf, allocate, plan_slots, requests_per_attempt
+from synth.plan import Leaf, allocate, plan_slots
 from synth.quality import FilterContext, first_problem, normalize_for_hash
 from synth.recipe import Recipe
 from synth.seeds import load_seeds
@@ -31,6 +33,7 @@ from synth.strategies import STAGES, Slot, StageContext, parse_stage, render_sta
 from synth.types import GenerationRequest, GenerationResult, Sampling
 
 Progress = Callable[[int, int], None]
+MAX_PARALLEL_ATTEMPTS = 3
 
 
 @dataclass
@@ -88,7 +91,11 @@ class Job:
             question_field=recipe.task.question,
             prompt_markers=("Reply as JSON with the key", "Here are examples of the kind"),
         )
+        from synth.verify import make_verifier
+
+        self.verifier = make_verifier(recipe.verify.kind)
         self._hashes: dict[str, str] = {}
+        self._near = NearDupIndex(recipe.quality.near_dup_threshold)
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -100,8 +107,24 @@ class Job:
         )
         self.seeds = load_seeds(self.recipe)
         self.ctx = StageContext(self.recipe.task, self.seeds)
-        self._hashes = self.catalog.accepted_hashes(self.run_id)
+        self._load_dedup_index()
         return attempts
+
+    def _load_dedup_index(self) -> None:
+        """Exact and near-duplicate checks cover this run and earlier runs of the same dataset."""
+        rows = self.catalog.query(
+            """SELECT s.sample_id, s.content_hash, s.strategy, s.fields FROM samples s JOIN runs r USING (run_id)
+               WHERE r.name = ? AND s.status = 'accepted' ORDER BY s.created_at, s.sample_id""",
+            [self.recipe.task.name])
+        for row in rows:
+            if row["content_hash"]:
+                self._hashes.setdefault(row["content_hash"], row["sample_id"])
+            self._near.add(row["sample_id"], self._dedup_text(row["strategy"], json.loads(row["fields"])))
+
+    def _dedup_text(self, strategy: str, fields: dict[str, Any]) -> str:
+        # Answer augmentation repeats the seed question by design: compare its answers instead.
+        name = self.recipe.task.answer if strategy == "answer_augmentation" else self.recipe.task.question
+        return str(fields.get(name, ""))
 
     def set_tree(self, tree: Any) -> None:
         self.tree = tree
@@ -141,32 +164,60 @@ class Job:
         return int(self.catalog.scalar("SELECT count(*) FROM requests WHERE run_id = ?", [self.run_id]) or 0)
 
     def pending(self) -> list[tuple[Slot, int]]:
-        """(slot, attempt) pairs to generate now, within the round limit and the request budget."""
+        """(slot, attempt) pairs to generate now, within the round limit and the request budget.
+
+        An open slot in a leaf that has rejected much so far gets several attempts at once
+        (about 1 / acceptance rate, at most MAX_PARALLEL_ATTEMPTS), so a weak leaf catches up
+        in one round instead of many; a slot that ends with two accepted samples keeps one
+        (`drop_surplus`).
+        """
+        gen = self.recipe.generation
         states = self.catalog.slot_states(self.run_id)
-        budget_left = self.recipe.generation.request_budget - self.requests_used()
+        yields = self.catalog.leaf_yield(self.run_id)
+        budget_left = gen.request_budget - self.requests_used()
         work = []
         for slot in self.slots:
-            done, attempts = states.get(slot.index, (False, 0))
-            if done or attempts >= self.recipe.generation.max_rounds:
+            done, attempts, next_attempt = states.get(slot.index, (False, 0, 0))
+            remaining = gen.max_rounds - attempts
+            if done or remaining <= 0:
                 continue
-            cost = requests_per_attempt(slot.strategy)
-            if cost > budget_left:
-                break
-            budget_left -= cost
-            work.append((slot, attempts))
+            ok, tried = yields.get(slot.leaf_id, (0, 0))
+            rate = (ok + 1) / (tried + 1)  # smoothed: 1 before anything is measured
+            wanted = min(remaining, MAX_PARALLEL_ATTEMPTS, math.ceil(1 / rate))
+            cost = self.attempt_cost(slot)
+            for attempt in range(next_attempt, next_attempt + wanted):
+                if cost > budget_left:
+                    return work
+                budget_left -= cost
+                work.append((slot, attempt))
         return work
+
+    def answer_copies(self, slot: Slot, stage_name: str) -> int:
+        """Math self-consistency samples k answers for a new question; one otherwise."""
+        verify = self.recipe.verify
+        if stage_name == "answer" and verify.kind == "math" and slot.strategy == "new_question":
+            return verify.samples
+        return 1
+
+    def attempt_cost(self, slot: Slot) -> int:
+        return sum(self.answer_copies(slot, stage.name) for stage in STAGES[slot.strategy])
+
+    def drop_surplus(self) -> int:
+        return self.catalog.drop_surplus(self.run_id, self.recipe.backend.sampling.seed)
 
     def accepted_count(self) -> int:
         return int(self.catalog.scalar(
             "SELECT count(DISTINCT slot) FROM samples WHERE run_id = ? AND status = 'accepted'", [self.run_id]) or 0)
 
-    def _request(self, sample_id: str, stage, slot: Slot, known: dict[str, Any]) -> GenerationRequest:
+    def _request(self, sample_id: str, stage, slot: Slot, known: dict[str, Any], copy: int = 0
+                 ) -> GenerationRequest:
         s = self._sampling
+        parts = (sample_id, stage.name) if copy == 0 else (sample_id, stage.name, copy)
         return GenerationRequest(
-            key=stable_id(sample_id, stage.name),
+            key=stable_id(*parts),
             messages=render_stage(stage, slot, self.ctx, known),
             sampling=Sampling(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                              seed=stable_seed(s.seed, sample_id, stage.name)),
+                              seed=stable_seed(s.seed, *parts)),
             json_schema=self.ctx.schema_for(stage),
         )
 
@@ -196,27 +247,75 @@ class Job:
                 if item["failure"] is not None:
                     continue
                 stage = next((st for st in STAGES[item["slot"].strategy] if st.name == stage_name), None)
-                if stage is not None:
-                    batch.append((sample_id, stage, self._request(sample_id, stage, item["slot"], item["known"])))
+                if stage is None:
+                    continue
+                for copy in range(self.answer_copies(item["slot"], stage_name)):
+                    request = self._request(sample_id, stage, item["slot"], item["known"], copy)
+                    batch.append((sample_id, stage, request))
             if not batch:
                 continue
             results = self.backend.generate([request for _, _, request in batch])
+            outputs: dict[str, list[tuple[str, str, Any]]] = {}  # sample -> (request id, raw text, parsed)
             for (sample_id, stage, request), result in zip(batch, results, strict=True):
+                request_rows.append(self._request_row(request, result, stage, live[sample_id]["slot"]))
+                parsed = (ParseFailure("backend_error", result.error[:500]) if result.error is not None
+                          else parse_stage(stage, result.text, result.finish_reason, self.ctx))
+                outputs.setdefault(sample_id, []).append((request.key, result.text, parsed))
+            for sample_id, tried in outputs.items():
                 item = live[sample_id]
-                request_rows.append(self._request_row(request, result, stage, item["slot"]))
-                item["request_id"], item["raw"] = request.key, result.text
-                if result.error is not None:
-                    item["failure"] = f"backend_error: {result.error[:500]}"
+                good = [entry for entry in tried if not isinstance(entry[2], ParseFailure)]
+                # lineage points at the request whose text became the sample, or that failed it
+                item["request_id"], item["raw"], first = (good or tried)[0]
+                if not good:
+                    item["failure"] = str(first)
                     continue
-                parsed = parse_stage(stage, result.text, result.finish_reason, self.ctx)
-                if isinstance(parsed, ParseFailure):
-                    item["failure"] = str(parsed)
-                else:
-                    item["known"].update(parsed)
+                item["known"].update(first)
+                if stage_name == "answer":
+                    item["answers"] = [parsed[self.recipe.task.answer] for _, _, parsed in good]
+        self._verify(live)
         outcome.requests = len(request_rows)
         sample_rows = [self._judge(sample_id, item, outcome) for sample_id, item in live.items()]
         self.catalog.commit_chunk(request_rows, sample_rows)
         return outcome
+
+    def _verify(self, live: dict[str, dict[str, Any]]) -> None:
+        """Run the recipe's verifier on every parsed sample; math may pick another of its k answers."""
+        if self.recipe.verify.kind == "none":
+            return
+        from synth.verify import context_from_settings
+
+        task, items = self.recipe.task, []
+        for item in live.values():
+            if item["failure"] is not None:
+                continue
+            slot: Slot = item["slot"]
+            seed = self.seeds[slot.seed_row] if slot.seed_row is not None else {}
+            extra: dict[str, Any] = {"answer_field": task.answer}
+            if self.recipe.verify.kind == "math":
+                if slot.strategy in ("answer_augmentation", "question_rephrase") and seed.get(task.answer):
+                    extra["reference"] = str(seed[task.answer])
+                else:
+                    extra["solutions"] = tuple(str(a) for a in item.get("answers", ()))
+            else:
+                extra["test"] = seed.get("test")
+                extra["entry_point"] = seed.get("entry_point")
+            for answer in item.get("answers", [item["known"].get(task.answer)])[:8]:
+                fields = {**item["known"], task.answer: answer}
+                items.append((item, fields, context_from_settings(self.recipe.verify, **extra)))
+        verdicts = self.verifier.verify_many([(fields, ctx) for _, fields, ctx in items])
+        for (item, fields, _), verdict in zip(items, verdicts, strict=True):
+            if item.get("verified"):
+                continue  # an earlier answer of this sample already passed
+            if verdict.ok:
+                item["verified"] = True
+                item["known"] = fields
+                item.pop("verdict", None)
+            elif "verdict" not in item:
+                item["verdict"] = verdict.reason or "verification failed"
+        for item in live.values():
+            if item["failure"] is None and not item.get("verified") and "verdict" in item:
+                item["failure"] = item["verdict"]
+                item["verified"] = False
 
     def _judge(self, sample_id: str, item: dict[str, Any], outcome: ChunkOutcome) -> dict[str, Any]:
         slot: Slot = item["slot"]
@@ -224,6 +323,7 @@ class Job:
             "sample_id": sample_id, "run_id": self.run_id, "slot": slot.index, "attempt": item["attempt"],
             "leaf_id": slot.leaf_id, "leaf_path": [list(pair) for pair in slot.constraints],
             "strategy": slot.strategy, "seed_row": slot.seed_row, "request_id": item["request_id"],
+            "verified": item.get("verified"),
         }
         if item["failure"] is not None:
             outcome.rejected += 1
@@ -243,9 +343,42 @@ class Job:
             outcome.duplicate += 1
             outcome.add_reason("exact_duplicate")
             return {**row, "status": "duplicate", "reason": "exact_duplicate", "duplicate_of": self._hashes[digest]}
+        near = self._near.find(self._dedup_text(slot.strategy, fields))
+        if near is not None:
+            outcome.duplicate += 1
+            outcome.add_reason("near_duplicate")
+            return {**row, "status": "duplicate", "reason": f"near_duplicate: Jaccard >= {self._near.threshold}",
+                    "duplicate_of": near}
         self._hashes[digest] = sample_id
+        self._near.add(sample_id, self._dedup_text(slot.strategy, fields))
         outcome.accepted += 1
         return {**row, "status": "accepted"}
+
+    def generate(self, run_chunk: Callable[[list[tuple[Slot, int]]], Any] | None = None,
+                 on_progress: Progress | None = None, max_chunks: int | None = None) -> int:
+        """Rounds of generate-what-is-missing until every slot is done, out of rounds, or out
+        of budget; then keep one sample per slot. `run_chunk` lets a scheduler wrap each chunk
+        (the flow makes it a retried Prefect task). Returns the number of chunks run."""
+        run_chunk = run_chunk or self.run_chunk
+        target = self.recipe.generation.target
+        done = 0
+        while True:
+            work = self.pending()
+            if not work:
+                break
+            used = self.requests_used()
+            for chunk in chunks(work, self.recipe.generation.chunk_size):
+                if max_chunks is not None and done >= max_chunks:
+                    return done
+                run_chunk(chunk)
+                done += 1
+                if on_progress:
+                    on_progress(min(self.accepted_count(), target), target)
+            if self.requests_used() == used:  # a round that made nothing new would repeat forever
+                raise RuntimeError(f"a round made no new requests for {len(work)} pending attempts; "
+                                   "check the catalog with `synth stats`")
+        self.drop_surplus()
+        return done
 
     def finish(self) -> dict[str, Any]:
         accepted = self.accepted_count()

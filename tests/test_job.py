@@ -5,23 +5,14 @@ from __future__ import annotations
 import json
 
 from storage.catalog import Catalog
-from storage.job import Job, chunks
+from storage.job import Job
 from synth.backends.scripted import ScriptedBackend
 from synth.recipe import load_recipe
 from tests.conftest import write_recipe
 
 
 def run_all(job: Job, limit_chunks: int | None = None) -> int:
-    done = 0
-    while True:
-        work = job.pending()
-        if not work:
-            return done
-        for chunk in chunks(work, job.recipe.generation.chunk_size):
-            if limit_chunks is not None and done >= limit_chunks:
-                return done
-            job.run_chunk(chunk)
-            done += 1
+    return job.generate(max_chunks=limit_chunks)
 
 
 def make_job(path, backend=None):
@@ -109,3 +100,77 @@ def test_resume_after_interruption_writes_nothing_twice(recipe_path):
     generated_again = {r.key for batch in backend.calls for r in batch}
     assert len(generated_again) == 2 * (6 - len(first))  # only the missing slots, two stages each
     assert job2.catalog.scalar("SELECT count(*) - count(DISTINCT sample_id) FROM samples") == 0
+
+
+def test_weak_leaf_gets_parallel_attempts_and_surplus_is_dropped(tmp_path):
+    path = write_recipe(tmp_path, generation={"target": 4, "budget": 200, "chunk_size": 4, "max_rounds": 5})
+    state = {"n": 0}
+
+    def script(request):
+        state["n"] += 1
+        if state["n"] <= 8:  # the first round's questions all fail: acceptance rate ~0
+            return "no json here"
+        field = "answer" if "answer" in request.json_schema["properties"] else "question"
+        return json.dumps({field: f"unique text {request.key} with words"})
+
+    job = make_job(path, ScriptedBackend(script))
+    job.generate()
+    attempts = job.catalog.query("SELECT slot, count(*) AS n FROM samples GROUP BY slot")
+    assert all(a["n"] >= 2 for a in attempts)
+    assert max(a["n"] for a in attempts) >= 3  # after failures, several attempts per slot at once
+    per_slot = job.catalog.query(
+        "SELECT slot, count(*) FILTER (status = 'accepted') AS ok FROM samples GROUP BY slot")
+    assert all(r["ok"] == 1 for r in per_slot)
+    dropped = job.catalog.scalar("SELECT count(*) FROM samples WHERE status = 'dropped'")
+    assert dropped >= 1 and job.finish()["accepted"] == 4
+
+
+def test_near_duplicates_are_caught(tmp_path):
+    path = write_recipe(tmp_path, generation={"target": 2, "budget": 40, "chunk_size": 8, "max_rounds": 3},
+                        quality={"near_dup_threshold": 0.6})
+    base = "Tom has 5 apples and buys 3 more apples at the market. How many apples does {} have now?"
+    names = iter(["Tom", "he", "she", "Ann", "Bob"])
+
+    def script(request):
+        if "question" in request.json_schema["properties"]:
+            return json.dumps({"question": base.format(next(names))})
+        return json.dumps({"answer": "5 + 3 = 8. #### 8"})
+
+    job = make_job(path, ScriptedBackend(script))
+    job.generate()
+    dup = job.catalog.query("SELECT reason, duplicate_of FROM samples WHERE status = 'duplicate'")
+    assert dup and all(d["reason"].startswith("near_duplicate") and d["duplicate_of"] for d in dup)
+
+
+def test_math_verification_reference_and_self_consistency(tmp_path):
+    # answer augmentation: compared with the seed's answer (the GSM8K slice's first rows)
+    path = write_recipe(tmp_path, generation={"target": 3, "budget": 30, "chunk_size": 8, "max_rounds": 2,
+                                              "strategy": "answer_augmentation"},
+                        verify={"kind": "math"})
+    job = make_job(path, ScriptedBackend(lambda r: json.dumps({"answer": "I think it is 72. #### 72"})))
+    job.generate()
+    rows = job.catalog.query("SELECT seed_row, status, reason, verified FROM samples ORDER BY slot, attempt")
+    for row in rows:
+        expected = job.seeds[row["seed_row"]]["answer"].rsplit("####", 1)[1].strip()
+        if expected == "72":
+            assert row["status"] == "accepted" and row["verified"] is True
+        else:
+            assert row["status"] == "rejected" and row["reason"].startswith("wrong_answer") and not row["verified"]
+    assert job.catalog.stats(job.run_id)["verified"]["failed"] >= 1
+
+    # new question: k = 3 sampled answers, the majority decides, a minority answer is not kept
+    path = write_recipe(tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path,
+                        generation={"target": 2, "budget": 40, "chunk_size": 8}, verify={"kind": "math", "samples": 3})
+    votes = iter(["#### 5", "#### 7", "#### 7", "#### 9", "#### 9", "#### 9"] * 3)
+
+    def script(request):
+        if "question" in request.json_schema["properties"]:
+            return json.dumps({"question": f"How many pencils are in box {request.key}?"})
+        return json.dumps({"answer": f"Counting them: {next(votes)}"})
+
+    job = make_job(path, ScriptedBackend(script))
+    job.generate()
+    answers = [json.loads(r["fields"])["answer"] for r in job.catalog.query(
+        "SELECT fields FROM samples WHERE status = 'accepted' ORDER BY slot")]
+    assert answers == ["Counting them: #### 7", "Counting them: #### 9"]
+    assert job.catalog.scalar("SELECT count(*) FROM requests WHERE stage = 'answer'") == 6

@@ -1,0 +1,55 @@
+"""The command line refuses bad input with exit code 2 and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import ROOT, base_recipe, write_recipe
+
+
+def synth(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def snapshot(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_unknown_key_exits_2_and_writes_nothing(tmp_path):
+    path = write_recipe(tmp_path, generation={"target": 3, "colour": "blue"})
+    before = snapshot(tmp_path)
+    out = synth("run", str(path), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "generation.colour" in out.stderr and "unknown key 'colour'" in out.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_bad_seed_column_exits_2_and_writes_nothing(tmp_path):
+    data = base_recipe(tmp_path)
+    data["seeds"]["fields"] = {"question": "problem"}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    before = snapshot(tmp_path)
+    out = synth("run", str(path), cwd=tmp_path)
+    assert out.returncode == 2 and "seeds.fields.question" in out.stderr and "'problem'" in out.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_stats_without_catalog_is_clear(tmp_path):
+    out = synth("stats", "--json", "--catalog", str(tmp_path / "none.duckdb"), cwd=tmp_path)
+    assert out.returncode == 1 and "no catalog" in out.stderr
+    assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_run_then_stats_json(tmp_path):
+    path = write_recipe(tmp_path)
+    out = synth("run", str(path), "--no-export", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    stats = synth("stats", "--json", "--catalog", str(tmp_path / "catalog.duckdb"), cwd=tmp_path)
+    data = json.loads(stats.stdout)
+    assert data["samples"]["accepted"] == 6 and data["samples"]["rejected"] == 0 and data["requests"] == 12
