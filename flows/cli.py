@@ -62,6 +62,47 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_if_exists(path):
+    from storage.catalog import Catalog
+
+    return Catalog(path, read_only=True) if Path(path).exists() else None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from flows.run import apply_overrides
+    from storage.projection import project, render_projection
+
+    recipe = apply_overrides(_load(args.recipe), args.catalog, None, args.target)
+    catalog = _open_if_exists(recipe.catalog)
+    tree = None
+    try:
+        if catalog is not None and recipe.tree is not None and recipe.tree.enabled:
+            from storage.trees import find_tree_for
+
+            tree = find_tree_for(catalog, recipe)
+        projection = project(recipe, catalog, tree)
+    finally:
+        if catalog is not None:
+            catalog.close()
+    print(json.dumps(projection, indent=2) if args.json else render_projection(projection))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from storage.catalog import Catalog
+    from storage.report import build_report, plot_leaf_distribution, render_markdown
+
+    with Catalog(args.catalog, read_only=True) as cat:
+        run_id = args.run or cat.latest_run_id()
+        if run_id is None:
+            return _fail(f"the catalog {args.catalog} holds no run yet", 1)
+        report = build_report(cat, run_id)
+    if args.plot:
+        print(f"plot: {plot_leaf_distribution(report, Path(args.plot))}", file=sys.stderr)
+    print(json.dumps(report, indent=2, default=str) if args.json else render_markdown(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synth", description="The synthetic data factory.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--target", type=int, help="accepted samples wanted (overrides generation.target)")
     run.add_argument("--no-export", action="store_true", help="stop after generation")
     run.set_defaults(func=cmd_run)
+
+    plan = sub.add_parser("plan", help="projected requests and tokens per stage, strategy and leaf")
+    plan.add_argument("recipe")
+    plan.add_argument("--catalog", help="catalog to read observed token counts and rates from")
+    plan.add_argument("--target", type=int)
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_plan)
+
+    report = sub.add_parser("report", help="the dataset report of a run (markdown or JSON), with a plot")
+    report.add_argument("--catalog", default=DEFAULT_CATALOG)
+    report.add_argument("--run", help="run id (default: the latest run)")
+    report.add_argument("--plot", help="write the leaf-distribution PNG here")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
 
     stats = sub.add_parser("stats", help="counts from the catalog")
     stats.add_argument("--catalog", default=DEFAULT_CATALOG)

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
@@ -57,6 +62,28 @@ def export_task(job: Job) -> dict[str, Any]:
     from storage.export import export_run
 
     return export_run(job.catalog, job.recipe, job.run_id)
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(job: Job, exported: dict[str, Any] | None) -> dict[str, Any]:
+    """The run report, the leaf table and the distribution plot as artifacts a person reads in the UI."""
+    from storage.report import build_report, plot_leaf_distribution, render_markdown
+
+    report = build_report(job.catalog, job.run_id)
+    key = f"run-{job.run_id}"
+    markdown = render_markdown(report)
+    plot_dir = Path(job.recipe.export.dir) if exported else job.recipe.catalog.parent / "reports"
+    plot = plot_leaf_distribution(report, plot_dir / f"leaf_distribution-{job.run_id}.png")
+    markdown += f"\n![leaf distribution]({plot.resolve().as_uri()})\n\nPlot file: `{plot}`\n"
+    if exported:
+        markdown += "\n## Export\n\n" + "\n".join(f"- {k}: `{v}`" for k, v in exported.get("paths", {}).items())
+    create_markdown_artifact(markdown=markdown, key=f"{key}-report", description="run report")
+    create_table_artifact(
+        table=[{k: r[k] for k in ("label", "slots", "accepted", "rejected", "filtered", "duplicate")}
+               for r in report["leaves"]],
+        key=f"{key}-leaves", description="samples per leaf")
+    report["plot"] = str(plot)
+    return report
 
 
 def generate_all(job: Job, on_chunk=None) -> None:
@@ -105,6 +132,7 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
             logger.info(summary["message"])
             if export:
                 summary["export"] = export_task(job)
+            report_task(job, summary.get("export"))
         except BaseException as exc:
             cat.update_run(job.run_id, status="failed", message=f"{type(exc).__name__}: {exc}"[:2000])
             raise

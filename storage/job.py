@@ -105,10 +105,13 @@ class Job:
             self.run_id, self.recipe.task.name, self.recipe.model_dump(mode="json", exclude={"base_dir"}),
             self.recipe.hash(), self.backend.name, self.backend.model,
         )
-        self.seeds = load_seeds(self.recipe)
-        self.ctx = StageContext(self.recipe.task, self.seeds)
+        self.load_inputs()
         self._load_dedup_index()
         return attempts
+
+    def load_inputs(self) -> None:
+        self.seeds = load_seeds(self.recipe)
+        self.ctx = StageContext(self.recipe.task, self.seeds)
 
     def _load_dedup_index(self) -> None:
         """Exact and near-duplicate checks cover this run and earlier runs of the same dataset."""
@@ -130,9 +133,12 @@ class Job:
         self.tree = tree
         self.catalog.update_run(self.run_id, tree_id=tree.tree_id)
 
-    def plan(self) -> list[Slot]:
+    def plan(self, record: bool = True) -> list[Slot]:
+        """The run's slots; `record=False` plans without writing (for `synth plan`)."""
         self.decision = decide_strategy(self.recipe, len(self.seeds))
-        self.catalog.update_run(self.run_id, strategy=self.decision.label, strategy_reason=self.decision.reason)
+        if record:
+            self.catalog.update_run(self.run_id, strategy=self.decision.label,
+                                    strategy_reason=self.decision.reason)
         gen = self.recipe.generation
         tree_settings = self.recipe.tree
         if self.tree is not None:

@@ -1,0 +1,57 @@
+"""`synth plan` projects cost before spending it; the report measures what a run made."""
+
+from __future__ import annotations
+
+from storage.catalog import Catalog
+from storage.job import Job
+from storage.projection import project, render_projection
+from storage.report import build_report, distinct_n, imbalance, plot_leaf_distribution, render_markdown
+from synth.backends.scripted import ScriptedBackend
+from synth.recipe import load_recipe
+from tests.conftest import write_recipe
+
+
+def test_projection_counts_stages_and_flags_the_budget(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, generation={"target": 10, "budget": 12},
+                                      verify={"kind": "math", "samples": 3}))
+    p = project(recipe)
+    assert p["per_stage"]["question"]["requests"] == 10 and p["per_stage"]["answer"]["requests"] == 30
+    assert p["projected_requests"] == 40 and not p["within_budget"] and p["samples_within_budget"] == 3
+    assert "OVER BUDGET" in render_projection(p)
+    assert not (tmp_path / "catalog.duckdb").exists()  # planning writes nothing
+
+
+def test_projection_uses_observed_tokens(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path))
+    with Catalog(recipe.catalog) as cat:
+        job = Job(recipe, cat, ScriptedBackend())
+        job.start()
+        job.plan()
+        job.generate()
+        p = project(recipe, cat)
+        assert p["source"] == "observed in the catalog" and p["acceptance_rate"] == 1.0
+        observed = cat.scalar("SELECT avg(completion_tokens) FROM requests WHERE stage = 'answer'")
+        assert p["per_stage"]["answer"]["completion_tokens"] == round(6 * observed)
+
+
+def test_report_and_plot(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path))
+    with Catalog(recipe.catalog) as cat:
+        job = Job(recipe, cat, ScriptedBackend())
+        job.start()
+        job.plan()
+        job.generate()
+        job.finish()
+        report = build_report(cat, job.run_id)
+    assert report["stats"]["samples"]["accepted"] == 6 and report["leaves"][0]["accepted"] == 6
+    assert report["diversity"]["distinct_1"] is not None
+    assert "| (all) | 6 | 6 |" in render_markdown(report)
+    png = plot_leaf_distribution(report, tmp_path / "p.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_measures():
+    assert imbalance([5, 5, 5]) == {"normalized_entropy": 1.0, "max_min_ratio": 1.0}
+    skewed = imbalance([20, 1, 1])
+    assert skewed["normalized_entropy"] < 0.5 and skewed["max_min_ratio"] == 20.0
+    assert distinct_n(["a b a b"], 2) == round(2 / 3, 4)
