@@ -45,7 +45,7 @@ def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None 
 
 @task(name="build-or-load-tree", cache_policy=NO_CACHE)
 def tree_task(job: Job):
-    from storage.trees import ensure_tree
+    from storage.recipe_tree import ensure_tree
 
     tree = ensure_tree(job.catalog, job.recipe, job.backend)
     job.set_tree(tree)
@@ -59,7 +59,7 @@ def generate_chunk(job: Job, work) -> ChunkOutcome:
 
 @task(name="export", cache_policy=NO_CACHE)
 def export_task(job: Job) -> dict[str, Any]:
-    from storage.export import export_run
+    from storage.publish import export_run
 
     return export_run(job.catalog, job.recipe, job.run_id)
 

@@ -109,6 +109,8 @@ TABLES: dict[str, str] = {
             name VARCHAR NOT NULL UNIQUE,
             run_id VARCHAR NOT NULL,
             n_samples INTEGER NOT NULL,
+            test_fraction DOUBLE NOT NULL DEFAULT 0,  -- the split's settings, so it can be retaken exactly
+            seed BIGINT NOT NULL DEFAULT 0,
             created_at TIMESTAMP NOT NULL
         )""",
     "snapshot_samples": """

@@ -28,17 +28,23 @@ def minhash(text: str) -> MinHash:
 
 
 class NearDupIndex:
-    """Insert accepted texts; `find(text)` returns the id of a near-duplicate, if any."""
+    """Insert accepted texts; `find(text)` returns the id of a near-duplicate, if any.
+
+    A threshold of 1.0 turns near-duplicate detection off (exact dedup still runs).
+    """
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        self.enabled = threshold < 1.0
+        self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM) if self.enabled else None
         self._hashes: dict[str, MinHash] = {}
 
     def __len__(self) -> int:
         return len(self._hashes)
 
     def find(self, text: str) -> str | None:
+        if not self.enabled:
+            return None
         probe = minhash(text)
         best, best_score = None, 0.0
         for key in self._lsh.query(probe):
@@ -48,7 +54,7 @@ class NearDupIndex:
         return best
 
     def add(self, key: str, text: str) -> None:
-        if key in self._hashes:
+        if not self.enabled or key in self._hashes:
             return
         m = minhash(text)
         self._hashes[key] = m

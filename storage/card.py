@@ -1,0 +1,355 @@
+"""The dataset card: README.md with YAML metadata, and the leaf-distribution plot beside it.
+
+`card_context` gathers from the catalog what a reader needs to trust and reuse the
+dataset: the task, the recipe (secrets removed), the tree (dimensions, leaf count, a
+collapsed view), the leaf distribution of the snapshot, the strategies, the model and
+sampling, the dedup/filter/verifier figures, and how to make it again. `render_card`
+turns that plain dict into Markdown through the sandboxed template
+`prompts/card/README.md.jinja2`; `write_card` does both and draws the plot.
+
+Everything generated (leaf labels, the task text) enters the template as a value, never as
+template source. Table cells are escaped here, since the sandboxed template has no
+custom filters.
+
+Redaction: a recipe key is dropped when its name, split on `_` / `-`, holds a part `token`,
+`key`, `auth`, or contains `secret`, `password`, `passwd`, `apikey`, `credential`;
+`api_key_env` (a variable's NAME) and `max_tokens` are kept. String values shaped like
+known token formats (hf_..., sk-...) are masked wherever they appear.
+
+Left out: the data files (storage.export) and the upload (storage.hub).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from storage.catalog import Catalog
+from storage.report import imbalance
+from storage.snapshots import get_snapshot
+from synth.prompts import render
+
+TEMPLATE = "card/README.md.jinja2"
+PLOT_NAME = "leaf_distribution.png"
+MAX_PLOT_LEAVES = 60  # beyond this a bar chart is unreadable: the rest is summed in one bar
+MAX_TABLE_LEAVES = 100
+
+_KEEP_KEYS = {"api_key_env", "max_tokens"}
+_SECRET_PARTS = {"token", "key", "auth"}
+_SECRET_SUBSTRINGS = ("secret", "password", "passwd", "apikey", "credential")
+_TOKEN_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_-]{8,}|api_[A-Za-z0-9]{16,})\b")
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a recipe key's name says it holds a credential.
+
+    >>> [is_secret_key(k) for k in ("api_key", "hf_token", "api_key_env", "max_tokens", "keyword")]
+    [True, True, False, False, False]
+    """
+    lowered = name.lower()
+    if lowered in _KEEP_KEYS:
+        return False
+    parts = set(re.split(r"[_\-.]", lowered))
+    return bool(parts & _SECRET_PARTS) or any(s in lowered for s in _SECRET_SUBSTRINGS)
+
+
+def mask_tokens(text: str) -> str:
+    return _TOKEN_VALUE.sub("[redacted]", text)
+
+
+def redact_recipe(value: Any) -> Any:
+    """A copy of the recipe without credential keys or token-shaped strings."""
+    if isinstance(value, dict):
+        return {k: redact_recipe(v) for k, v in value.items() if not is_secret_key(str(k))}
+    if isinstance(value, list):
+        return [redact_recipe(v) for v in value]
+    if isinstance(value, str):
+        return mask_tokens(value)
+    return value
+
+
+def size_category(n: int) -> str:
+    """The Hub's size bucket.
+
+    >>> size_category(999), size_category(1000), size_category(2_500_000)
+    ('n<1K', '1K<n<10K', '1M<n<10M')
+    """
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+              (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+    for bound, label in bounds:
+        if n < bound:
+            return label
+    return "n>1T" if n > 10**12 else "1B<n<10B"
+
+
+def cell(text: Any) -> str:
+    """A value made safe for one Markdown table cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def fence_for(text: str) -> str:
+    """A code fence longer than any backtick run inside `text`, so the text cannot close it."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def path_label(path: Iterable[Any]) -> str:
+    parts = [f"{d}={v}" if v is not None else f"{d}=*" for d, v in path]
+    return " / ".join(parts) if parts else "(whole task)"
+
+
+# -- the tree -------------------------------------------------------------------------------
+
+
+def _tree_nodes(catalog: Catalog, tree_id: str) -> list[dict[str, Any]]:
+    rows = catalog.query(
+        "SELECT node_id, parent_id, depth, dimension, value, value_list, path, is_leaf, infinite "
+        "FROM tree_nodes WHERE tree_id = ? ORDER BY depth, node_id", [tree_id])
+    for row in rows:
+        row["path"] = json.loads(row["path"] or "[]")
+        row["value_list"] = json.loads(row["value_list"]) if row["value_list"] else None
+    return rows
+
+
+def collapsed_tree(nodes: list[dict[str, Any]], counts: dict[str, int], max_children: int = 6,
+                   max_depth: int = 4) -> str:
+    """An indented view of the tree: at most `max_children` children a node (then '... N more'),
+    `max_depth` levels, each line with the samples of the snapshot beneath it."""
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for node in nodes:
+        children.setdefault(node["parent_id"], []).append(node)
+    below: dict[str, int] = {}
+
+    def total(node: dict[str, Any]) -> int:
+        if node["node_id"] not in below:
+            kids = children.get(node["node_id"], [])
+            below[node["node_id"]] = counts.get(node["node_id"], 0) + sum(total(k) for k in kids)
+        return below[node["node_id"]]
+
+    def leaves_under(node: dict[str, Any]) -> int:
+        kids = children.get(node["node_id"], [])
+        return 1 if not kids else sum(leaves_under(k) for k in kids)
+
+    lines: list[str] = []
+
+    def walk(node: dict[str, Any], prefix: str, depth: int) -> None:
+        kids = sorted(children.get(node["node_id"], []), key=lambda n: (-total(n), str(n["value"])))
+        if depth >= max_depth and kids:
+            lines.append(f"{prefix}... {leaves_under(node)} leaf/leaves below")
+            return
+        shown = kids[:max_children]
+        for i, kid in enumerate(shown):
+            last = i == len(shown) - 1 and len(kids) <= max_children
+            if kid["value"] is None and kid["value_list"]:
+                label = f"{kid['dimension']} = one of {len(kid['value_list'])} values"
+            else:
+                label = f"{kid['dimension']} = {kid['value']}"
+            lines.append(f"{prefix}{'└── ' if last else '├── '}{label}  [{total(kid)}]")
+            walk(kid, prefix + ("    " if last else "│   "), depth + 1)
+        if len(kids) > max_children:
+            rest = kids[max_children:]
+            lines.append(f"{prefix}└── ... {len(rest)} more  [{sum(total(k) for k in rest)}]")
+
+    roots = children.get(None, [])
+    for root in roots:
+        lines.append(f"(root)  [{total(root)}]")
+        walk(root, "", 0)
+    return "\n".join(lines)
+
+
+def tree_summary(catalog: Catalog, tree_id: str | None, counts: dict[str, int],
+                 tree_text: str | None = None) -> dict[str, Any] | None:
+    if not tree_id:
+        return None
+    info = catalog.query("SELECT tree_id, status, source, requests, rounds FROM trees WHERE tree_id = ?", [tree_id])
+    nodes = _tree_nodes(catalog, tree_id)
+    if not nodes and tree_text is None:
+        return None
+    dimensions: dict[str, set[str]] = {}
+    for node in nodes:
+        if node["dimension"]:
+            values = dimensions.setdefault(node["dimension"], set())
+            values.update([node["value"]] if node["value"] is not None else (node["value_list"] or []))
+    text = tree_text if tree_text is not None else collapsed_tree(nodes, counts)
+    return {
+        "tree_id": tree_id,
+        "status": info[0]["status"] if info else "unknown",
+        "source": info[0]["source"] if info else "unknown",
+        "dimensions": [{"name": cell(name), "n_values": len(values),
+                        "examples": cell(", ".join(sorted(values)[:12]) + (" ..." if len(values) > 12 else ""))}
+                       for name, values in dimensions.items()],
+        "leaf_count": sum(1 for n in nodes if n["is_leaf"]),
+        "text": text,
+        "fence": fence_for(text),
+    }
+
+
+# -- the distribution -----------------------------------------------------------------------
+
+
+def snapshot_leaf_counts(catalog: Catalog, snapshot_id: str, tree_id: str | None) -> list[dict[str, Any]]:
+    """Per leaf of the snapshot: label, samples, test samples; the tree's empty leaves included at 0."""
+    rows = catalog.query(
+        """SELECT s.leaf_id, any_value(s.leaf_path) AS leaf_path, count(*) AS n,
+                  count(*) FILTER (ss.split = 'test') AS n_test
+           FROM snapshot_samples ss JOIN samples s USING (sample_id)
+           WHERE ss.snapshot_id = ? GROUP BY s.leaf_id""", [snapshot_id])
+    labels: dict[str, str] = {}
+    if tree_id:
+        for node in catalog.query("SELECT node_id, path FROM tree_nodes WHERE tree_id = ? AND is_leaf", [tree_id]):
+            labels[node["node_id"]] = path_label(json.loads(node["path"] or "[]"))
+    out = {}
+    for row in rows:
+        label = labels.get(row["leaf_id"]) or path_label(json.loads(row["leaf_path"] or "[]"))
+        out[row["leaf_id"]] = {"leaf_id": row["leaf_id"], "label": label, "n": int(row["n"]),
+                               "n_test": int(row["n_test"])}
+    for leaf_id, label in labels.items():
+        out.setdefault(leaf_id, {"leaf_id": leaf_id, "label": label, "n": 0, "n_test": 0})
+    return sorted(out.values(), key=lambda r: (-r["n"], r["label"]))
+
+
+def plot_leaf_distribution(leaves: list[tuple[str, int]], path: Path, title: str) -> Path:
+    """A horizontal bar chart of samples per leaf (largest first), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here, in CI or in a Prefect worker
+    import matplotlib.pyplot as plt
+
+    leaves = sorted(leaves, key=lambda item: -item[1])
+    if len(leaves) > MAX_PLOT_LEAVES:
+        rest = leaves[MAX_PLOT_LEAVES - 1:]
+        leaves = leaves[:MAX_PLOT_LEAVES - 1] + [(f"({len(rest)} other leaves)", sum(n for _, n in rest))]
+    labels = [label if len(label) <= 60 else label[:57] + "..." for label, _ in leaves]
+    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.3 * len(leaves) + 1.2)))
+    ax.barh(range(len(leaves)), [n for _, n in leaves], color="#4C72B0")
+    ax.set_yticks(range(len(leaves)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("samples")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100, metadata={"Software": None})  # no version stamp: same input, same bytes
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+# -- the context and the card ----------------------------------------------------------------
+
+
+def _imbalance_text(counts: list[int]) -> dict[str, str]:
+    figures = imbalance(counts)
+    entropy, ratio = figures["normalized_entropy"], figures["max_min_ratio"]
+    return {"normalized_entropy": "n/a" if entropy is None else f"{entropy:.3f}",
+            "max_min_ratio": ("infinite (a leaf is empty)" if counts and min(counts) == 0 else "n/a")
+            if ratio is None else f"{ratio:g}"}
+
+
+def card_context(catalog: Catalog, snapshot_id: str, *, output_fields: dict[str, str], n_rows: dict[str, int],
+                 data_files: dict[str, str], formats: Iterable[str] = ("parquet",), lineage: bool = True,
+                 tree_text: str | None = None, leaf_counts: dict[str, int] | None = None,
+                 license: str = "other", task_categories: list[str] | None = None,
+                 plot: str | None = PLOT_NAME) -> dict[str, Any]:
+    """Everything the card shows, as plain data. `leaf_counts` (label -> samples) and
+    `tree_text` replace what would be read from the catalog."""
+    snapshot = get_snapshot(catalog, snapshot_id)
+    run = catalog.run(snapshot["run_id"]) or {}
+    recipe = json.loads(run["recipe"]) if isinstance(run.get("recipe"), str) else (run.get("recipe") or {})
+    task = recipe.get("task", {})
+    leaves = snapshot_leaf_counts(catalog, snapshot["snapshot_id"], run.get("tree_id"))
+    if leaf_counts is not None:
+        leaves = [{"leaf_id": None, "label": label, "n": int(n), "n_test": None}
+                  for label, n in sorted(leaf_counts.items(), key=lambda kv: -kv[1])]
+    counts_by_leaf = {r["leaf_id"]: r["n"] for r in leaves if r["leaf_id"]}
+    total = sum(n_rows.values())
+    strategies = catalog.query(
+        """SELECT s.strategy, count(*) AS n FROM snapshot_samples ss JOIN samples s USING (sample_id)
+           WHERE ss.snapshot_id = ? GROUP BY s.strategy ORDER BY n DESC, s.strategy""", [snapshot["snapshot_id"]])
+    stats = catalog.stats(snapshot["run_id"])
+    attempts = sum(stats["samples"].values())
+    fields = task.get("output_fields", {})
+    metadata = {
+        "license": license,
+        "task_categories": task_categories or ["text-generation"],
+        "language": ["en"],
+        "size_categories": [size_category(total)],
+        "pretty_name": str(task.get("name") or run.get("name") or snapshot["name"]),
+        "tags": ["synthetic", "treesynth"],
+    }
+    if data_files:
+        files = [{"split": split, "path": pattern} for split, pattern in data_files.items()]
+        metadata["configs"] = [{"config_name": "default", "data_files": files}]
+    return {
+        "metadata": metadata,
+        "title": str(task.get("name") or snapshot["name"]),
+        "task": {
+            "name": str(task.get("name", "")),
+            "description": str(task.get("description", "")),
+            "fields": [{"name": cell(name), "type": cell(kind),
+                        "description": cell((fields.get(name) or {}).get("description", ""))}
+                       for name, kind in output_fields.items()],
+        },
+        "snapshot": {"name": snapshot["name"], "snapshot_id": snapshot["snapshot_id"],
+                     "test_fraction": snapshot["test_fraction"], "seed": snapshot["seed"],
+                     "created_at": str(snapshot["created_at"])},
+        "splits": [{"name": split, "rows": n} for split, n in n_rows.items()],
+        "total_rows": total,
+        "formats": list(formats),
+        "lineage": lineage,
+        "run": {"run_id": snapshot["run_id"], "recipe_hash": run.get("recipe_hash", ""),
+                "backend": run.get("backend", ""), "model": run.get("model", ""),
+                "status": run.get("status", ""), "strategy": run.get("strategy") or "",
+                "strategy_reason": run.get("strategy_reason") or ""},
+        "sampling": (recipe.get("backend") or {}).get("sampling", {}),
+        "recipe": recipe,
+        "tree": tree_summary(catalog, run.get("tree_id"), counts_by_leaf, tree_text),
+        "leaves": [{"label": cell(r["label"]), "n": r["n"], "n_test": r["n_test"],
+                    "share": f"{100 * r['n'] / total:.1f}%" if total else "-"} for r in leaves[:MAX_TABLE_LEAVES]],
+        "leaves_hidden": max(0, len(leaves) - MAX_TABLE_LEAVES),
+        "plot_leaves": [(r["label"], r["n"]) for r in leaves],  # every leaf, raw labels: the plot sums the tail
+        "leaf_total": len(leaves),
+        "imbalance": _imbalance_text([r["n"] for r in leaves]),
+        "plot": plot,
+        "strategies": [{"name": cell(r["strategy"]), "n": int(r["n"])} for r in strategies],
+        "stats": stats,
+        "attempts": attempts,
+        "rates": {status: (f"{100 * stats['samples'][status] / attempts:.1f}%" if attempts else "-")
+                  for status in stats["samples"]},
+        "reject_reasons": [{"reason": cell(k), "n": v} for k, v in stats["reject_reasons"].items()],
+        "quality": recipe.get("quality", {}),
+        "verify": {"kind": "none", **(recipe.get("verify") or {})},
+    }
+
+
+def render_card(context: dict[str, Any]) -> str:
+    """The README.md text for `context` (from `card_context`); the recipe is redacted here
+    again, so a hand-made context cannot leak a secret either."""
+    variables = dict(context)
+    variables["metadata_yaml"] = yaml.safe_dump(context["metadata"], sort_keys=False, allow_unicode=True)
+    recipe_json = json.dumps(redact_recipe(context.get("recipe", {})), indent=2, ensure_ascii=False, sort_keys=True)
+    variables["recipe_json"] = recipe_json
+    variables["recipe_fence"] = fence_for(recipe_json)
+    variables["sampling_json"] = json.dumps(context.get("sampling", {}), sort_keys=True)
+    variables["quality_json"] = json.dumps(redact_recipe(context.get("quality", {})), sort_keys=True)
+    variables["verify_json"] = json.dumps(redact_recipe(context.get("verify", {})), sort_keys=True)
+    return mask_tokens(render(TEMPLATE, variables)) + "\n"
+
+
+def write_card(catalog: Catalog, snapshot_id: str, out_dir: Path, **context_options: Any) -> list[Path]:
+    """Write README.md and leaf_distribution.png into `out_dir`; returns both paths."""
+    out_dir = Path(out_dir)
+    context = card_context(catalog, snapshot_id, **context_options)
+    written = []
+    if context["plot"]:
+        written.append(plot_leaf_distribution(context["plot_leaves"], out_dir / context["plot"],
+                                              f"{context['title']}: samples per leaf"))
+    card = out_dir / "README.md"
+    tmp = card.with_name("README.md.tmp")
+    tmp.write_text(render_card(context), encoding="utf-8")
+    tmp.replace(card)
+    return [card, *written]

@@ -1,0 +1,324 @@
+"""Export a snapshot as a Hugging Face dataset: Parquet shards, JSONL, `save_to_disk`, a card.
+
+One snapshot becomes a `datasets.DatasetDict` ("train", and "test" when the snapshot has
+test rows) with typed features: each task field as string / int64 / float64 from the
+recipe, and, unless `lineage=False`, the lineage columns (sample, run, leaf, leaf path,
+strategy, seed row, request). It is written as
+
+    <out>/data/train-00000-of-00002.parquet ...   the Hub's layout; `load_dataset("parquet", ...)`
+    <out>/jsonl/train.jsonl, jsonl/test.jsonl     one JSON object a line, UTF-8
+    <out>/hf/                                     `DatasetDict.save_to_disk`
+    <out>/README.md, leaf_distribution.png        the dataset card (storage.card)
+
+and one row per target goes into the catalog's `exports` table. Files are written to a
+temporary name and renamed, shards left over from an earlier export with another shard
+count are removed, and the export id is a hash of snapshot, target and place, so
+exporting the same snapshot to the same place again gives the same files and the same
+catalog rows. Rows are ordered by split and sample id, so the bytes are the same too
+(which lets a Hub upload skip shards it already sent).
+
+The table is built inside DuckDB (`snapshot_table`): the JSON fields are extracted and
+cast there, not in a Python loop over rows. A value that does not fit its column (7.5 or
+"seven" for an integer, true for a number) stops the export with the sample's id: it is
+never written as NULL or rounded. Numeric text ("7") and whole floats (7.0) do fit.
+The whole snapshot is held in memory as one Arrow table (about 2 GB at 1 M rows of
+short text): streaming shard by shard is left for larger exports.
+
+Left out: uploading (storage.hub), choosing what goes into the snapshot (storage.snapshots).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from storage.catalog import Catalog, now
+from storage.snapshots import SPLITS, get_snapshot
+from synth.ids import stable_id
+
+FORMATS = ("parquet", "jsonl", "save_to_disk")
+DEFAULT_SHARD_ROWS = 100_000  # rows per Parquet shard: a few tens of MB of text, easy to resume
+_VALUE_TYPES = {"string": "string", "integer": "int64", "number": "float64"}
+_LINEAGE_TYPES = {"sample_id": "string", "run_id": "string", "leaf_id": "string", "leaf_path": "string",
+                  "strategy": "string", "seed_row": "int64", "request_id": "string"}
+SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
+
+
+class ExportError(ValueError):
+    """An export that cannot be written; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    snapshot_id: str
+    out_dir: Path
+    paths: dict[str, list[Path]]  # target ("parquet", "jsonl", "save_to_disk", "card") -> files or folders
+    n_rows: dict[str, int]  # split -> rows
+    export_ids: dict[str, str] = field(default_factory=dict)  # target -> export id
+
+    @property
+    def data_files(self) -> dict[str, list[Path]]:
+        """split -> Parquet shards, ready for `load_dataset("parquet", data_files=...)`."""
+        out: dict[str, list[Path]] = {}
+        for path in self.paths.get("parquet", []):
+            out.setdefault(SHARD_NAME.match(path.name)["split"], []).append(path)
+        return out
+
+
+def output_fields_of_run(catalog: Catalog, run_id: str) -> dict[str, str]:
+    """name -> type ("string" / "integer" / "number") of the task's output fields, from the run's recipe."""
+    run = catalog.run(run_id)
+    if run is None:
+        raise ExportError(f"no run {run_id!r} in {catalog.path}")
+    recipe = json.loads(run["recipe"]) if isinstance(run["recipe"], str) else run["recipe"]
+    try:
+        return {name: spec.get("type", "string") for name, spec in recipe["task"]["output_fields"].items()}
+    except (KeyError, TypeError, AttributeError):
+        raise ExportError(f"run {run_id}'s recipe has no task.output_fields: pass output_fields= explicitly") from None
+
+
+# How a JSON value becomes each column type, in SQL. `t` is the value's json_type, `s` its
+# text. A value that does not fit (7.5 for an integer, true for a number) gives NULL here
+# and is then reported as an error: never a silent NULL or a rounded number.
+_CAST_SQL = {
+    "string": "CASE WHEN {t} = 'NULL' THEN NULL ELSE {s} END",
+    "int64": "CASE WHEN {t} IN ('BOOLEAN', 'ARRAY', 'OBJECT') THEN NULL "
+             "WHEN TRY_CAST({s} AS DOUBLE) = floor(TRY_CAST({s} AS DOUBLE)) THEN TRY_CAST({s} AS BIGINT) END",
+    "float64": "CASE WHEN {t} IN ('BOOLEAN', 'ARRAY', 'OBJECT') THEN NULL ELSE TRY_CAST({s} AS DOUBLE) END",
+}
+_LINEAGE_SQL = {"sample_id": "s.sample_id", "run_id": "s.run_id", "leaf_id": "s.leaf_id",
+                "leaf_path": "CAST(s.leaf_path AS VARCHAR)", "strategy": "s.strategy",
+                "seed_row": "CAST(s.seed_row AS BIGINT)", "request_id": "s.request_id"}
+
+
+def _columns(output_fields: dict[str, str], lineage: bool) -> dict[str, str]:
+    """column -> datasets value type, in output order."""
+    columns: dict[str, str] = {}
+    for name, kind in output_fields.items():
+        if not name.isidentifier():
+            raise ExportError(f"field name {name!r} must be a plain identifier (letters, digits, _)")
+        if kind not in _VALUE_TYPES:
+            raise ExportError(f"field {name!r} has type {kind!r}; write one of {', '.join(_VALUE_TYPES)}")
+        columns[name] = _VALUE_TYPES[kind]
+    if lineage:
+        for name, kind in _LINEAGE_TYPES.items():
+            columns[f"lineage_{name}" if name in output_fields else name] = kind
+    return columns
+
+
+def snapshot_table(catalog: Catalog, snapshot_id: str, output_fields: dict[str, str], lineage: bool = True):
+    """The snapshot as one typed Arrow table plus a `__split` column, built inside DuckDB.
+
+    Same rows, order and column names as `snapshot_rows`, without a Python loop over rows,
+    so it scales to millions of samples. Field names are identifiers (checked in
+    `_columns`), so quoting them as SQL column names is safe; JSON paths are bound parameters.
+    """
+    import pyarrow as pa
+
+    columns = _columns(output_fields, lineage)
+    fields = list(output_fields.items())
+    # Internal names start with "__" so no task field can collide with them.
+    raw = "".join(f", json_type(s.fields, ?) AS __t{i}, json_extract_string(s.fields, ?) AS __s{i}"
+                  for i in range(len(fields)))
+    params = [f'$."{name}"' for name, _ in fields for _twice in (0, 1)]
+    typed = "".join(f', {_CAST_SQL[_VALUE_TYPES[kind]].format(t=f"__t{i}", s=f"__s{i}")} AS __v{i}'
+                    for i, (_, kind) in enumerate(fields))
+    checks = " ".join(f"WHEN __t{i} IS NOT NULL AND __t{i} <> 'NULL' AND __v{i} IS NULL THEN {i}"
+                      for i in range(len(fields)))
+    lineage_sql = "".join(f", {expr} AS __l_{name}" for name, expr in _LINEAGE_SQL.items())
+    out = [f'__v{i} AS "{name}"' for i, (name, _) in enumerate(fields)]
+    if lineage:
+        out += [f'__l_{name} AS "{column}"' for name, column in zip(_LINEAGE_SQL, list(columns)[len(fields):])]
+    sql = f"""
+        WITH base AS (
+            SELECT ss.split AS __split{lineage_sql}{raw}
+            FROM snapshot_samples ss JOIN samples s USING (sample_id)
+            WHERE ss.snapshot_id = ?
+        ), typed AS (
+            SELECT *{typed} FROM base
+        )
+        SELECT __split, __l_sample_id AS __sample_id, {f"CASE {checks} END" if checks else "NULL"} AS __bad,
+               {', '.join(out)}
+        FROM typed
+        ORDER BY CASE __split WHEN 'train' THEN 0 WHEN 'test' THEN 1 ELSE 2 END, __split, __l_sample_id"""
+    with catalog.transaction() as con:  # the catalog's lock, and one consistent read
+        table = con.sql(sql, params=[*params, snapshot_id]).to_arrow_table()
+    bad = table.filter(table["__bad"].is_valid())
+    if bad.num_rows:
+        column, sample_id = fields[bad["__bad"][0].as_py()][0], bad["__sample_id"][0].as_py()
+        value = catalog.scalar("SELECT json_extract_string(fields, ?) FROM samples WHERE sample_id = ?",
+                               [f'$."{column}"', sample_id])
+        raise ExportError(
+            f"sample {sample_id}: column {column!r} holds {str(value)[:60]!r}, which is not "
+            f"{_VALUE_TYPES[output_fields[column]]}; fix the recipe's field type or mark the sample rejected, "
+            "then take a new snapshot")
+    schema = pa.schema([pa.field("__split", pa.string()),
+                        *[pa.field(name, pa.string() if kind == "string" else pa.from_numpy_dtype(kind))
+                          for name, kind in columns.items()]])
+    return table.drop_columns(["__sample_id", "__bad"]).cast(schema)
+
+
+def build_dataset_dict(table) -> Any:
+    """`snapshot_table`'s table as a typed `datasets.DatasetDict`: train, and test when it has rows."""
+    import pyarrow.compute as pc
+    from datasets import Dataset, DatasetDict, DatasetInfo, Features  # heavy: only when exporting
+
+    data = table.drop_columns(["__split"])
+    features = Features.from_arrow_schema(data.schema)
+    splits = table["__split"].unique().to_pylist()
+    ordered = [s for s in SPLITS if s in splits] + sorted(set(splits) - set(SPLITS))
+    return DatasetDict({split: Dataset(data.filter(pc.equal(table["__split"], split)),
+                                       info=DatasetInfo(features=features))
+                        for split in ordered})
+
+
+@contextmanager
+def _quiet_progress():
+    """No per-shard progress bars: in a flow's log they are noise; the caller reports counts."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    os.replace(tmp, final)  # atomic on one filesystem: a reader sees the old file or the new one
+
+
+def _write_parquet(dataset_dict, folder: Path, shard_rows: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for split, dataset in dataset_dict.items():
+        count = max(1, math.ceil(len(dataset) / shard_rows))
+        for index in range(count):
+            final = folder / f"{split}-{index:05d}-of-{count:05d}.parquet"
+            tmp = final.with_name(final.name + ".tmp")
+            dataset.shard(num_shards=count, index=index, contiguous=True).to_parquet(str(tmp))
+            _replace(tmp, final)
+            written.append(final)
+    keep = {p.name for p in written}
+    for stale in folder.iterdir():  # shards of an earlier export with another count or split
+        if SHARD_NAME.match(stale.name) and stale.name not in keep:
+            stale.unlink()
+    return written
+
+
+def _write_jsonl(dataset_dict, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for split, dataset in dataset_dict.items():
+        final = folder / f"{split}.jsonl"
+        tmp = final.with_name(final.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            # Arrow batches to Python rows: ten times faster than iterating the Dataset
+            for batch in dataset.data.table.to_batches(max_chunksize=10_000):
+                out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist())
+        _replace(tmp, final)
+        written.append(final)
+    keep = {p.name for p in written}
+    for stale in folder.glob("*.jsonl"):
+        if stale.name not in keep and stale.stem in SPLITS:
+            stale.unlink()
+    return written
+
+
+def _write_saved(dataset_dict, folder: Path) -> list[Path]:
+    if folder.exists() and not (folder / "dataset_dict.json").exists():
+        raise ExportError(f"{folder} exists and is not a saved dataset: refusing to replace it; "
+                          "remove it or export to another folder")
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by an interrupted export
+    dataset_dict.save_to_disk(str(tmp))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return [folder]
+
+
+def record_export(catalog: Catalog, snapshot_id: str, target: str, location: str, n_rows: int,
+                  revision: str | None = None) -> str:
+    """Write (or refresh) the export row for one target; returns its id, a hash of snapshot,
+    target, place and revision: the same export twice is one row, a new Hub commit a new one."""
+    export_id = stable_id("export", snapshot_id, target, location, revision)
+    with catalog.transaction() as con:
+        con.execute(
+            """INSERT INTO exports (export_id, snapshot_id, target, location, revision, n_rows, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (export_id) DO UPDATE SET n_rows = excluded.n_rows, created_at = excluded.created_at""",
+            [export_id, snapshot_id, target, location, revision, n_rows, now()])
+    return export_id
+
+
+def list_exports(catalog: Catalog, snapshot_id: str | None = None) -> list[dict[str, Any]]:
+    where, params = ("WHERE snapshot_id = ?", [snapshot_id]) if snapshot_id else ("", [])
+    return catalog.query(f"SELECT * FROM exports {where} ORDER BY created_at DESC, target", params)
+
+
+def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
+                    formats: Iterable[str] = ("parquet", "jsonl"), lineage: bool = True,
+                    output_fields: dict[str, str] | None = None, *,
+                    shard_rows: int = DEFAULT_SHARD_ROWS, card: bool = True,
+                    tree_text: str | None = None, license: str = "other") -> ExportResult:
+    """Write the snapshot (id or name) under `out_dir` in `formats`, with a card; record each target.
+
+    `output_fields` maps field name -> "string" / "integer" / "number"; by default it is
+    read from the run's recipe.
+    """
+    formats = tuple(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown export format(s) {unknown or '(none)'}: write any of {', '.join(FORMATS)}")
+    if shard_rows <= 0:
+        raise ExportError(f"shard_rows must be > 0, got {shard_rows}")
+    snapshot = get_snapshot(catalog, snapshot_id)
+    snapshot_id = snapshot["snapshot_id"]
+    if output_fields is None:
+        output_fields = output_fields_of_run(catalog, snapshot["run_id"])
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    dataset_dict = build_dataset_dict(snapshot_table(catalog, snapshot_id, output_fields, lineage))
+    n_rows = {split: len(ds) for split, ds in dataset_dict.items()}
+    writers = {
+        "parquet": lambda: _write_parquet(dataset_dict, out_dir / "data", shard_rows),
+        "jsonl": lambda: _write_jsonl(dataset_dict, out_dir / "jsonl"),
+        "save_to_disk": lambda: _write_saved(dataset_dict, out_dir / "hf"),
+    }
+    locations = {"parquet": out_dir / "data", "jsonl": out_dir / "jsonl", "save_to_disk": out_dir / "hf"}
+    with _quiet_progress():
+        paths: dict[str, list[Path]] = {target: writers[target]() for target in formats}
+
+    if card:
+        from storage.card import write_card  # matplotlib and the card template: only when asked
+
+        paths["card"] = write_card(
+            catalog, snapshot_id, out_dir, output_fields=output_fields, n_rows=n_rows,
+            data_files=_card_data_files(paths, n_rows), formats=formats, lineage=lineage,
+            tree_text=tree_text, license=license)
+
+    total = sum(n_rows.values())
+    export_ids = {target: record_export(catalog, snapshot_id, target, str(locations[target]), total)
+                  for target in formats}
+    return ExportResult(snapshot_id, out_dir, paths, n_rows, export_ids)
+
+
+def _card_data_files(paths: dict[str, list[Path]], n_rows: dict[str, int]) -> dict[str, str]:
+    """split -> the glob the card's `configs` section gives the Hub (Parquet first, else JSONL)."""
+    if "parquet" in paths:
+        return {split: f"data/{split}-*" for split in n_rows}
+    if "jsonl" in paths:
+        return {split: f"jsonl/{split}.jsonl" for split in n_rows}
+    return {}

@@ -1,0 +1,175 @@
+"""Publish a snapshot to the Hugging Face Hub as a dataset repo, in parts, resumably.
+
+`push_to_hub` exports the snapshot (Parquet shards and the card, storage.export), makes
+the dataset repo if it is missing, then commits the shards a few at a time and the card
+last, so a large dataset goes up in several commits and the card (whose `configs` name
+every shard) appears only once all the data is there. Before uploading, it lists the
+repo and skips every file whose content is already committed (the SHA-256 of an LFS
+file, the git blob id of a small one): an upload that was interrupted, or a push of
+an unchanged snapshot, sends only what is missing. Exports are byte-for-byte
+deterministic, which is what makes this comparison work across processes. Shards of an
+earlier push that the new export no longer has (another shard count) are deleted in
+the last commit.
+
+The token comes from the argument, else `HF_TOKEN` (the flows read a Prefect Secret block
+and pass it in). It is never logged, printed, stored in the catalog or the card, and it
+is scrubbed from the message of any error raised from here; errors are raised outside
+the `except` block so the original exception (whose text may echo it) is not chained.
+
+Left out: pull requests, branches other than main, and deleting repos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from storage.card import mask_tokens
+from storage.catalog import Catalog
+from storage.export import DEFAULT_SHARD_ROWS, SHARD_NAME, export_snapshot, record_export
+from storage.snapshots import get_snapshot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARDS_PER_COMMIT = 8  # the Hub rate-limits commits per hour: parts, not one commit per shard
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class HubError(RuntimeError):
+    """A push that failed; the message says what to do and never contains the token."""
+
+
+def resolve_token(token: str | None) -> str:
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        raise HubError("no Hugging Face token: set HF_TOKEN to a write token from "
+                       "https://huggingface.co/settings/tokens, or pass token=... (the flows read it from a "
+                       "Prefect Secret block)")
+    return token
+
+
+def scrub(text: str, token: str | None) -> str:
+    """`text` without the token (or any token-shaped string)."""
+    if token:
+        text = text.replace(token, "[token]")
+    return mask_tokens(text)
+
+
+def _call(action: str, token: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`, with any failure turned into a HubError without the token.
+
+    The HubError is raised after the `except` block, so it does not chain the original
+    exception, whose message or traceback may hold the token."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # any client or server error
+        failure = scrub(f"{type(exc).__name__}: {exc}", token)
+    raise HubError(f"{action} failed: {failure}")
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _already_there(path: Path, remote: Any) -> bool:
+    """Whether the repo's file `remote` (a RepoFile, or None) holds exactly `path`'s bytes."""
+    if remote is None or remote.size != path.stat().st_size:
+        return False
+    if remote.lfs is not None:
+        return remote.lfs.sha256 == _sha256(path)
+    return remote.blob_id == _git_blob_id(path.read_bytes())
+
+
+def _remote_files(api: Any, repo_id: str) -> dict[str, Any]:
+    from huggingface_hub.hf_api import RepoFile
+
+    return {entry.path: entry for entry in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True)
+            if isinstance(entry, RepoFile)}
+
+
+def push_to_hub(catalog: Catalog, snapshot_id: str, repo_id: str, private: bool = False,
+                token: str | None = None, export_dir: Path | None = None, *,
+                endpoint: str | None = None, shards_per_commit: int = DEFAULT_SHARDS_PER_COMMIT,
+                shard_rows: int = DEFAULT_SHARD_ROWS, output_fields: dict[str, str] | None = None,
+                license: str = "other", tree_text: str | None = None) -> str:
+    """Upload the snapshot (id or name) to the dataset repo `owner/name`; returns the commit id
+    the repo's main branch is at afterwards, and records it as a 'hub' export."""
+    if not _REPO_ID.match(repo_id or ""):
+        raise HubError(f"repo id {repo_id!r} is not 'owner/name': write e.g. my-org/math-word-problems")
+    if shards_per_commit <= 0:
+        raise HubError(f"shards_per_commit must be > 0, got {shards_per_commit}")
+    token = resolve_token(token)
+    snapshot = get_snapshot(catalog, snapshot_id)
+
+    with tempfile.TemporaryDirectory(prefix="synth-push-") as scratch:
+        out_dir = Path(export_dir) if export_dir is not None else Path(scratch)
+        result = export_snapshot(catalog, snapshot["snapshot_id"], out_dir, formats=("parquet",),
+                                 output_fields=output_fields, shard_rows=shard_rows, license=license,
+                                 tree_text=tree_text)
+        card_text = (result.out_dir / "README.md").read_text(encoding="utf-8")
+        if token in card_text:  # cannot happen through redaction; refuse rather than publish it
+            raise HubError("the dataset card would contain the token: refusing to upload; check the recipe")
+        commit = _upload(result, repo_id, private, token, endpoint, shards_per_commit, snapshot["name"])
+
+    record_export(catalog, snapshot["snapshot_id"], "hub", repo_id, sum(result.n_rows.values()), revision=commit)
+    return commit
+
+
+def _upload(result: Any, repo_id: str, private: bool, token: str, endpoint: str | None,
+            shards_per_commit: int, snapshot_name: str) -> str:
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    _call(f"creating the dataset repo {repo_id}", token,
+          api.create_repo, repo_id, repo_type="dataset", private=private, exist_ok=True)
+    remote = _call(f"listing the files of {repo_id}", token, _remote_files, api, repo_id)
+
+    root = result.out_dir
+    shards = list(result.paths["parquet"])
+    card_files = list(result.paths.get("card", []))
+    rel = {p: p.relative_to(root).as_posix() for p in shards + card_files}
+    pending = [p for p in shards if not _already_there(p, remote.get(rel[p]))]
+    log.info("%s: %d of %d shard(s) to upload, %d already committed",
+             repo_id, len(pending), len(shards), len(shards) - len(pending))
+
+    local_names = set(rel.values())
+    stale = [path for path in remote if path.startswith("data/") and SHARD_NAME.match(path.rsplit("/", 1)[-1])
+             and path not in local_names]
+    parts = [pending[i:i + shards_per_commit] for i in range(0, len(pending), shards_per_commit)]
+    commit_id: str | None = None
+    for number, part in enumerate(parts, start=1):
+        operations = [CommitOperationAdd(path_in_repo=rel[p], path_or_fileobj=str(p)) for p in part]
+        message = f"Add {len(part)} shard(s) of snapshot {snapshot_name} (part {number}/{len(parts)})"
+        info = _call(f"committing part {number}/{len(parts)} to {repo_id} (run the push again to resume: "
+                     "committed shards are skipped)", token,
+                     api.create_commit, repo_id, operations, commit_message=message, repo_type="dataset")
+        commit_id = info.oid
+        log.info("%s: committed %s in %s", repo_id, ", ".join(rel[p] for p in part), commit_id)
+
+    final = [CommitOperationAdd(path_in_repo=rel[p], path_or_fileobj=str(p))
+             for p in card_files if not _already_there(p, remote.get(rel[p]))]
+    final += [CommitOperationDelete(path_in_repo=path) for path in stale]
+    if final:
+        message = f"Dataset card for snapshot {snapshot_name}" + (
+            f"; remove {len(stale)} stale shard(s)" if stale else "")
+        info = _call(f"committing the dataset card to {repo_id}", token,
+                     api.create_commit, repo_id, final, commit_message=message, repo_type="dataset")
+        commit_id = info.oid
+        log.info("%s: committed the card in %s", repo_id, commit_id)
+    if commit_id is None:
+        commit_id = _call(f"reading the head of {repo_id}", token, api.repo_info, repo_id, repo_type="dataset").sha
+        log.info("%s: already up to date at %s", repo_id, commit_id)
+    return commit_id
