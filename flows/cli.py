@@ -33,6 +33,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = apply_overrides(_load(args.recipe), args.catalog, args.out, args.target)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
+    if recipe.tree is not None and recipe.tree.file is not None:
+        from storage.recipe_tree import tree_from_file
+
+        tree_from_file(recipe)  # so is a malformed tree file
     from flows.run import run_recipe
 
     summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
@@ -77,7 +81,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     tree = None
     try:
         if catalog is not None and recipe.tree is not None and recipe.tree.enabled:
-            from storage.trees import find_tree_for
+            from storage.recipe_tree import find_tree_for
 
             tree = find_tree_for(catalog, recipe)
         projection = project(recipe, catalog, tree)
@@ -100,6 +104,95 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot: {plot_leaf_distribution(report, Path(args.plot))}", file=sys.stderr)
     print(json.dumps(report, indent=2, default=str) if args.json else render_markdown(report))
+    return 0
+
+
+def _pick_tree(cat, args):
+    from storage.trees import list_trees, load_tree
+
+    if args.recipe:
+        from storage.recipe_tree import find_tree_for
+
+        tree = find_tree_for(cat, _load(args.recipe))
+        if tree is None:
+            raise LookupError("this recipe's tree is not built yet: run `synth run RECIPE` first")
+        return tree
+    trees = list_trees(cat)
+    if not trees:
+        raise LookupError(f"the catalog {args.catalog} holds no tree yet")
+    tree_id = args.tree or trees[0]["tree_id"]
+    tree = load_tree(cat, tree_id)
+    if tree is None:
+        raise LookupError(f"no tree {tree_id!r}; trees here: {', '.join(t['tree_id'] for t in trees)}")
+    return tree
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    from storage.catalog import Catalog
+    from synth.tree import render_tree, tree_to_yaml
+
+    if args.action == "import":
+        from storage.trees import save_tree
+        from synth.tree import tree_from_yaml
+
+        tree = tree_from_yaml(Path(args.file).read_text(encoding="utf-8"))
+        with Catalog(args.catalog) as cat:
+            save_tree(cat, tree)
+        print(f"imported tree {tree.tree_id}: {len(tree.leaves())} leaves; name it in a recipe with "
+              f"`tree: {{file: {args.file}}}`")
+        return 0
+    with Catalog(args.catalog, read_only=True) as cat:
+        try:
+            tree = _pick_tree(cat, args)
+        except LookupError as exc:
+            return _fail(str(exc), 1)
+        counts = {r["leaf_id"]: int(r["n"]) for r in cat.query(
+            """SELECT s.leaf_id, count(*) AS n FROM samples s JOIN runs r USING (run_id)
+               WHERE r.tree_id = ? AND s.status = 'accepted' GROUP BY 1""", [tree.tree_id])}
+    if args.action == "show":
+        print(render_tree(tree, counts))
+    else:
+        text = tree_to_yaml(tree)
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+            print(f"wrote {args.out}", file=sys.stderr)
+        else:
+            print(text)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from storage.catalog import Catalog
+    from storage.export import export_snapshot
+    from storage.publish import tree_text_of_run
+    from storage.snapshots import SnapshotError, create_snapshot, get_snapshot
+
+    with Catalog(args.catalog) as cat:
+        existing = None
+        if args.snapshot:
+            try:
+                existing = get_snapshot(cat, args.snapshot)["snapshot_id"]
+            except SnapshotError:
+                pass  # a new name: take the snapshot below
+        if existing is not None:
+            snapshot_id = existing
+        else:
+            run_id = args.run or cat.latest_run_id()
+            if run_id is None:
+                return _fail(f"the catalog {args.catalog} holds no run yet", 1)
+            snapshot_id = create_snapshot(cat, run_id, args.snapshot, args.test_fraction, args.seed)
+        snapshot = get_snapshot(cat, snapshot_id)
+        tree_text = tree_text_of_run(cat, snapshot["run_id"])
+        result = export_snapshot(cat, snapshot_id, Path(args.out), formats=args.format or ("parquet", "jsonl"),
+                                 lineage=not args.no_lineage, tree_text=tree_text)
+        print(f"snapshot {snapshot['name']} ({snapshot_id}): {result.n_rows} rows -> {result.out_dir}")
+        if args.push:
+            from storage.hub import push_to_hub
+
+            # the token comes from HF_TOKEN (or a Prefect Secret block in the flows); it is never printed
+            commit = push_to_hub(cat, snapshot_id, args.push, private=args.private, export_dir=Path(args.out),
+                                 tree_text=tree_text)
+            print(f"pushed to {args.push} at commit {commit}")
     return 0
 
 
@@ -129,11 +222,37 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
 
+    tree = sub.add_parser("tree", help="show, export or import a TreeSynth tree")
+    tree.add_argument("action", choices=["show", "export", "import"])
+    tree.add_argument("file", nargs="?", help="import: the tree YAML to import")
+    tree.add_argument("--catalog", default=DEFAULT_CATALOG)
+    tree.add_argument("--tree", help="tree id (default: the newest tree)")
+    tree.add_argument("--recipe", help="the tree this recipe uses")
+    tree.add_argument("--out", help="export: write the YAML here (default: print it)")
+    tree.set_defaults(func=cmd_tree)
+
+    export = sub.add_parser("export", help="snapshot a run and export it (Parquet, JSONL, save_to_disk, the Hub)")
+    export.add_argument("--catalog", default=DEFAULT_CATALOG)
+    export.add_argument("--run", help="run id (default: the latest run)")
+    export.add_argument("--snapshot", help="snapshot name: reuse it, or give a new snapshot this name")
+    export.add_argument("--test-fraction", type=float, default=0.0)
+    export.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
+    export.add_argument("--out", default="out/export")
+    export.add_argument("--format", action="append", choices=["parquet", "jsonl", "save_to_disk"])
+    export.add_argument("--no-lineage", action="store_true", help="leave out the lineage columns")
+    export.add_argument("--push", metavar="OWNER/NAME", help="also upload to this Hub dataset repo (token: HF_TOKEN)")
+    export.add_argument("--private", action="store_true")
+    export.set_defaults(func=cmd_export)
+
     stats = sub.add_parser("stats", help="counts from the catalog")
     stats.add_argument("--catalog", default=DEFAULT_CATALOG)
     stats.add_argument("--run", help="one run id (default: every run in the catalog)")
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=cmd_stats)
+
+    from flows.server import add_server_commands
+
+    add_server_commands(sub)  # synth server [start|stop|status], synth serve
     return parser
 
 
@@ -150,15 +269,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     from storage.catalog import CatalogBusy, CatalogError
+    from storage.export import ExportError
+    from storage.hub import HubError
+    from storage.snapshots import SnapshotError
     from synth.prompts import PromptError
     from synth.recipe import RecipeError
     from synth.seeds import SeedError
+    from synth.tree import TreeError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecipeError, SeedError, PromptError) as exc:
+    except (RecipeError, SeedError, PromptError, TreeError) as exc:
         return _fail(str(exc))
+    except (ExportError, SnapshotError, HubError) as exc:
+        return _fail(str(exc), 1)
     except (CatalogBusy, CatalogError) as exc:
         return _fail(str(exc), 1)
 

@@ -11,6 +11,7 @@ or rerun chunk regenerates only what is missing and writes nothing twice.
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,9 @@ def report_task(job: Job, exported: dict[str, Any] | None) -> dict[str, Any]:
     markdown = render_markdown(report)
     plot_dir = Path(job.recipe.export.dir) if exported else job.recipe.catalog.parent / "reports"
     plot = plot_leaf_distribution(report, plot_dir / f"leaf_distribution-{job.run_id}.png")
-    markdown += f"\n![leaf distribution]({plot.resolve().as_uri()})\n\nPlot file: `{plot}`\n"
+    # inline: the UI is an http page and will not load a file:// image
+    inline = base64.b64encode(plot.read_bytes()).decode()
+    markdown += f"\n![leaf distribution](data:image/png;base64,{inline})\n\nPlot file: `{plot}`\n"
     if exported:
         markdown += "\n## Export\n\n" + "\n".join(f"- {k}: `{v}`" for k, v in exported.get("paths", {}).items())
     create_markdown_artifact(markdown=markdown, key=f"{key}-report", description="run report")
@@ -103,7 +106,7 @@ def generate_all(job: Job, on_chunk=None) -> None:
         bar.close()
 
 
-@flow(name="synth-run", log_prints=True)
+@flow(name="synth-run")
 def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = None,
                target: int | None = None, export: bool = True) -> dict[str, Any]:
     """Run a recipe: build or reuse its tree, generate the missing samples, export."""

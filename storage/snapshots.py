@@ -122,8 +122,8 @@ def get_snapshot(catalog: Catalog, ref: str) -> dict[str, Any]:
            GROUP BY ALL""",
         [ref, ref])
     if not rows:
-        raise SnapshotError(f"no snapshot {ref!r} in {catalog.path}: list them with `synth snapshots`, "
-                            "or take one with `synth snapshot`")
+        raise SnapshotError(f"no snapshot {ref!r} in {catalog.path}: take one with "
+                            "`synth export --snapshot NAME`")
     return rows[0]
 
 

@@ -53,3 +53,19 @@ def test_run_then_stats_json(tmp_path):
     stats = synth("stats", "--json", "--catalog", str(tmp_path / "catalog.duckdb"), cwd=tmp_path)
     data = json.loads(stats.stdout)
     assert data["samples"]["accepted"] == 6 and data["samples"]["rejected"] == 0 and data["requests"] == 12
+
+
+def test_export_command_writes_a_loadable_dataset(tmp_path):
+    import datasets
+
+    path = write_recipe(tmp_path)
+    assert synth("run", str(path), "--no-export", cwd=tmp_path).returncode == 0
+    out = synth("export", "--catalog", str(tmp_path / "catalog.duckdb"), "--out", str(tmp_path / "exp"),
+                "--snapshot", "v1", "--test-fraction", "0.34", "--format", "parquet", "--format", "save_to_disk",
+                cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = datasets.load_from_disk(str(tmp_path / "exp" / "hf"))
+    assert loaded["train"].num_rows + loaded["test"].num_rows == 6 and loaded["test"].num_rows >= 1
+    again = synth("export", "--catalog", str(tmp_path / "catalog.duckdb"), "--out", str(tmp_path / "exp"),
+                  "--snapshot", "v1", cwd=tmp_path)
+    assert again.returncode == 0 and "snapshot v1 (" in again.stdout

@@ -1,0 +1,256 @@
+"""The local Prefect server the factory reports to: find it, start it, stop it.
+
+`ensure_server` reuses a server that answers `/api/health` on host:port; otherwise it
+starts `prefect server start` detached, in its own process group, logging to
+`<state_dir>/prefect-server.log` with its pid in `<state_dir>/prefect-server.pid`,
+waits for `/api/health` and returns the API URL (`http://host:port/api`; the UI is at
+`http://host:port/`). Analytics and telemetry are off: there is no network here.
+
+The server's database is SQLite at `<state_dir>/prefect-server.db` unless
+`PREFECT_API_DATABASE_CONNECTION_URL` is set (PostgreSQL: see docs/prefect.md).
+
+`add_server_commands` registers `synth server start|stop|status` and `synth serve`.
+
+Leaves out: remote servers (point `PREFECT_API_URL` at them instead), auth and TLS,
+and anything but POSIX process groups. This module imports prefect only inside
+`serve`, so that `PREFECT_API_URL` is set before prefect reads its settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4200
+DEFAULT_STATE_DIR = "data"
+# Measured: 20 s on an idle 2-core machine, 45 s while another job compiled; leave room.
+DEFAULT_TIMEOUT_S = 120.0
+DB_URL_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
+NO_TELEMETRY = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+class ServerError(RuntimeError):
+    """The Prefect server could not be started, reached or stopped; the message says what to do."""
+
+
+def api_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+    return f"http://{host}:{port}/api"
+
+
+def ui_url(api: str) -> str:
+    """The UI address for an API URL: the same server without `/api`."""
+    return api[: -len("/api")] if api.endswith("/api") else api
+
+
+def is_healthy(api: str, timeout: float = 2.0) -> bool:
+    try:
+        response = httpx.get(f"{api}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def _paths(state_dir: str | Path) -> tuple[Path, Path, Path]:
+    base = Path(state_dir)
+    return base / "prefect-server.pid", base / "prefect-server.log", base / "prefect-server.db"
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _our_server_pid(pid_file: Path) -> int | None:
+    """The pid in the pid file, if that process is alive and is a Prefect server (not a reused pid)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if b"prefect" in cmdline and b"server" in cmdline else None
+
+
+def _log_tail(log_file: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def server_env(host: str, port: int, state_dir: str | Path) -> dict[str, str]:
+    """The server's environment: ours, telemetry off, the UI pointed at this server, SQLite by default."""
+    env = {**os.environ, **NO_TELEMETRY, "PREFECT_API_URL": api_url(host, port)}
+    # A PREFECT_UI_API_URL left from elsewhere would send the UI to another server.
+    env.pop("PREFECT_UI_API_URL", None)
+    if not any(env.get(name) for name in DB_URL_VARS):
+        db = _paths(state_dir)[2].resolve()
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{db}"
+    return env
+
+
+def _wait_healthy(api: str, deadline: float, process: subprocess.Popen | None, log_file: Path) -> None:
+    while time.monotonic() < deadline:
+        if is_healthy(api):
+            return
+        if process is not None and process.poll() is not None:
+            raise ServerError(f"`prefect server start` exited with code {process.returncode} before {api} "
+                              f"answered; its log ({log_file}) ends with:\n{_log_tail(log_file)}")
+        time.sleep(0.5)
+    raise ServerError(f"the Prefect server did not answer {api}/health in time; read {log_file}, "
+                      "or pass a longer --timeout on a busy machine")
+
+
+def ensure_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = DEFAULT_TIMEOUT_S,
+                  state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
+    """The API URL of a healthy Prefect server on host:port, started detached if none answers."""
+    api = api_url(host, port)
+    if is_healthy(api):
+        return api
+    pid_file, log_file, _ = _paths(state_dir)
+    deadline = time.monotonic() + timeout
+    if _our_server_pid(pid_file) is not None:
+        # Started earlier (by us or a parallel call) and still coming up: wait, don't start a second one.
+        _wait_healthy(api, deadline, None, log_file)
+        return api
+    if _port_open(host, port):
+        raise ServerError(f"{host}:{port} is taken by a program that is not a healthy Prefect server; "
+                          "stop it, or pick another port (--port)")
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port),
+             "--analytics-off"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=server_env(host, port, state_dir),
+            start_new_session=True,  # its own process group: outlives this command, stopped as a group
+        )
+    pid_file.write_text(f"{process.pid}\n")
+    try:
+        _wait_healthy(api, deadline, process, log_file)
+    except ServerError:
+        _stop_pid(process.pid, 10.0)
+        pid_file.unlink(missing_ok=True)
+        raise
+    return api
+
+
+def _alive(pid: int) -> bool:
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our child and exited: reaped, not a zombie
+            return False
+    except ChildProcessError:
+        pass  # not our child: /proc tells
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _stop_pid(pid: int, timeout: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)  # the server was started as its own group leader: pgid == pid
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.2)
+
+
+def stop_server(state_dir: str | Path = DEFAULT_STATE_DIR, timeout: float = 20.0) -> bool:
+    """Stop the server that `ensure_server` started (its pid file says which); False if none was running."""
+    pid_file, _, _ = _paths(state_dir)
+    pid = _our_server_pid(pid_file)
+    pid_file.unlink(missing_ok=True)
+    if pid is None:
+        return False
+    _stop_pid(pid, timeout)
+    return True
+
+
+# --- the command line: `synth server start|stop|status` and `synth serve` ---------------------
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    api = api_url(args.host, args.port)
+    if args.action == "start":
+        try:
+            api = ensure_server(args.host, args.port, args.timeout, args.state_dir)
+        except ServerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"Prefect UI: {ui_url(api)}")
+        print(f"API: {api}  (export PREFECT_API_URL={api} so that runs report here)")
+        return 0
+    if args.action == "stop":
+        stopped = stop_server(args.state_dir)
+        print("stopped the Prefect server" if stopped else f"no server started from {args.state_dir} is running")
+        return 0
+    pid = _our_server_pid(_paths(args.state_dir)[0])
+    if is_healthy(api):
+        print(f"up: UI {ui_url(api)}, API {api}" + (f", pid {pid}" if pid else " (started elsewhere)"))
+        return 0
+    print(f"down: nothing answers {api}/health" + (f" (pid {pid} is still starting)" if pid else ""))
+    return 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    api = args.api_url
+    try:
+        if api:
+            if not is_healthy(api):
+                raise ServerError(f"nothing answers {api}/health: start it (`synth server start`) "
+                                  "or drop --api-url / PREFECT_API_URL")
+        else:
+            api = ensure_server(args.host, args.port, args.timeout, args.state_dir)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    # Before prefect is imported: the runner and its flow-run subprocesses read it from the environment.
+    os.environ["PREFECT_API_URL"] = api
+    for name, value in NO_TELEMETRY.items():
+        os.environ.setdefault(name, value)
+    print(f"Prefect UI: {ui_url(api)}  (deployments: {ui_url(api)}/deployments)", flush=True)
+    from flows.deployments import serve_deployments
+
+    serve_deployments(api, limit=args.limit, schedule_paused=args.pause_schedule)
+    return 0
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds to wait for the server to answer")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help="folder of the server's pid file, log and SQLite database (default data/)")
+
+
+def add_server_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `server` (start/stop/status) and `serve` on the `synth` command line."""
+    server = subparsers.add_parser("server", help="start, stop or check the local Prefect server (UI)")
+    server.add_argument("action", choices=["start", "stop", "status"], nargs="?", default="start")
+    _server_options(server)
+    server.set_defaults(func=_cmd_server)
+
+    serve = subparsers.add_parser("serve", help="serve the deployments (on-demand and nightly) to the Prefect UI")
+    _server_options(serve)
+    serve.add_argument("--api-url", default=os.environ.get("PREFECT_API_URL"),
+                       help="use this Prefect API instead of the local server (default: $PREFECT_API_URL)")
+    serve.add_argument("--limit", type=int, default=1,
+                       help="flow runs at a time (default 1: one DuckDB catalog has one writer)")
+    serve.add_argument("--pause-schedule", action="store_true", help="register the nightly schedule paused")
+    serve.set_defaults(func=_cmd_serve)
