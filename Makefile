@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install demo test test-fast bench clean help
+.PHONY: install demo server test test-fast bench clean help
 
 help:
 	@echo "make demo   - run the factory on the embedded CPU model (recipes/gsm8k.yaml)"
@@ -31,9 +31,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+PREFECT_PORT ?= 4200
+
+# The demo starts (or reuses) a local Prefect server so its run shows in the UI.
 demo: $(STAMP)
-	$(BIN)/synth run recipes/gsm8k.yaml
+	$(BIN)/synth server start --port $(PREFECT_PORT)
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/synth run recipes/gsm8k.yaml
+	$(BIN)/synth tree show --catalog data/gsm8k.duckdb
 	$(BIN)/synth stats --catalog data/gsm8k.duckdb
+	$(BIN)/synth report --catalog data/gsm8k.duckdb --plot out/gsm8k/leaf_distribution.png > out/gsm8k/REPORT.md
+	@echo
+	@echo "catalog:  data/gsm8k.duckdb"
+	@echo "dataset:  out/gsm8k/ (data/*.parquet, jsonl/, README.md card, REPORT.md)"
+	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)  (stop the server with: $(BIN)/synth server stop)"
+
+server: $(STAMP)
+	$(BIN)/synth server start --port $(PREFECT_PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

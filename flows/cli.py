@@ -32,11 +32,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from synth.seeds import load_seeds
 
     recipe = apply_overrides(_load(args.recipe), args.catalog, args.out, args.target)
-    load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
+    seeds = load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
+    if recipe.templates:
+        from synth.strategies import StageContext, check_templates
+
+        check_templates(StageContext(recipe.task, seeds, recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
         from storage.recipe_tree import tree_from_file
 
         tree_from_file(recipe)  # so is a malformed tree file
+    if Path(recipe.catalog).exists():
+        from storage.catalog import Catalog
+
+        Catalog(recipe.catalog).close()  # busy? say so now, not after the flow has started
     from flows.run import run_recipe
 
     summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,

@@ -59,9 +59,13 @@ _JSON_COLUMNS = {"sampling", "leaf_path", "fields"}
 
 
 def _clean_text(value: Any) -> Any:
-    # Lone surrogates cannot be stored as UTF-8: keep the text, mark the bad code points.
+    # Lone surrogates cannot be stored as UTF-8: keep the text, spell the bad code points out.
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_clean_text(k): _clean_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_text(v) for v in value]
     return value
 
 
@@ -75,7 +79,7 @@ def _arrow(rows: list[dict[str, Any]], columns: dict[str, pa.DataType]) -> pa.Ta
             if name == "created_at" and value is None:
                 value = stamp
             elif name in _JSON_COLUMNS and value is not None and not isinstance(value, str):
-                value = _json(value)
+                value = _json(_clean_text(value))
             values.append(_clean_text(value))
         arrays[name] = pa.array(values, type=kind)
     return pa.table(arrays)

@@ -53,6 +53,7 @@ def template_source(name: str, folder: Path | None = None) -> str:
     return path.read_text(encoding="utf-8")
 
 
+@lru_cache(maxsize=256)
 def template_hash(name: str, folder: Path | None = None) -> str:
     return hashlib.sha256(template_source(name, folder).encode()).hexdigest()[:12]
 

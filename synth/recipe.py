@@ -214,6 +214,9 @@ class Recipe(_Strict):
     tree: TreeSettings | None = None
     verify: Verify = Field(default_factory=Verify)
     quality: Quality = Field(default_factory=Quality)
+    # Replace a built-in prompt with your own file, e.g. {"generate/new_question.jinja2": my_q.jinja2};
+    # user templates render in the same sandbox, with the same variables.
+    templates: dict[str, Path] = Field(default_factory=dict)
     catalog: Path = Path("data/catalog.duckdb")
     export: Export = Field(default_factory=Export)
     # where the recipe file lives; inputs are resolved against it (not part of the hash)
@@ -239,9 +242,15 @@ class Recipe(_Strict):
         return path if path.is_absolute() else (self.base_dir / path)
 
     def identity(self) -> dict[str, Any]:
-        """What defines the dataset: everything except where outputs go."""
-        data = self.model_dump(mode="json", exclude={"catalog", "export", "base_dir"})
+        """What defines the dataset: everything except where outputs go (user templates by content)."""
+        data = self.model_dump(mode="json", exclude={"catalog", "export", "base_dir", "templates"})
+        if self.templates:
+            data["templates"] = {name: hashlib.sha256(self.resolve_input(path).read_bytes()).hexdigest()[:16]
+                                 for name, path in sorted(self.templates.items())}
         return data
+
+    def template_overrides(self) -> dict[str, str]:
+        return {name: self.resolve_input(path).read_text(encoding="utf-8") for name, path in self.templates.items()}
 
     def hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
@@ -306,6 +315,21 @@ def check_inputs(recipe: Recipe, source: str) -> None:
         path = recipe.resolve_input(recipe.tree.file)
         if not path.is_file():
             problems.append(f"  - tree.file: no file at {path}: write the path of a tree YAML from `synth tree export`")
+    from synth.prompts import PromptError, check_template, prompts_dir
+
+    for name, path in recipe.templates.items():
+        if not (prompts_dir() / name).is_file():
+            problems.append(f"  - templates.{name}: no built-in prompt of that name; write one of the files under "
+                            f"prompts/, e.g. generate/new_question.jinja2")
+            continue
+        full = recipe.resolve_input(path)
+        if not full.is_file():
+            problems.append(f"  - templates.{name}: no file at {full}")
+            continue
+        try:
+            check_template(full.read_text(encoding="utf-8"), str(full))
+        except PromptError as exc:
+            problems.append(f"  - templates.{name}: {exc}")
     if problems:
         raise RecipeError("\n".join([f"{source}: the recipe is not valid ({len(problems)} problem(s)):", *problems]))
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from synth.ids import text_hash
 from synth.parsing import ParseFailure, json_schema_for, parse_fields
-from synth.prompts import render, template_hash
+from synth.prompts import render, render_string, template_hash
 from synth.recipe import Task
 
 SYSTEM_TEMPLATE = "generate/system.jinja2"
@@ -53,7 +54,13 @@ class Slot:
 class StageContext:
     task: Task
     seeds: list[dict[str, Any]]
+    overrides: dict[str, str] = field(default_factory=dict)  # template name -> user template source
     question_fields: tuple[str, ...] = field(init=False)
+
+    def render(self, name: str, variables: dict[str, Any]) -> str:
+        if name in self.overrides:
+            return render_string(self.overrides[name], variables, label=f"user template for {name}")
+        return render(name, variables)
 
     def __post_init__(self) -> None:
         answer = self.task.answer
@@ -69,7 +76,7 @@ class StageContext:
 
 
 def _system(ctx: StageContext) -> dict[str, str]:
-    return {"role": "system", "content": render(SYSTEM_TEMPLATE, {"task_description": ctx.task.description})}
+    return {"role": "system", "content": ctx.render(SYSTEM_TEMPLATE, {"task_description": ctx.task.description})}
 
 
 def render_stage(stage: Stage, slot: Slot, ctx: StageContext, known: dict[str, Any]) -> tuple[dict[str, str], ...]:
@@ -94,7 +101,7 @@ def render_stage(stage: Stage, slot: Slot, ctx: StageContext, known: dict[str, A
             "examples": examples[:2],  # worked examples show the format; more only costs tokens
             "given": [(name, known[name]) for name in ctx.question_fields if name in known],
         }
-    user = render(stage.template, variables)
+    user = ctx.render(stage.template, variables)
     return (_system(ctx), {"role": "user", "content": user})
 
 
@@ -110,5 +117,25 @@ def parse_stage(stage: Stage, text: str, finish_reason: str | None, ctx: StageCo
     return parse_fields(text, ctx.fields_for(stage), finish_reason)
 
 
-def stage_template_hash(stage: Stage) -> str:
+def stage_template_hash(stage: Stage, ctx: StageContext) -> str:
+    """The hash of the template a stage actually rendered: the user's override, if any."""
+    if stage.template in ctx.overrides:
+        return "user-" + text_hash(ctx.overrides[stage.template])[:12]
     return template_hash(stage.template)
+
+
+def check_templates(ctx: StageContext) -> None:
+    """Render every user-overridden template once with a stand-in slot, so a template the
+    sandbox refuses (or that names an unknown variable) fails before any request is made."""
+    names = {stage.template: stage for stages in STAGES.values() for stage in stages}
+    placeholder = {name: f"<{name}>" for name in ctx.task.output_fields}
+    for name in ctx.overrides:
+        if name == SYSTEM_TEMPLATE:
+            _system(ctx)
+            continue
+        stage = names[name]
+        strategy = next(s for s, stages in STAGES.items() if stage in stages)
+        seeds = ctx.seeds or [placeholder]
+        slot = Slot(index=0, strategy=strategy, constraints=(("dimension", "value"),), seed_row=0,
+                    example_rows=(0,))
+        render_stage(stage, slot, StageContext(ctx.task, seeds, ctx.overrides), placeholder)
