@@ -1,0 +1,44 @@
+"""End to end with the real embedded model (SmolLM2-135M through llama.cpp): the Prefect
+flow builds a small tree, generates into its leaves, catalogs, exports, and `datasets`
+loads the Parquet export back. Tiny on purpose: a handful of short samples."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from storage.catalog import Catalog
+from tests.conftest import write_recipe
+
+
+@pytest.mark.slow
+def test_embedded_model_through_the_flow_to_parquet(tmp_path):
+    from flows.run import run_recipe
+
+    path = write_recipe(
+        tmp_path,
+        tree={"max_depth": 1, "pivots_per_node": 3, "max_values": 3, "max_leaves": 3, "max_retries": 1},
+        generation={"target": 4, "budget": 40, "chunk_size": 4, "max_rounds": 3, "examples_per_prompt": 1},
+        quality={"min_chars": 1},
+        backend={"kind": "llamacpp", "n_ctx": 1024, "sampling": {"max_tokens": 64, "temperature": 0.7, "seed": 5}},
+        export={"dir": str(tmp_path / "out"), "formats": ["parquet", "jsonl"]},
+    )
+    with prefect_test_harness(server_startup_timeout=180):
+        summary = run_recipe(str(path))
+    with Catalog(tmp_path / "catalog.duckdb", read_only=True) as cat:
+        tree_rows = cat.query("SELECT * FROM trees")
+        requests = cat.query("SELECT stage, prompt_tokens, completion_tokens, raw_text FROM requests")
+        accepted = cat.query("SELECT leaf_id, fields FROM samples WHERE status = 'accepted'")
+        leaves = {r["node_id"] for r in cat.query("SELECT node_id FROM tree_nodes WHERE is_leaf")}
+    assert len(tree_rows) == 1 and tree_rows[0]["requests"] >= 2  # pivots + dimension at least
+    assert {"pivots", "question", "answer"} <= {r["stage"] for r in requests}
+    assert all(r["prompt_tokens"] > 0 for r in requests)
+    assert sum(r["completion_tokens"] for r in requests) > 0
+    assert accepted, f"no accepted sample: {summary['stats']}"
+    assert all(a["leaf_id"] in leaves for a in accepted)  # every sample carries its leaf
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"))["train"]
+    assert loaded.num_rows == len(accepted)
+    assert sorted(loaded["question"]) == sorted(json.loads(a["fields"])["question"] for a in accepted)
