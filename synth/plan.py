@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from synth.budget import allocate_mix
 from synth.strategies import STAGES, Slot
 
 
@@ -23,17 +24,8 @@ class Leaf:
 
 
 def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
-    """Split n into whole counts proportional to weights (largest remainder, ties by order)."""
-    positive = {k: w for k, w in weights.items() if w > 0}
-    if n <= 0 or not positive:
-        return {k: 0 for k in weights}
-    total = sum(positive.values())
-    exact = {k: n * w / total for k, w in positive.items()}
-    counts = {k: int(v) for k, v in exact.items()}
-    order = sorted(positive, key=lambda k: (-(exact[k] - counts[k]), list(weights).index(k)))
-    for k in order[: n - sum(counts.values())]:
-        counts[k] += 1
-    return {k: counts.get(k, 0) for k in weights}
+    """Split n into whole counts proportional to weights (largest remainder, exact fractions)."""
+    return allocate_mix(weights, n)
 
 
 def plan_slots(
