@@ -111,7 +111,7 @@ class Job:
 
     def load_inputs(self) -> None:
         self.seeds = load_seeds(self.recipe)
-        self.ctx = StageContext(self.recipe.task, self.seeds)
+        self.ctx = StageContext(self.recipe.task, self.seeds, self.recipe.template_overrides())
 
     def _load_dedup_index(self) -> None:
         """Exact and near-duplicate checks cover this run and earlier runs of the same dataset."""
@@ -231,7 +231,7 @@ class Job:
         s = request.sampling
         return {
             "request_id": request.key, "run_id": self.run_id, "stage": stage.name, "strategy": slot.strategy,
-            "leaf_id": slot.leaf_id, "template": stage.template, "template_hash": stage_template_hash(stage),
+            "leaf_id": slot.leaf_id, "template": stage.template, "template_hash": stage_template_hash(stage, self.ctx),
             "prompt_hash": text_hash(json.dumps(request.messages, sort_keys=True)),
             "sampling": {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": s.seed},
             "raw_text": result.text, "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
