@@ -55,7 +55,9 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/overhead.py --n 500
+	$(BIN)/python benchmarks/tree_build.py
+	$(BIN)/python benchmarks/dedup.py --n 3000
 
 clean:
 	rm -rf $(VENV) data out .pytest_cache
