@@ -61,3 +61,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data out .pytest_cache
+
+# vLLM on the CPU in its own environment: make vllm-env, make test-vllm, make bench-vllm (docs/vllm.md)
+include mk/vllm.mk

