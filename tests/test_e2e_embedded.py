@@ -42,3 +42,32 @@ def test_embedded_model_through_the_flow_to_parquet(tmp_path):
     loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"))["train"]
     assert loaded.num_rows == len(accepted)
     assert sorted(loaded["question"]) == sorted(json.loads(a["fields"])["question"] for a in accepted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["answer_augmentation"])  # question_rephrase: scripted tests only so far
+def test_each_seeded_strategy_with_the_embedded_model(tmp_path, strategy):
+    """A seed-based strategy, for real (new_question runs in the flow test above)."""
+    from storage.job import Job
+    from synth.backends.llamacpp import LlamaCppBackend
+    from synth.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe(
+        tmp_path, generation={"target": 2, "budget": 12, "chunk_size": 4, "max_rounds": 3, "strategy": strategy,
+                              "examples_per_prompt": 1},
+        quality={"min_chars": 1},
+        backend={"kind": "llamacpp", "n_ctx": 1024, "sampling": {"max_tokens": 64, "temperature": 0.7, "seed": 9}}))
+    backend = LlamaCppBackend(n_ctx=1024)
+    with Catalog(recipe.catalog) as cat:
+        job = Job(recipe, cat, backend)
+        job.start()
+        job.plan()
+        job.generate()
+        backend.close()
+        stages = {r["stage"] for r in cat.query("SELECT DISTINCT stage FROM requests")}
+        rows = cat.query("SELECT strategy, seed_row, status, raw_text FROM samples")
+        tokens = cat.scalar("SELECT sum(completion_tokens) FROM requests")
+    assert stages == ({"answer"} if strategy == "answer_augmentation" else {"question", "answer"})
+    assert rows and all(r["strategy"] == strategy and r["seed_row"] is not None for r in rows)
+    assert tokens > 0
+    assert all(r["raw_text"] is not None for r in rows if r["status"] == "rejected")  # rejects keep the raw text

@@ -174,3 +174,14 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
         "SELECT fields FROM samples WHERE status = 'accepted' ORDER BY slot")]
     assert answers == ["Counting them: #### 7", "Counting them: #### 9"]
     assert job.catalog.scalar("SELECT count(*) FROM requests WHERE stage = 'answer'") == 6
+
+
+def test_auto_strategy_follows_the_budget_and_records_why(tmp_path):
+    small = make_job(write_recipe(tmp_path, generation={"target": 4, "budget": 12, "strategy": "auto"}))
+    run = small.catalog.run(small.run_id)
+    assert run["strategy"] == "answer_augmentation" and "below the switch point" in run["strategy_reason"]
+    small.catalog.close()
+    big = make_job(write_recipe(tmp_path / "big" if (tmp_path / "big").mkdir() is None else tmp_path,
+                                generation={"target": 4, "budget": 5000, "strategy": "auto"}))
+    run = big.catalog.run(big.run_id)
+    assert run["strategy"] == "new_question" and "switch point" in run["strategy_reason"]
