@@ -53,7 +53,7 @@ _SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "leaf_id": pa.string(), "leaf_path": pa.string(), "strategy": pa.string(), "seed_row": pa.int32(),
     "request_id": pa.string(), "fields": pa.string(), "raw_text": pa.string(), "content_hash": pa.string(),
     "status": pa.string(), "reason": pa.string(), "duplicate_of": pa.string(), "quality": pa.float64(),
-    "verified": pa.bool_(), "created_at": pa.timestamp("us"),
+    "judge_rationale": pa.string(), "verified": pa.bool_(), "created_at": pa.timestamp("us"),
 }
 _JSON_COLUMNS = {"sampling", "leaf_path", "fields"}
 

@@ -29,7 +29,7 @@ from synth.plan import Leaf, allocate, plan_slots
 from synth.quality import FilterContext, first_problem, normalize_for_hash
 from synth.recipe import Recipe
 from synth.seeds import load_seeds
-from synth.strategies import STAGES, Slot, StageContext, parse_stage, render_stage, seeded_fields, stage_template_hash
+from synth.strategies import STAGES, Slot, Stage, StageContext, parse_stage, render_stage, seeded_fields, stage_template_hash
 from synth.types import GenerationRequest, GenerationResult, Sampling
 
 Progress = Callable[[int, int], None]
@@ -206,7 +206,8 @@ class Job:
         return 1
 
     def attempt_cost(self, slot: Slot) -> int:
-        return sum(self.answer_copies(slot, stage.name) for stage in STAGES[slot.strategy])
+        judge = 1 if self.recipe.quality.judge is not None else 0
+        return judge + sum(self.answer_copies(slot, stage.name) for stage in STAGES[slot.strategy])
 
     def drop_surplus(self) -> int:
         return self.catalog.drop_surplus(self.run_id, self.recipe.backend.sampling.seed)
@@ -279,8 +280,9 @@ class Job:
                 if stage_name == "answer":
                     item["answers"] = [parsed[self.recipe.task.answer] for _, _, parsed in good]
         self._verify(live)
+        self._llm_judge(live, request_rows)
         outcome.requests = len(request_rows)
-        sample_rows = [self._judge(sample_id, item, outcome) for sample_id, item in live.items()]
+        sample_rows = [self._settle(sample_id, item, outcome) for sample_id, item in live.items()]
         self.catalog.commit_chunk(request_rows, sample_rows)
         return outcome
 
@@ -323,22 +325,68 @@ class Job:
                 item["failure"] = item["verdict"]
                 item["verified"] = False
 
-    def _judge(self, sample_id: str, item: dict[str, Any], outcome: ChunkOutcome) -> dict[str, Any]:
+    def _output_fields(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {name: item["known"][name] for name in self.recipe.task.output_fields if name in item["known"]}
+
+    def _llm_judge(self, live: dict[str, dict[str, Any]], request_rows: list[dict[str, Any]]) -> None:
+        """Score every candidate that passed parsing, verification and the heuristic filters,
+        in one batch; the score and rationale go on the sample, the request into the catalog."""
+        settings = self.recipe.quality.judge
+        if settings is None:
+            return
+        from synth.judge import SCHEMA, TEMPLATE, judge_messages, parse_judgement
+
+        stage = Stage("judge", TEMPLATE)
+        batch = []
+        for sample_id, item in live.items():
+            if item["failure"] is not None:
+                continue
+            fields = self._output_fields(item)
+            if first_problem(fields, self._filters):
+                continue  # filtered anyway: not worth a judge request
+            key = stable_id(sample_id, "judge")
+            batch.append((item, GenerationRequest(
+                key=key,
+                messages=judge_messages(self.ctx.render, self.recipe.task.description, fields,
+                                        item["slot"].constraints),
+                sampling=Sampling(temperature=settings.temperature, top_p=1.0, max_tokens=settings.max_tokens,
+                                  seed=stable_seed(self._sampling.seed, key)),
+                json_schema=SCHEMA)))
+        if not batch:
+            return
+        results = self.backend.generate([request for _, request in batch])
+        for (item, request), result in zip(batch, results, strict=True):
+            request_rows.append(self._request_row(request, result, stage, item["slot"]))
+            verdict = (ParseFailure("judge_error", result.error[:500]) if result.error is not None
+                       else parse_judgement(result.text, result.finish_reason))
+            if isinstance(verdict, ParseFailure):
+                item["judge_rationale"] = f"judge failed: {verdict}"
+                if settings.on_failure == "filter":
+                    item["judged_out"] = str(verdict)
+                continue
+            score, rationale = verdict
+            item["quality"], item["judge_rationale"] = float(score), rationale
+            if score < settings.min_score:
+                item["judged_out"] = f"judge_score: {score} < {settings.min_score}: {rationale[:200]}"
+
+    def _settle(self, sample_id: str, item: dict[str, Any], outcome: ChunkOutcome) -> dict[str, Any]:
+        """The sample row: rejected, filtered, duplicate or accepted, with its reason."""
         slot: Slot = item["slot"]
         row = {
             "sample_id": sample_id, "run_id": self.run_id, "slot": slot.index, "attempt": item["attempt"],
             "leaf_id": slot.leaf_id, "leaf_path": [list(pair) for pair in slot.constraints],
             "strategy": slot.strategy, "seed_row": slot.seed_row, "request_id": item["request_id"],
-            "verified": item.get("verified"),
+            "verified": item.get("verified"), "quality": item.get("quality"),
+            "judge_rationale": item.get("judge_rationale"),
         }
         if item["failure"] is not None:
             outcome.rejected += 1
             outcome.add_reason(item["failure"])
             return {**row, "status": "rejected", "reason": item["failure"], "raw_text": item["raw"],
                     "fields": item["known"] or None}
-        fields = {name: item["known"][name] for name in self.recipe.task.output_fields if name in item["known"]}
+        fields = self._output_fields(item)
         row["fields"] = fields
-        problem = first_problem(fields, self._filters)
+        problem = first_problem(fields, self._filters) or item.get("judged_out")
         if problem:
             outcome.filtered += 1
             outcome.add_reason(problem)

@@ -15,7 +15,8 @@ from typing import Any
 from storage.catalog import Catalog
 from storage.job import Job
 from synth.backends.scripted import ScriptedBackend
-from synth.strategies import STAGES
+from synth.judge import TEMPLATE as JUDGE_TEMPLATE, judge_messages
+from synth.strategies import STAGES, Stage
 
 CHARS_PER_TOKEN = 4
 
@@ -50,12 +51,19 @@ def project(recipe, catalog: Catalog | None = None, tree: Any = None) -> dict[st
                                                                    "completion_tokens": 0})
     per_strategy: dict[str, float] = defaultdict(float)
     per_leaf: dict[str, float] = defaultdict(float)
+    judge = recipe.quality.judge
     for slot in decision_slots:
         known = dict(job.seeds[slot.seed_row]) if slot.seed_row is not None else {}
-        for stage in STAGES[slot.strategy]:
-            copies = job.answer_copies(slot, stage.name) * expected_attempts
+        stages = STAGES[slot.strategy] + ((Stage("judge", JUDGE_TEMPLATE),) if judge else ())
+        for stage in stages:
+            copies = (1 if stage.name == "judge" else job.answer_copies(slot, stage.name)) * expected_attempts
             if stage.name in seen.get("tokens", {}):
                 prompt, completion = seen["tokens"][stage.name]
+            elif stage.name == "judge":
+                messages = judge_messages(job.ctx.render, recipe.task.description, _placeholder(recipe),
+                                          slot.constraints)
+                prompt = sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN
+                completion = judge.max_tokens / 2
             else:
                 messages = job._request("projection", stage, slot, {**known, **_placeholder(recipe)}).messages
                 prompt = sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN

@@ -79,6 +79,9 @@ def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
         """SELECT stage, count(*) AS requests, sum(prompt_tokens) AS prompt_tokens,
                   sum(completion_tokens) AS completion_tokens, count(error) AS errors
            FROM requests WHERE run_id = ? GROUP BY stage ORDER BY stage""", [run_id])
+    judged = catalog.query(
+        """SELECT quality AS score, count(*) AS n FROM samples
+           WHERE run_id = ? AND quality IS NOT NULL GROUP BY 1 ORDER BY 1""", [run_id])
     return {
         "run_id": run_id,
         "name": run.get("name"),
@@ -100,6 +103,7 @@ def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
         "imbalance": imbalance([row["accepted"] for row in leaves]),
         "diversity": {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
                       "distinct_3": distinct_n(texts, 3)},
+        "judge_scores": {int(r["score"]): int(r["n"]) for r in judged},
         "by_stage": [{k: (int(v) if isinstance(v, (int, float)) and k != "stage" else v) for k, v in r.items()}
                      for r in by_stage],
     }
@@ -124,6 +128,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- {reason}: {n}" for reason, n in s["reject_reasons"].items()] or ["- none"]
+    if report.get("judge_scores"):
+        lines += ["", "## Judge scores (every judged attempt)", "",
+                  ", ".join(f"{score}: {n}" for score, n in report["judge_scores"].items())]
     imb, div = report["imbalance"], report["diversity"]
     lines += [
         "",

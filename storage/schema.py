@@ -6,7 +6,12 @@ exists, so a retried chunk or a rerun after a crash never writes a row twice.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# version -> statements that bring a catalog of the version before it up to it
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE samples ADD COLUMN IF NOT EXISTS judge_rationale VARCHAR"],
+}
 
 TABLES: dict[str, str] = {
     "schema_version": """
@@ -99,9 +104,10 @@ TABLES: dict[str, str] = {
             status VARCHAR NOT NULL,             -- accepted / duplicate / rejected / filtered / dropped
             reason VARCHAR,
             duplicate_of VARCHAR,
-            quality DOUBLE,
+            quality DOUBLE,                      -- the LLM judge's score (1-5), when a judge ran
             verified BOOLEAN,
-            created_at TIMESTAMP NOT NULL
+            created_at TIMESTAMP NOT NULL,
+            judge_rationale VARCHAR              -- the judge's one-sentence reason (or why it failed)
         )""",
     "snapshots": """
         CREATE TABLE IF NOT EXISTS snapshots (
@@ -146,6 +152,11 @@ def create_all(con) -> None:
     found = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
     if found is None:
         con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+    elif found < SCHEMA_VERSION:
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS.get(version, []):
+                con.execute(statement)
+            con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
     elif found > SCHEMA_VERSION:
         raise RuntimeError(
             f"this catalog has schema version {found}, newer than this factory's {SCHEMA_VERSION}: upgrade the factory"

@@ -187,10 +187,22 @@ class Verify(_Strict):
     memory_mb: int = Field(default=256, ge=16, le=16384)
 
 
+class Judge(_Strict):
+    """An LLM judge scores every candidate 1-5 (prompts/judge/score.jinja2); below min_score
+    it is filtered. Uses the run's backend, one batched request per chunk."""
+
+    min_score: int = Field(default=3, ge=1, le=5)
+    max_tokens: int = Field(default=160, gt=0, le=4096)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    # a reply that is not a score: filter the sample (strict), or keep it unjudged
+    on_failure: Literal["filter", "keep"] = "filter"
+
+
 class Quality(_Strict):
     min_chars: int = Field(default=8, ge=0)
     max_chars: int = Field(default=8000, gt=0)
     near_dup_threshold: float = Field(default=0.85, gt=0, le=1)
+    judge: Judge | None = None  # `judge: {}` turns it on with the defaults
 
     @model_validator(mode="after")
     def _bounds(self) -> "Quality":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth.ids import text_hash
+from synth.judge import TEMPLATE as JUDGE_TEMPLATE, judge_messages
 from synth.parsing import ParseFailure, json_schema_for, parse_fields
 from synth.prompts import render, render_string, template_hash
 from synth.recipe import Task
@@ -132,6 +133,9 @@ def check_templates(ctx: StageContext) -> None:
     for name in ctx.overrides:
         if name == SYSTEM_TEMPLATE:
             _system(ctx)
+            continue
+        if name == JUDGE_TEMPLATE:
+            judge_messages(ctx.render, ctx.task.description, placeholder, (("dimension", "value"),))
             continue
         stage = names[name]
         strategy = next(s for s, stages in STAGES.items() if stage in stages)

@@ -21,6 +21,14 @@ def test_projection_counts_stages_and_flags_the_budget(tmp_path):
     assert not (tmp_path / "catalog.duckdb").exists()  # planning writes nothing
 
 
+def test_projection_counts_the_judge(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, generation={"target": 5, "budget": 100},
+                                      quality={"judge": {"max_tokens": 100}}))
+    p = project(recipe)
+    assert p["per_stage"]["judge"]["requests"] == 5 and p["per_stage"]["judge"]["completion_tokens"] == 250
+    assert p["projected_requests"] == 15
+
+
 def test_projection_uses_observed_tokens(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path))
     with Catalog(recipe.catalog) as cat:
