@@ -48,8 +48,10 @@ demo: $(STAMP)
 server: $(STAMP)
 	$(BIN)/synth server start --port $(PREFECT_PORT)
 
+# The whole suite: the main environment's tests, then the vLLM tests in vLLM's own CPU
+# environment (mk/vllm.mk). Both run even if the first fails; either failing fails `make test`.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	@rc=0; $(BIN)/python -m pytest || rc=1; $(MAKE) --no-print-directory test-vllm || rc=1; exit $$rc
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"

@@ -64,8 +64,11 @@ def make_requests(n: int, max_tokens: int, tag: str = "q") -> list[GenerationReq
     ]
 
 
-def tree_rss_mb(pid: int | None = None) -> float:
-    import psutil
+def tree_rss_mb(pid: int | None = None) -> float | None:
+    try:
+        import psutil  # vLLM's environment has it; the main one may not
+    except ImportError:
+        return None
 
     root = psutil.Process(pid or os.getpid())
     total = 0
