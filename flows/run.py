@@ -53,6 +53,21 @@ def tree_task(job: Job):
     return tree
 
 
+@task(name="import-existing-dataset", cache_policy=NO_CACHE)
+def import_task(job: Job) -> dict[str, Any]:
+    """Classify the dataset being rebalanced onto the tree, with a progress bar."""
+    bar = tqdm(desc="classifying existing rows", unit="row", disable=None, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        return job.import_existing(on_progress=progress)
+    finally:
+        bar.close()
+
+
 @task(name="generate-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def generate_chunk(job: Job, work) -> ChunkOutcome:
     return job.run_chunk(work)
@@ -82,7 +97,7 @@ def report_task(job: Job, exported: dict[str, Any] | None) -> dict[str, Any]:
         markdown += "\n## Export\n\n" + "\n".join(f"- {k}: `{v}`" for k, v in exported.get("paths", {}).items())
     create_markdown_artifact(markdown=markdown, key=f"{key}-report", description="run report")
     create_table_artifact(
-        table=[{k: r[k] for k in ("label", "slots", "accepted", "rejected", "filtered", "duplicate")}
+        table=[{k: r[k] for k in ("label", "target", "before", "accepted", "generated", "rejected", "filtered", "duplicate")}
                for r in report["leaves"]],
         key=f"{key}-leaves", description="samples per leaf")
     report["plot"] = str(plot)
@@ -91,7 +106,7 @@ def report_task(job: Job, exported: dict[str, Any] | None) -> dict[str, Any]:
 
 def generate_all(job: Job, on_chunk=None) -> None:
     """The job's rounds, each chunk a retried Prefect task, with a progress bar in the terminal."""
-    target = job.recipe.generation.target
+    target = job.goal()
     bar = tqdm(total=target, initial=min(job.accepted_count(), target), desc="accepted samples",
                unit="sample", disable=None, file=sys.stderr)
 
@@ -122,13 +137,18 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
             backend.load()
             if recipe.tree is not None and recipe.tree.enabled:
                 tree_task(job)
+            if recipe.balance.dataset is not None:
+                imported = import_task(job)
+                logger.info("existing dataset: %d rows, %d unassigned, per leaf %s", imported["rows"],
+                            imported["unassigned"], imported["per_leaf"])
             job.plan()
-            logger.info("strategy %s: %s", job.decision.label, job.decision.reason)
+            logger.info("strategy %s: %s; %d samples to generate", job.decision.label, job.decision.reason,
+                        job.goal())
             progress_id = create_progress_artifact(
-                progress=0.0, key=f"progress-{job.run_id}", description="accepted samples / target")
+                progress=0.0, key=f"progress-{job.run_id}", description="accepted samples / samples to generate")
 
             def on_chunk(accepted: int, total: int) -> None:
-                update_progress_artifact(progress_id, progress=100.0 * min(accepted, total) / total)
+                update_progress_artifact(progress_id, progress=100.0 * min(accepted, total) / max(total, 1))
 
             generate_all(job, on_chunk)
             summary = job.finish()

@@ -195,10 +195,10 @@ class Catalog:
         return {r["slot"]: (bool(r["done"]), int(r["attempts"]), int(r["next"])) for r in rows}
 
     def leaf_yield(self, run_id: str) -> dict[str | None, tuple[int, int]]:
-        """leaf -> (accepted, attempts) so far: the measured acceptance rate of each leaf."""
+        """leaf -> (accepted, attempts) so far: the measured acceptance rate of each leaf's generation."""
         rows = self.query(
             """SELECT leaf_id, count(*) FILTER (status IN ('accepted', 'dropped')) AS ok, count(*) AS n
-               FROM samples WHERE run_id = ? GROUP BY leaf_id""", [run_id])
+               FROM samples WHERE run_id = ? AND strategy <> 'existing' GROUP BY leaf_id""", [run_id])
         return {r["leaf_id"]: (int(r["ok"]), int(r["n"])) for r in rows}
 
     def drop_surplus(self, run_id: str, seed: int) -> int:
@@ -218,6 +218,50 @@ class Catalog:
             after = con.execute("SELECT count(*) FROM samples WHERE run_id = ? AND status = 'dropped'",
                                 [run_id]).fetchone()[0]
         return int(after - before)
+
+    def adopt_existing(self, run_id: str, import_run_id: str) -> int:
+        """Copy an import's accepted rows into `run_id` as strategy 'existing' (slot -1 - row,
+        seed_row = row, the classify request kept as lineage); copies that exist are skipped."""
+        with self.transaction() as con:
+            before = con.execute("SELECT count(*) FROM samples WHERE run_id = ?", [run_id]).fetchone()[0]
+            con.execute(
+                """INSERT OR IGNORE INTO samples BY NAME
+                   SELECT 's' || substr(sha256(? || '/' || sample_id), 1, 24) AS sample_id, ? AS run_id,
+                          -1 - slot AS slot, 0 AS attempt, leaf_id, leaf_path, 'existing' AS strategy,
+                          slot AS seed_row, request_id, fields, content_hash, 'accepted' AS status,
+                          now()::TIMESTAMP AS created_at
+                   FROM samples WHERE run_id = ? AND status = 'accepted'""",
+                [run_id, run_id, import_run_id])
+            after = con.execute("SELECT count(*) FROM samples WHERE run_id = ?", [run_id]).fetchone()[0]
+        return int(after - before)
+
+    def downsample_existing(self, run_id: str, cap: int, seed: int) -> int:
+        """Drop existing rows above `cap` per leaf, keeping the first by hash(sample_id, seed)."""
+        with self.transaction() as con:
+            con.execute(
+                """UPDATE samples SET status = 'dropped', reason = 'over the leaf maximum (balance.max_per_leaf)'
+                   WHERE sample_id IN (
+                       SELECT sample_id FROM (
+                           SELECT sample_id, row_number() OVER (
+                               PARTITION BY leaf_id ORDER BY hash(sample_id, ?), sample_id) AS rank
+                           FROM samples WHERE run_id = ? AND strategy = 'existing' AND status = 'accepted')
+                       WHERE rank > ?)""",
+                [seed, run_id, cap])
+            return int(con.execute(
+                "SELECT count(*) FROM samples WHERE run_id = ? AND strategy = 'existing' AND status = 'dropped'",
+                [run_id]).fetchone()[0])
+
+    def save_leaf_targets(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """The plan's target per leaf (and what the rebalanced dataset held), for reports."""
+        with self.transaction() as con:
+            con.execute("DELETE FROM leaf_targets WHERE run_id = ?", [run_id])
+            con.executemany(
+                "INSERT INTO leaf_targets (run_id, leaf_id, label, target, existing) VALUES (?, ?, ?, ?, ?)",
+                [[run_id, r["leaf_id"] or "", r["label"], r["target"], r["existing"]] for r in rows])
+
+    def leaf_targets(self, run_id: str) -> dict[str, dict[str, Any]]:
+        return {r["leaf_id"]: r for r in self.query(
+            "SELECT leaf_id, label, target, existing FROM leaf_targets WHERE run_id = ? ORDER BY label", [run_id])}
 
     def accepted_hashes(self, run_id: str) -> dict[str, str]:
         rows = self.query(

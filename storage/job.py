@@ -25,7 +25,8 @@ from synth.backends.base import Backend
 from synth.dedup import NearDupIndex
 from synth.ids import stable_id, stable_seed, text_hash
 from synth.parsing import ParseFailure
-from synth.plan import Leaf, allocate, plan_slots
+from synth.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights, within_tolerance
+from synth.plan import allocate, plan_slots
 from synth.quality import FilterContext, first_problem, normalize_for_hash
 from synth.recipe import Recipe
 from synth.seeds import load_seeds
@@ -58,18 +59,20 @@ class StrategyDecision:
     reason: str
 
 
-def decide_strategy(recipe: Recipe, n_seeds: int) -> StrategyDecision:
+def decide_strategy(recipe: Recipe, n_seeds: int, n: int | None = None) -> StrategyDecision:
+    """How the `n` samples to generate (default: the target) split over strategies."""
     gen = recipe.generation
+    n = gen.target if n is None else n
     if gen.strategy_weights:
-        counts = allocate(gen.strategy_weights, gen.target)
+        counts = allocate(gen.strategy_weights, n)
         label = "mix(" + ", ".join(f"{k}={v:g}" for k, v in gen.strategy_weights.items()) + ")"
         return StrategyDecision(counts, label, "mixed by the recipe's strategy_weights")
     if gen.strategy == "auto":
         from synth.budget import choose_strategy
 
         choice = choose_strategy(gen.request_budget, n_seeds)
-        return StrategyDecision({choice.strategy: gen.target}, choice.strategy, choice.reason)
-    return StrategyDecision({gen.strategy: gen.target}, gen.strategy, "fixed by the recipe")
+        return StrategyDecision({choice.strategy: n}, choice.strategy, choice.reason)
+    return StrategyDecision({gen.strategy: n}, gen.strategy, "fixed by the recipe")
 
 
 class Job:
@@ -133,36 +136,104 @@ class Job:
         self.tree = tree
         self.catalog.update_run(self.run_id, tree_id=tree.tree_id)
 
+    def leaf_specs(self) -> list[LeafSpec]:
+        """The leaves samples go to, with the dimension values their paths fix."""
+        if self.tree is None:
+            return [LeafSpec(None, "(all)", ())]
+        from synth.tree import leaf_label
+
+        return [LeafSpec(leaf.node_id, leaf_label(leaf),
+                         tuple((d, v) for d, v in leaf.path if d not in leaf.any_of))
+                for leaf in self.tree.leaves()]
+
+    def leaf_targets(self) -> dict[str | None, int]:
+        """How many accepted samples each leaf should end with (generated and existing together)."""
+        bal, tree_settings = self.recipe.balance, self.recipe.tree
+        specs = self.leaf_specs()
+        if bal.dimension is not None and self.tree is None:
+            raise BalanceError("balance.dimension needs a tree: add a `tree:` section or remove balance.dimension")
+        weights = leaf_weights(specs, tree_settings.leaf_weights if tree_settings else None,
+                               bal.dimension, bal.weights)
+        return bounded_allocation(weights, self.recipe.generation.target, bal.min_per_leaf, bal.max_per_leaf)
+
+    def existing_counts(self) -> dict[str | None, int]:
+        """Accepted rows of the rebalanced dataset per leaf (none without `balance.dataset`)."""
+        return {r["leaf_id"]: int(r["n"]) for r in self.catalog.query(
+            """SELECT leaf_id, count(*) AS n FROM samples
+               WHERE run_id = ? AND strategy = 'existing' AND status = 'accepted' GROUP BY leaf_id""",
+            [self.run_id])} if self.catalog is not None else {}
+
     def plan(self, record: bool = True) -> list[Slot]:
-        """The run's slots; `record=False` plans without writing (for `synth plan`)."""
-        self.decision = decide_strategy(self.recipe, len(self.seeds))
+        """The run's slots: each leaf's deficit against its target; `record=False` plans
+        without writing (for `synth plan`)."""
+        gen = self.recipe.generation
+        self.targets = self.leaf_targets()
+        have = self.existing_counts() if self.recipe.balance.dataset is not None else {}
+        if record and have and self.recipe.balance.max_per_leaf is not None:
+            self.downsample_existing()
+            have = self.existing_counts()
+        deficits = {leaf_id: max(0, target - have.get(leaf_id, 0)) for leaf_id, target in self.targets.items()}
+        self.decision = decide_strategy(self.recipe, len(self.seeds), sum(deficits.values()))
         if record:
             self.catalog.update_run(self.run_id, strategy=self.decision.label,
                                     strategy_reason=self.decision.reason)
-        gen = self.recipe.generation
-        tree_settings = self.recipe.tree
+            self.catalog.save_leaf_targets(self.run_id, [
+                {"leaf_id": spec.leaf_id, "label": spec.label, "target": self.targets[spec.leaf_id],
+                 "existing": have.get(spec.leaf_id, 0)} for spec in self.leaf_specs()])
+        constraints_for = None
         if self.tree is not None:
-            from synth.tree import leaf_constraints, leaf_label
+            from synth.tree import leaf_constraints
 
             leaves_by_id = {leaf.node_id: leaf for leaf in self.tree.leaves()}
-            leaves = [Leaf(leaf.node_id, leaf_label(leaf)) for leaf in leaves_by_id.values()]
 
             def constraints_for(leaf_id: str | None, index: int) -> tuple[tuple[str, str], ...]:
                 leaf = leaves_by_id[leaf_id]
                 return tuple(tuple(pair) for pair in leaf_constraints(leaf, stable_seed(self.run_id, index)))
-        else:
-            leaves, constraints_for = [Leaf(None, "all")], None
         self.slots = plan_slots(
-            target=gen.target,
-            leaves=leaves,
+            per_leaf=deficits,
             strategy_counts=self.decision.counts,
             n_seeds=len(self.seeds),
             examples_per_prompt=gen.examples_per_prompt,
             seed=self.recipe.backend.sampling.seed,
-            leaf_weights=tree_settings.leaf_weights if tree_settings else None,
             constraints_for=constraints_for,
         )
         return self.slots
+
+    def import_existing(self, on_progress: Progress | None = None) -> dict[str, Any]:
+        """Classify the rows of `balance.dataset` onto the tree (an import run of its own,
+        reused by any recipe with the same dataset and tree) and copy them into this run."""
+        from storage.imports import import_existing
+        from synth.recipe import SamplingSettings
+        from synth.seeds import load_dataset_rows
+
+        if self.tree is None:
+            raise BalanceError("balance.dataset: rebalancing classifies rows onto a tree; add a `tree:` section")
+        spec = self.recipe.balance.dataset
+        rows = load_dataset_rows(self.recipe)
+        # classification is a lookup, not writing: greedy, short answers
+        sampling = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=48, seed=self._sampling.seed)
+        result = import_existing(self.catalog, self.recipe.task, self.tree, rows, self.backend, sampling,
+                                 source=f"{self.recipe.resolve_input(spec.path)}#limit={spec.limit}",
+                                 question_field=self.recipe.task.question, on_progress=on_progress,
+                                 chunk_size=self.recipe.generation.chunk_size)
+        copied = self.adopt_existing(result.run_id)
+        self._load_dedup_index()  # generated samples must not repeat the existing rows either
+        return {"import_run_id": result.run_id, "rows": result.rows, "per_leaf": result.counts,
+                "unassigned": result.unassigned, "unassigned_reasons": result.reasons,
+                "classify_requests": result.requests, "copied": copied}
+
+    def adopt_existing(self, import_run_id: str) -> int:
+        """Copy the classified rows of an import (storage/imports.py) into this run, so the
+        dataset, its report and its export hold them beside what is generated; the import
+        itself stays untouched for other recipes to reuse. Returns rows copied."""
+        return self.catalog.adopt_existing(self.run_id, import_run_id)
+
+    def downsample_existing(self) -> int:
+        """Rows of the rebalanced dataset over max_per_leaf are dropped, by hash(id, seed).
+
+        Only existing rows: generated ones never exceed a leaf's target, which is <= max."""
+        return self.catalog.downsample_existing(self.run_id, self.recipe.balance.max_per_leaf,
+                                                self.recipe.backend.sampling.seed)
 
     # -- generation -----------------------------------------------------------------------
 
@@ -213,8 +284,14 @@ class Job:
         return self.catalog.drop_surplus(self.run_id, self.recipe.backend.sampling.seed)
 
     def accepted_count(self) -> int:
+        """Generated slots filled so far (rows of a rebalanced dataset have negative slots)."""
         return int(self.catalog.scalar(
-            "SELECT count(DISTINCT slot) FROM samples WHERE run_id = ? AND status = 'accepted'", [self.run_id]) or 0)
+            "SELECT count(DISTINCT slot) FROM samples WHERE run_id = ? AND status = 'accepted' AND slot >= 0",
+            [self.run_id]) or 0)
+
+    def goal(self) -> int:
+        """Samples this run generates: the sum of the leaves' deficits."""
+        return len(self.slots)
 
     def _request(self, sample_id: str, stage, slot: Slot, known: dict[str, Any], copy: int = 0
                  ) -> GenerationRequest:
@@ -414,7 +491,7 @@ class Job:
         of budget; then keep one sample per slot. `run_chunk` lets a scheduler wrap each chunk
         (the flow makes it a retried Prefect task). Returns the number of chunks run."""
         run_chunk = run_chunk or self.run_chunk
-        target = self.recipe.generation.target
+        target = self.goal()
         done = 0
         while True:
             work = self.pending()
@@ -434,19 +511,43 @@ class Job:
         self.drop_surplus()
         return done
 
+    def leaf_balance(self) -> list[dict[str, Any]]:
+        """Per leaf: target, accepted now (existing kept + generated), within tolerance or not."""
+        have = {r["leaf_id"]: int(r["n"]) for r in self.catalog.query(
+            "SELECT leaf_id, count(*) AS n FROM samples WHERE run_id = ? AND status = 'accepted' GROUP BY leaf_id",
+            [self.run_id])}
+        tolerance = self.recipe.balance.tolerance
+        return [{"leaf_id": spec.leaf_id, "label": spec.label, "target": self.targets[spec.leaf_id],
+                 "have": have.get(spec.leaf_id, 0),
+                 "ok": within_tolerance(have.get(spec.leaf_id, 0), self.targets[spec.leaf_id], tolerance)}
+                for spec in self.leaf_specs()]
+
     def finish(self) -> dict[str, Any]:
-        accepted = self.accepted_count()
+        """Done when every leaf holds at least (1 - tolerance) x its target; else say which
+        leaves fell short and why (budget or rounds)."""
+        generated, goal = self.accepted_count(), self.goal()
+        leaves = self.leaf_balance()
+        short = [leaf for leaf in leaves if not leaf["ok"]]
+        total = sum(leaf["have"] for leaf in leaves)
         target = self.recipe.generation.target
-        if accepted >= target:
-            status, message = "finished", f"{accepted} accepted samples, target {target} met"
+        existing = total - generated
+        made = f"{total} accepted samples" + (f" ({existing} existing + {generated} generated)" if existing else "")
+        if not short:
+            status = "finished"
+            message = f"{made}, target {target} met" if generated >= goal else (
+                f"{made}: every leaf within {self.recipe.balance.tolerance:.0%} of its target")
         else:
             left = self.recipe.generation.request_budget - self.requests_used()
             why = "the request budget is spent" if left < 2 else "the rounds per slot are used up"
-            status, message = "short", f"{accepted} of {target} accepted samples: {why}"
+            named = ", ".join(f"{leaf['label']} ({leaf['have']}/{leaf['target']})" for leaf in short[:10])
+            more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+            status = "short"
+            message = f"{made} of {target}: {why}; leaves below target: {named}{more}"
         from storage.catalog import now
 
         self.catalog.update_run(self.run_id, status=status, message=message, finished_at=now())
-        return {"status": status, "message": message, "accepted": accepted, "target": target}
+        return {"status": status, "message": message, "accepted": total, "generated": generated,
+                "target": target, "short_leaves": [leaf["label"] for leaf in short]}
 
 
 def chunks(work: list[tuple[Slot, int]], size: int) -> list[list[tuple[Slot, int]]]:

@@ -41,12 +41,15 @@ def distinct_n(texts: list[str], n: int) -> float | None:
 
 
 def leaf_table(catalog: Catalog, run_id: str) -> list[dict[str, Any]]:
-    """One row per planned leaf: label, accepted, rejected/filtered/duplicate, target."""
+    """One row per leaf: label, target, what a rebalanced dataset held before (`before`),
+    accepted now (existing kept + generated), rejected/filtered/duplicate/dropped attempts."""
     rows = catalog.query(
         """SELECT coalesce(s.leaf_id, '') AS leaf_id,
                   any_value(s.leaf_path) AS leaf_path,
-                  count(DISTINCT s.slot) AS slots,
+                  count(DISTINCT s.slot) FILTER (s.slot >= 0) AS slots,
                   count(*) FILTER (s.status = 'accepted') AS accepted,
+                  count(*) FILTER (s.status = 'accepted' AND s.strategy <> 'existing') AS generated,
+                  count(*) FILTER (s.strategy = 'existing') AS before,
                   count(*) FILTER (s.status = 'rejected') AS rejected,
                   count(*) FILTER (s.status = 'filtered') AS filtered,
                   count(*) FILTER (s.status = 'duplicate') AS duplicate,
@@ -54,11 +57,22 @@ def leaf_table(catalog: Catalog, run_id: str) -> list[dict[str, Any]]:
            FROM samples s WHERE s.run_id = ? GROUP BY 1 ORDER BY 1""",
         [run_id],
     )
-    for row in rows:
+    targets = catalog.leaf_targets(run_id)
+    by_leaf = {row["leaf_id"]: row for row in rows}
+    for leaf_id, planned in targets.items():  # leaves nothing reached still belong in the table
+        by_leaf.setdefault(leaf_id, {"leaf_id": leaf_id, "leaf_path": None, "slots": 0, "accepted": 0,
+                                     "generated": 0, "before": 0, "rejected": 0, "filtered": 0, "duplicate": 0,
+                                     "dropped": 0})
+    out = []
+    for leaf_id, row in sorted(by_leaf.items()):
         path = json.loads(row.pop("leaf_path") or "[]")
+        planned = targets.get(leaf_id)
         # infinite nodes draw a value per sample: label the leaf by its fixed dimensions only
-        row["label"] = " / ".join(f"{d}={v}" for d, v in path) if path else "(all)"
-    return rows
+        row["label"] = planned["label"] if planned else (
+            " / ".join(f"{d}={v}" for d, v in path) if path else "(all)")
+        row["target"] = planned["target"] if planned else None
+        out.append(row)
+    return out
 
 
 def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
@@ -101,12 +115,26 @@ def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
         "leaves": leaves,
         "by_dimension": by_dimension,
         "imbalance": imbalance([row["accepted"] for row in leaves]),
+        "imbalance_before": imbalance([row["before"] for row in leaves]) if any(r["before"] for r in leaves) else None,
+        "within_tolerance": _tolerance(run, leaves),
         "diversity": {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
                       "distinct_3": distinct_n(texts, 3)},
         "judge_scores": {int(r["score"]): int(r["n"]) for r in judged},
         "by_stage": [{k: (int(v) if isinstance(v, (int, float)) and k != "stage" else v) for k, v in r.items()}
                      for r in by_stage],
     }
+
+
+def _tolerance(run: dict[str, Any], leaves: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not any(r["target"] is not None for r in leaves):
+        return None
+    from synth.balance import within_tolerance
+
+    recipe = json.loads(run["recipe"]) if isinstance(run.get("recipe"), str) else (run.get("recipe") or {})
+    tolerance = float((recipe.get("balance") or {}).get("tolerance", 0.1))
+    short = [r["label"] for r in leaves if r["target"] is not None
+             and not within_tolerance(r["accepted"], r["target"], tolerance)]
+    return {"tolerance": tolerance, "short_leaves": short, "all_within": not short}
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -138,12 +166,23 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Normalized entropy {imb['normalized_entropy']}, max/min ratio {imb['max_min_ratio']}; "
         f"distinct-1/2/3 {div['distinct_1']} / {div['distinct_2']} / {div['distinct_3']}.",
-        "",
-        "| leaf | slots | accepted | rejected | filtered | duplicate |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r['label']} | {r['slots']} | {r['accepted']} | {r['rejected']} | {r['filtered']} | "
-              f"{r['duplicate']} |" for r in report["leaves"]]
+    before = report.get("imbalance_before")
+    if before:
+        lines.append(f"Before rebalancing (the existing dataset as classified): normalized entropy "
+                     f"{before['normalized_entropy']}, max/min ratio {before['max_min_ratio']}.")
+    tol = report.get("within_tolerance")
+    if tol:
+        lines.append(f"Every leaf within {tol['tolerance']:.0%} of its target." if tol["all_within"] else
+                     f"Leaves below {1 - tol['tolerance']:.0%} of their target: {', '.join(tol['short_leaves'])}.")
+    lines += [
+        "",
+        "| leaf | target | before | accepted | generated | rejected | filtered | duplicate | dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {r['label']} | {'' if r['target'] is None else r['target']} | {r['before']} | {r['accepted']} | "
+              f"{r['generated']} | {r['rejected']} | {r['filtered']} | {r['duplicate']} | {r['dropped']} |"
+              for r in report["leaves"]]
     return "\n".join(lines) + "\n"
 
 
@@ -157,9 +196,23 @@ def plot_leaf_distribution(report: dict[str, Any], path: Path) -> Path:
     labels = [r["label"] if len(r["label"]) <= 48 else r["label"][:45] + "..." for r in leaves]
     height = max(2.5, 0.35 * len(leaves) + 1.2)
     fig, ax = plt.subplots(figsize=(9, height))
-    ax.barh(labels, [r["accepted"] for r in leaves], color="#4C72B0", label="accepted")
-    ax.barh(labels, [r["rejected"] + r["filtered"] + r["duplicate"] for r in leaves],
-            left=[r["accepted"] for r in leaves], color="#DD8452", label="rejected / filtered / duplicate")
+    if any(r["before"] for r in leaves):  # a rebalanced dataset: before next to after
+        import numpy as np
+
+        y = np.arange(len(leaves))
+        ax.barh(y - 0.2, [r["before"] for r in leaves], height=0.4, color="#999999", label="before (existing)")
+        ax.barh(y + 0.2, [r["accepted"] - r["generated"] for r in leaves], height=0.4, color="#4C72B0",
+                label="after: existing kept")
+        ax.barh(y + 0.2, [r["generated"] for r in leaves], height=0.4, left=[r["accepted"] - r["generated"]
+                for r in leaves], color="#55A868", label="after: generated")
+        ax.set_yticks(y, labels)
+    else:
+        ax.barh(labels, [r["accepted"] for r in leaves], color="#4C72B0", label="accepted")
+        ax.barh(labels, [r["rejected"] + r["filtered"] + r["duplicate"] for r in leaves],
+                left=[r["accepted"] for r in leaves], color="#DD8452", label="rejected / filtered / duplicate")
+    targets = [r["target"] for r in leaves]
+    if all(t is not None for t in targets):
+        ax.scatter(targets, range(len(leaves)), marker="|", s=300, color="black", label="target", zorder=3)
     ax.invert_yaxis()
     ax.set_xlabel("samples")
     imb = report["imbalance"]

@@ -109,6 +109,15 @@ TABLES: dict[str, str] = {
             created_at TIMESTAMP NOT NULL,
             judge_rationale VARCHAR              -- the judge's one-sentence reason (or why it failed)
         )""",
+    "leaf_targets": """
+        CREATE TABLE IF NOT EXISTS leaf_targets (
+            run_id VARCHAR NOT NULL,
+            leaf_id VARCHAR NOT NULL,            -- '' for a run without a tree
+            label VARCHAR NOT NULL,
+            target INTEGER NOT NULL,             -- accepted samples the leaf should end with
+            existing INTEGER NOT NULL DEFAULT 0, -- rows of the rebalanced dataset it held before
+            PRIMARY KEY (run_id, leaf_id)
+        )""",
     "snapshots": """
         CREATE TABLE IF NOT EXISTS snapshots (
             snapshot_id VARCHAR PRIMARY KEY,

@@ -10,17 +10,10 @@ which is what lets a rerun find the samples it already made.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 from synth.budget import allocate_mix
 from synth.strategies import STAGES, Slot
-
-
-@dataclass(frozen=True)
-class Leaf:
-    leaf_id: str | None
-    label: str
 
 
 def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
@@ -29,20 +22,19 @@ def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
 
 
 def plan_slots(
-    target: int,
-    leaves: Sequence[Leaf],
+    per_leaf: dict[str | None, int],
     strategy_counts: dict[str, int],
     n_seeds: int,
     examples_per_prompt: int,
     seed: int,
-    leaf_weights: dict[str, float] | None = None,
     constraints_for: Callable[[str | None, int], tuple[tuple[str, str], ...]] | None = None,
 ) -> list[Slot]:
-    if sum(strategy_counts.values()) != target:
-        raise ValueError(f"strategy counts {strategy_counts} do not add up to the target {target}")
+    """One slot per sample to generate: `per_leaf` says how many each leaf gets
+    (synth/balance.py decides), `strategy_counts` how they split over strategies."""
+    total = sum(per_leaf.values())
+    if sum(strategy_counts.values()) != total:
+        raise ValueError(f"strategy counts {strategy_counts} do not add up to the {total} samples planned")
     rng = random.Random(seed)
-    weights = {leaf.leaf_id or "": (leaf_weights or {}).get(leaf.label, 1.0) for leaf in leaves}
-    per_leaf = allocate(weights, target)
     leaf_of_slot = [lid for lid, count in per_leaf.items() for _ in range(count)]
     strategies = [name for name, count in strategy_counts.items() for _ in range(count)]
     rng.shuffle(strategies)  # mix strategies across leaves, reproducibly

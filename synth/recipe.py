@@ -145,6 +145,31 @@ class TreeSettings(_Strict):
         return self
 
 
+class Balance(_Strict):
+    """The target distribution over the tree's leaves (synth/balance.py), and optionally an
+    existing dataset to rebalance: its rows are classified onto the tree and only the
+    leaves it under-fills are generated."""
+
+    dimension: str | None = None  # balance over the values of this tree dimension
+    weights: dict[str, float] | None = None  # value of `dimension` -> share; default uniform
+    min_per_leaf: int = Field(default=0, ge=0)
+    max_per_leaf: int | None = Field(default=None, gt=0)
+    tolerance: float = Field(default=0.1, ge=0, lt=1)  # a leaf within (1 - tolerance) x target is done
+    dataset: Seeds | None = None  # an existing dataset to rebalance (same fields as `seeds`)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Balance":
+        if self.max_per_leaf is not None and self.max_per_leaf < self.min_per_leaf:
+            raise ValueError(f"max_per_leaf ({self.max_per_leaf}) must be >= min_per_leaf ({self.min_per_leaf})")
+        if self.weights and self.dimension is None:
+            raise ValueError("weights are shares over a dimension's values: also write `dimension: <name>` "
+                             "(per-leaf weights go in tree.leaf_weights)")
+        for value, weight in (self.weights or {}).items():
+            if weight < 0:
+                raise ValueError(f"weights.{value} must be >= 0")
+        return self
+
+
 class Generation(_Strict):
     target: int = Field(default=24, gt=0, le=10_000_000)  # accepted samples wanted
     budget: int | None = Field(default=None, gt=0)  # teacher requests allowed; default 4 x target
@@ -224,6 +249,7 @@ class Recipe(_Strict):
     generation: Generation = Field(default_factory=Generation)
     backend: BackendSettings = Field(default_factory=BackendSettings)
     tree: TreeSettings | None = None
+    balance: Balance = Field(default_factory=Balance)
     verify: Verify = Field(default_factory=Verify)
     quality: Quality = Field(default_factory=Quality)
     # Replace a built-in prompt with your own file, e.g. {"generate/new_question.jinja2": my_q.jinja2};
@@ -323,6 +349,13 @@ def check_inputs(recipe: Recipe, source: str) -> None:
         if not path.exists():
             problems.append(f"  - seeds.path: no file or folder at {path}: write the path of a JSONL, Parquet, "
                             "CSV file or a saved `datasets` folder, relative to the recipe")
+    if recipe.balance.dataset is not None:
+        path = recipe.resolve_input(recipe.balance.dataset.path)
+        if not path.exists():
+            problems.append(f"  - balance.dataset.path: no file or folder at {path}: write the path of the JSONL, "
+                            "Parquet, CSV file or saved `datasets` folder to rebalance, relative to the recipe")
+        if recipe.tree is None or not recipe.tree.enabled:
+            problems.append("  - balance.dataset: rebalancing classifies rows onto a tree; add a `tree:` section")
     if recipe.tree is not None and recipe.tree.file is not None:
         path = recipe.resolve_input(recipe.tree.file)
         if not path.is_file():

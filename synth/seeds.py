@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from synth.recipe import Recipe
+from synth.recipe import Recipe, Seeds
 
 
 class SeedError(ValueError):
@@ -47,9 +47,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_rows(path: Path, fmt: str = "auto") -> list[dict[str, Any]]:
+def read_rows(path: Path, fmt: str = "auto", where: str = "seeds") -> list[dict[str, Any]]:
     if not path.exists():
-        raise SeedError(f"seeds.path: no file or folder at {path}")
+        raise SeedError(f"{where}.path: no file or folder at {path}")
     fmt = _detect(path) if fmt == "auto" else fmt
     try:
         if fmt == "jsonl":
@@ -72,19 +72,29 @@ def read_rows(path: Path, fmt: str = "auto") -> list[dict[str, Any]]:
     except SeedError:
         raise
     except Exception as exc:  # unreadable file: say which and why
-        raise SeedError(f"seeds.path: cannot read {path} as {fmt}: {type(exc).__name__}: {exc}") from None
-    raise SeedError(f"seeds.format: cannot tell the format of {path}; write format: jsonl, parquet, csv or datasets")
+        raise SeedError(f"{where}.path: cannot read {path} as {fmt}: {type(exc).__name__}: {exc}") from None
+    raise SeedError(f"{where}.format: cannot tell the format of {path}; write format: jsonl, parquet, csv or datasets")
 
 
 def load_seeds(recipe: Recipe) -> list[dict[str, Any]]:
     if recipe.seeds is None:
         return []
-    spec = recipe.seeds
-    rows = read_rows(recipe.resolve_input(spec.path), spec.format)
+    return load_rows(recipe, recipe.seeds, "seeds")
+
+
+def load_dataset_rows(recipe: Recipe) -> list[dict[str, Any]]:
+    """The existing dataset a recipe rebalances (`balance.dataset`), mapped to the task's fields."""
+    if recipe.balance.dataset is None:
+        return []
+    return load_rows(recipe, recipe.balance.dataset, "balance.dataset")
+
+
+def load_rows(recipe: Recipe, spec: Seeds, where: str) -> list[dict[str, Any]]:
+    rows = read_rows(recipe.resolve_input(spec.path), spec.format, where)
     if spec.limit is not None:
         rows = rows[: spec.limit]
     if not rows:
-        raise SeedError(f"seeds.path: {spec.path} holds no rows")
+        raise SeedError(f"{where}.path: {spec.path} holds no rows")
     mapping = {name: spec.fields.get(name, name) for name in recipe.task.output_fields}
     columns = set(rows[0])
     missing = {name: col for name, col in mapping.items() if col not in columns}
@@ -92,10 +102,10 @@ def load_seeds(recipe: Recipe) -> list[dict[str, Any]]:
     explicit = {name: col for name, col in missing.items() if name in spec.fields}
     if explicit:
         name, col = next(iter(explicit.items()))
-        raise SeedError(f"seeds.fields.{name}: column {col!r} is not in {spec.path} "
+        raise SeedError(f"{where}.fields.{name}: column {col!r} is not in {spec.path} "
                         f"(columns: {', '.join(sorted(columns))})")
     if recipe.task.question not in mapping or mapping[recipe.task.question] in missing.values():
-        raise SeedError(f"seeds.fields: the seed file has no column for the question field "
+        raise SeedError(f"{where}.fields: the file has no column for the question field "
                         f"{recipe.task.question!r}; map it, e.g. `fields: {{{recipe.task.question}: <column>}}` "
                         f"(columns: {', '.join(sorted(columns))})")
     out = []

@@ -53,7 +53,7 @@ def test_report_and_plot(tmp_path):
         report = build_report(cat, job.run_id)
     assert report["stats"]["samples"]["accepted"] == 6 and report["leaves"][0]["accepted"] == 6
     assert report["diversity"]["distinct_1"] is not None
-    assert "| (all) | 6 | 6 |" in render_markdown(report)
+    assert "| (all) | 6 | 0 | 6 | 6 | 0 | 0 | 0 | 0 |" in render_markdown(report)  # target, before, accepted, generated
     png = plot_leaf_distribution(report, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 

@@ -1,0 +1,172 @@
+"""Import an existing dataset into the catalog, each row classified into a tree's leaves.
+
+The import is a run of its own (strategy 'existing') under the task's name, so
+deduplication and reports treat its rows as part of the same dataset, and the
+rebalancing plan can read how many samples each leaf already has
+(`Catalog.leaf_counts(run_id)`) and generate only the deficits.
+
+One sample per row: slot = the row's position, attempt 0, status 'accepted' with its
+leaf when the row reached one, 'filtered' with reason 'unclassified: ...' when not.
+Rows are classified and committed in chunks, requests and samples in one transaction,
+so a killed import resumes where it stopped: a row whose sample exists is skipped and
+not classified again, and the classify requests of a rerun have the same ids.
+
+Leaves out: reading the dataset (synth.seeds), building the tree (synth.tree) and
+choosing what to generate (the job's plan).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from storage.catalog import Catalog, now
+from storage.trees import save_tree
+from synth.classify import TEMPLATE, Assignment, classify_rows
+from synth.ids import stable_id, text_hash
+from synth.quality import normalize_for_hash
+from synth.tree import Tree
+
+STRATEGY = "existing"
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    run_id: str
+    rows: int
+    counts: dict[str, int]  # leaf_id -> accepted rows (leaves with none are absent)
+    unassigned: int  # rows that reached no leaf (samples with status 'filtered')
+    requests: int  # classify requests recorded for this import, over all its attempts
+    written: int = 0  # samples written by this call (0 when everything was already there)
+    reasons: dict[str, int] = field(default_factory=dict)  # why rows are unassigned, with counts
+
+
+def import_run_id(task: Any, tree: Tree, source: str, n_rows: int) -> str:
+    """Same source, tree, size and task: the same run, so a second import resumes the first."""
+    return stable_id("import", source, tree.tree_id, n_rows, task.name, length=16)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe field values (Parquet rows may hold numpy scalars, dates, bytes)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    item = getattr(value, "item", None)  # numpy scalars
+    return _plain(item()) if callable(item) else str(value)
+
+
+def task_fields(task: Any, row: dict[str, Any], question_field: str) -> dict[str, Any]:
+    """The row's values of the task's output fields; the question from `question_field`
+    when the row does not name it like the task does."""
+    fields = {name: _plain(row[name]) for name in task.output_fields if name in row}
+    if task.question not in fields and question_field in row:
+        fields[task.question] = _plain(row[question_field])
+    return fields
+
+
+def content_hash(fields: dict[str, Any]) -> str:
+    """The same hash storage/job.py gives an accepted sample, so exact dedup sees imports."""
+    return text_hash(normalize_for_hash("\n".join(str(fields[n]) for n in sorted(fields))))
+
+
+def _sample(run_id: str, index: int, fields: dict[str, Any], a: Assignment) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "sample_id": stable_id(run_id, index, 0), "run_id": run_id, "slot": index, "attempt": 0,
+        "leaf_path": [list(p) for p in a.path], "strategy": STRATEGY, "request_id": a.request_id,
+        "fields": fields,
+    }
+    if a.status == "assigned":
+        return {**row, "leaf_id": a.leaf_id, "status": "accepted", "content_hash": content_hash(fields)}
+    return {**row, "leaf_id": None, "status": "filtered", "reason": f"unclassified: {a.reason}"}
+
+
+def _result(catalog: Catalog, run_id: str, n_rows: int, written: int) -> ImportResult:
+    unassigned = catalog.query(
+        "SELECT reason, count(*) AS n FROM samples WHERE run_id = ? AND status = 'filtered' GROUP BY reason "
+        "ORDER BY n DESC, reason", [run_id])
+    requests = catalog.scalar("SELECT count(*) FROM requests WHERE run_id = ?", [run_id])
+    return ImportResult(run_id=run_id, rows=n_rows, counts=catalog.leaf_counts(run_id),
+                        unassigned=sum(int(r["n"]) for r in unassigned), requests=int(requests or 0),
+                        written=written, reasons={r["reason"]: int(r["n"]) for r in unassigned})
+
+
+def _done_slots(catalog: Catalog, run_id: str) -> set[int]:
+    return {int(r["slot"]) for r in catalog.query("SELECT DISTINCT slot FROM samples WHERE run_id = ?", [run_id])}
+
+
+def _start(catalog: Catalog, run_id: str, task: Any, tree: Tree, backend: Any, sampling: Any, source: str,
+           question_field: str, n_rows: int) -> None:
+    record = {"kind": "import", "source": source, "rows": n_rows, "question_field": question_field,
+              "tree_id": tree.tree_id, "task": task.model_dump(mode="json") if hasattr(task, "model_dump")
+              else {"name": task.name}, "template": TEMPLATE,
+              "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p,
+                           "max_tokens": sampling.max_tokens, "seed": getattr(sampling, "seed", None)}}
+    catalog.start_run(run_id, task.name, record, run_id, backend.name, backend.model)
+    save_tree(catalog, tree)  # the samples name its leaves; a tree already there is kept as is
+    catalog.update_run(run_id, strategy=STRATEGY, strategy_reason=f"imported from {source}", tree_id=tree.tree_id)
+
+
+def import_existing(catalog: Catalog, task: Any, tree: Tree, rows: list[dict[str, Any]], backend: Any,
+                    sampling: Any, source: str, question_field: str, on_progress: Progress | None = None,
+                    chunk_size: int = 256) -> ImportResult:
+    """Classify `rows` into `tree`'s leaves and record them as one run; resumable, idempotent.
+
+    `rows` are dicts holding the task's fields (as `synth.seeds.load_seeds` returns them);
+    the text classified is `row[question_field]`. `source` labels the dataset (a path or
+    a Hub id) and is part of the run id. A second call on a finished import writes
+    nothing and returns the same counts; `on_progress(done, total)` follows the rows.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    run_id = import_run_id(task, tree, source, len(rows))
+    run = catalog.run(run_id)
+    done = _done_slots(catalog, run_id)
+    if run is not None and run["status"] == "finished" and len(done) >= len(rows):
+        if on_progress:
+            on_progress(len(rows), len(rows))
+        return _result(catalog, run_id, len(rows), 0)
+    _start(catalog, run_id, task, tree, backend, sampling, source, question_field, len(rows))
+    pending = [i for i in range(len(rows)) if i not in done]
+    written = 0
+    if on_progress:
+        on_progress(len(done), len(rows))
+    for start in range(0, len(pending), chunk_size):
+        written += _import_chunk(catalog, run_id, task, tree, rows, pending[start:start + chunk_size], backend,
+                                 sampling, question_field)
+        if on_progress:
+            on_progress(len(done) + min(start + chunk_size, len(pending)), len(rows))
+    result = _result(catalog, run_id, len(rows), written)
+    message = (f"{len(rows)} rows imported from {source}: {sum(result.counts.values())} in "
+               f"{len(result.counts)} leaves, {result.unassigned} unassigned")
+    catalog.update_run(run_id, status="finished", message=message, finished_at=now())
+    return result
+
+
+def _import_chunk(catalog: Catalog, run_id: str, task: Any, tree: Tree, rows: list[dict[str, Any]],
+                  indices: list[int], backend: Any, sampling: Any, question_field: str) -> int:
+    """Classify one chunk of rows and commit its requests and samples in one transaction."""
+    request_rows: list[dict[str, Any]] = []
+    texts = [_text(rows[i].get(question_field)) for i in indices]
+    assignments = classify_rows(tree, task, texts, backend, sampling, on_requests=request_rows.extend,
+                                row_keys=indices, namespace=run_id)
+    for request in request_rows:
+        request["run_id"] = run_id
+        request["strategy"] = STRATEGY
+    samples = [_sample(run_id, i, task_fields(task, rows[i], question_field), a)
+               for i, a in zip(indices, assignments)]
+    catalog.commit_chunk(request_rows, samples)
+    return len(samples)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(_plain(value), ensure_ascii=False)
+
+
+__all__ = ["ImportResult", "STRATEGY", "content_hash", "import_existing", "import_run_id", "task_fields"]
