@@ -88,10 +88,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     catalog = _open_if_exists(recipe.catalog)
     tree = None
     try:
-        if catalog is not None and recipe.tree is not None and recipe.tree.enabled:
-            from storage.recipe_tree import find_tree_for
+        if recipe.tree is not None and recipe.tree.enabled:
+            from storage.recipe_tree import find_tree_for, tree_from_file
 
-            tree = find_tree_for(catalog, recipe)
+            if catalog is not None:
+                tree = find_tree_for(catalog, recipe)
+            elif recipe.tree.file is not None:
+                tree = tree_from_file(recipe)
         projection = project(recipe, catalog, tree)
     finally:
         if catalog is not None:
@@ -280,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     from storage.export import ExportError
     from storage.hub import HubError
     from storage.snapshots import SnapshotError
+    from synth.balance import BalanceError
     from synth.prompts import PromptError
     from synth.recipe import RecipeError
     from synth.seeds import SeedError
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecipeError, SeedError, PromptError, TreeError) as exc:
+    except (RecipeError, SeedError, PromptError, TreeError, BalanceError) as exc:
         return _fail(str(exc))
     except (ExportError, SnapshotError, HubError) as exc:
         return _fail(str(exc), 1)

@@ -149,6 +149,8 @@ class Job:
     def leaf_targets(self) -> dict[str | None, int]:
         """How many accepted samples each leaf should end with (generated and existing together)."""
         bal, tree_settings = self.recipe.balance, self.recipe.tree
+        if self.tree is None and tree_settings is not None and tree_settings.enabled:
+            return {None: self.recipe.generation.target}  # `synth plan` before the tree exists: one bucket
         specs = self.leaf_specs()
         if bal.dimension is not None and self.tree is None:
             raise BalanceError("balance.dimension needs a tree: add a `tree:` section or remove balance.dimension")

@@ -52,6 +52,7 @@ def project(recipe, catalog: Catalog | None = None, tree: Any = None) -> dict[st
     per_strategy: dict[str, float] = defaultdict(float)
     per_leaf: dict[str, float] = defaultdict(float)
     judge = recipe.quality.judge
+    labels = {spec.leaf_id: spec.label for spec in job.leaf_specs()}
     for slot in decision_slots:
         known = dict(job.seeds[slot.seed_row]) if slot.seed_row is not None else {}
         stages = STAGES[slot.strategy] + ((Stage("judge", JUDGE_TEMPLATE),) if judge else ())
@@ -73,7 +74,7 @@ def project(recipe, catalog: Catalog | None = None, tree: Any = None) -> dict[st
             bucket["prompt_tokens"] += copies * prompt
             bucket["completion_tokens"] += copies * completion
             per_strategy[slot.strategy] += copies
-            per_leaf[slot.leaf_id or "(all)"] += copies
+            per_leaf[labels.get(slot.leaf_id, "(all)")] += copies
     total = sum(b["requests"] for b in per_stage.values())
     budget = recipe.generation.request_budget
     fits = int(len(decision_slots) * min(1.0, budget / total)) if total else 0
@@ -91,6 +92,7 @@ def project(recipe, catalog: Catalog | None = None, tree: Any = None) -> dict[st
         "per_strategy": {k: round(v) for k, v in per_strategy.items()},
         "per_leaf": {k: round(v, 1) for k, v in per_leaf.items()},
         "tree": None if tree is None else {"tree_id": tree.tree_id, "leaves": len(tree.leaves())},
+        "existing_rows": sum(job.existing_counts().values()) if recipe.balance.dataset is not None else None,
     }
 
 
@@ -113,6 +115,9 @@ def render_projection(p: dict[str, Any]) -> str:
     lines += ["", "per strategy: " + json.dumps(p["per_strategy"])]
     lines.append(f"per leaf ({len(p['per_leaf'])} leaves): " + ", ".join(
         f"{k}: {v:g}" for k, v in list(p["per_leaf"].items())[:20]))
+    if p.get("existing_rows") == 0:
+        lines.append("balance.dataset: its rows are not classified yet, so this assumes every sample is generated; "
+                     "the run classifies them first and generates only the leaves' deficits")
     if p["tree"] is None:
         lines.append("tree: not built yet (its requests come on top; `synth tree show` after a run)")
     return "\n".join(lines)
