@@ -56,7 +56,7 @@ TEMPLATES = {stage: f"tree/{stage}.jinja2" for stage in STAGES}
 EXPAND_ANSWERS = ("nothing_to_add", "more_complete", "more_open_ended")
 MAX_LABEL_CHARS = 80  # dimension names and values are labels, not sentences
 MAX_PIVOT_CHARS = 600
-ALGORITHM_VERSION = 1  # part of the tree id: a change of the rules above makes new trees
+ALGORITHM_VERSION = 2  # part of the tree id: a change of the rules or schemas makes new trees (2: dimension names start with a letter)
 SETTINGS_NOT_IN_KEY = {"file", "leaf_weights", "enabled"}  # they do not change what gets built
 
 
@@ -354,8 +354,10 @@ def pivots_schema(n: int) -> dict[str, Any]:
 
 def dimension_schema(n_pivots: int) -> dict[str, Any]:
     label = {"type": "string", "minLength": 1, "maxLength": LABEL_SCHEMA_CHARS}
+    # a name starts with a letter: small models otherwise answer "2" or "3,2" here
+    name = {**label, "pattern": "^[A-Za-z][A-Za-z0-9 _-]*$"}
     return {"type": "object", "properties": {
-        "dimension": label,
+        "dimension": name,
         "labels": {"type": "array", "items": label, "minItems": n_pivots, "maxItems": n_pivots}},
         "required": ["dimension", "labels"]}
 
