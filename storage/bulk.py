@@ -1,0 +1,164 @@
+"""Bulk paths for catalogs of millions of samples: each is one set-based statement (or a
+few) over Arrow tables, never a Python loop over rows, so the 10 M-row figures of
+`benchmarks/catalog_scale.py` hold. Values travel as bound parameters or registered
+Arrow tables, like the rest of the catalog.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from storage.catalog import _SAMPLE_COLUMNS, Catalog, CatalogError, now
+
+SAMPLE_SCHEMA = pa.schema(list(_SAMPLE_COLUMNS.items()))
+DROP_REASON = "over the leaf maximum"
+_RUNS = "run_id IN (SELECT unnest(?::VARCHAR[]))"  # a semi-join on the bound list of runs
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Cast the columns a table has to the catalog's types (missing ones stay NULL in the
+    insert, `created_at` defaults to now); an unknown column is an error, not a silent drop."""
+    unknown = set(table.column_names) - set(SAMPLE_SCHEMA.names)
+    if unknown:
+        raise CatalogError(f"not columns of samples: {sorted(unknown)}")
+    if "created_at" not in table.column_names:
+        table = table.append_column("created_at", pa.repeat(pa.scalar(now(), pa.timestamp("us")), len(table)))
+    return table.cast(pa.schema([SAMPLE_SCHEMA.field(name) for name in table.column_names]))
+
+
+def ingest_samples(catalog: Catalog, table: pa.Table) -> int:
+    """Append sample rows in one transaction; an id that exists, in the catalog or earlier
+    in `table`, is skipped (what INSERT OR IGNORE does in `Catalog.commit_chunk`). Returns
+    rows written.
+
+    Not INSERT OR IGNORE itself: DuckDB plans it as a MERGE (group the incoming rows by
+    id, join them with every id in the table) and inserts on one thread. Here the repeats
+    within `table` are dropped in Arrow, the ids that exist are found by one semi-join on
+    the id column, and the rest go in by a plain INSERT that DuckDB runs in parallel
+    (insertion order is not kept for this statement: nothing reads samples without ORDER BY).
+
+    Measured on the 2-core machine with others' jobs running (load ~3), 1 M GSM8K-like rows
+    of ~480 characters of `fields` a batch: 9-10.5 s a batch (~100 k rows/s) where INSERT
+    OR IGNORE took 11-15.5 s, growing with the table. 500 k rows/s is out of reach here:
+    most of the time is DuckDB compressing the text (its dictionary+FSST analysis). With
+    compression off the same rows go in 2x faster for a 2.1x bigger file (770 vs 367 MB a
+    million rows), and even a bare CREATE TABLE AS, no key and no compression, is ~430 k
+    rows/s on an idle machine, the disk's speed; so the default keeps the small file.
+    """
+    table = _first_of_each_id(conform(table))
+    with catalog._lock, _unordered_inserts(catalog.con):  # the lock: no writer between lookup and insert
+        with _registered(catalog.con, "bulk_ids", table.select(["sample_id"])) as con:
+            existing = con.sql("SELECT sample_id FROM samples WHERE sample_id IN (SELECT sample_id FROM bulk_ids)")
+            existing = existing.to_arrow_table()["sample_id"]
+        if len(existing):
+            table = table.filter(pc.invert(pc.is_in(table["sample_id"], value_set=existing)))
+        if not len(table):
+            return 0
+        with _registered(catalog.con, "bulk_incoming", table), catalog.transaction() as con:
+            return int(con.execute("INSERT INTO samples BY NAME SELECT * FROM bulk_incoming").fetchall()[0][0])
+
+
+def _first_of_each_id(table: pa.Table) -> pa.Table:
+    ids = table["sample_id"]
+    if pc.count_distinct(ids, mode="all").as_py() == len(table):
+        return table
+    rows = pa.table({"sample_id": ids, "row": np.arange(len(table), dtype=np.int64)})
+    first = rows.group_by("sample_id", use_threads=False).aggregate([("row", "min")])["row_min"]
+    return table.take(np.sort(first.to_numpy()))
+
+
+@contextmanager
+def _registered(con: Any, name: str, table: pa.Table) -> Iterator[Any]:
+    """An Arrow table visible to SQL as `name` (unregistered after any transaction inside ends)."""
+    con.register(name, table)
+    try:
+        yield con
+    finally:
+        con.unregister(name)
+
+
+@contextmanager
+def _unordered_inserts(con: Any) -> Iterator[None]:
+    """Let DuckDB insert on every thread (a database-wide setting, put back after)."""
+    kept = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute("SET preserve_insertion_order = ?", [bool(kept)])
+
+
+def mark_exact_duplicates(catalog: Catalog, run_ids: list[str]) -> int:
+    """Among the accepted samples of `run_ids`, mark every row whose content_hash an earlier
+    row (by created_at, sample_id) has as a duplicate of that first row. Returns rows marked;
+    a second call marks nothing, the first rows stay accepted."""
+    with catalog.transaction() as con:
+        marked = con.execute(
+            f"""WITH accepted AS (
+                    SELECT sample_id, content_hash, created_at FROM samples
+                    WHERE {_RUNS} AND status = 'accepted' AND content_hash IS NOT NULL),
+                 firsts AS (
+                    SELECT content_hash, arg_min(sample_id, (created_at, sample_id)) AS first_id
+                    FROM accepted GROUP BY content_hash HAVING count(*) > 1),
+                 later AS (
+                    SELECT a.sample_id, f.first_id FROM accepted a JOIN firsts f USING (content_hash)
+                    WHERE a.sample_id <> f.first_id)
+                UPDATE samples SET status = 'duplicate', reason = 'exact_duplicate', duplicate_of = later.first_id
+                FROM later WHERE samples.sample_id = later.sample_id""",
+            [run_ids]).fetchall()[0][0]
+    return int(marked)
+
+
+def leaf_counts(catalog: Catalog, run_ids: list[str]) -> dict[str | None, int]:
+    """Accepted samples per leaf over `run_ids`."""
+    rows = catalog.query(
+        f"SELECT leaf_id, count(*) AS n FROM samples WHERE {_RUNS} AND status = 'accepted' GROUP BY leaf_id",
+        [run_ids])
+    return {row["leaf_id"]: int(row["n"]) for row in rows}
+
+
+def _leaf_table(values: dict[str | None, int], column: str) -> pa.Table:
+    return pa.table({"leaf_id": pa.array(list(values), pa.string()),
+                     column: pa.array(list(values.values()), pa.int64())})
+
+
+def downsample(catalog: Catalog, run_ids: list[str], caps: dict[str | None, int], seed: int) -> int:
+    """Mark accepted rows above each leaf's cap 'dropped', keeping the first by
+    hash(sample_id, seed), sample_id (as `Catalog.drop_surplus`): the same seed keeps the
+    same rows. Leaves without a cap are left alone. Returns rows dropped."""
+    if not caps:
+        return 0
+    with catalog._lock, _registered(catalog.con, "bulk_caps", _leaf_table(caps, "cap")), \
+            catalog.transaction() as con:
+        dropped = con.execute(
+            f"""WITH ranked AS (
+                    SELECT s.sample_id, c.cap, row_number() OVER (
+                        PARTITION BY s.leaf_id ORDER BY hash(s.sample_id, ?), s.sample_id) AS rank
+                    FROM samples s JOIN bulk_caps c ON s.leaf_id IS NOT DISTINCT FROM c.leaf_id
+                    WHERE s.{_RUNS} AND s.status = 'accepted')
+                UPDATE samples SET status = 'dropped', reason = ?
+                FROM ranked WHERE samples.sample_id = ranked.sample_id AND ranked.rank > ranked.cap""",
+            [seed, run_ids, DROP_REASON]).fetchall()[0][0]
+    return int(dropped)
+
+
+def rebalance_plan(catalog: Catalog, run_ids: list[str], targets: dict[str | None, int],
+                   caps: dict[str | None, int] | None = None, seed: int = 0) -> dict[str, Any]:
+    """What rebalancing `run_ids` would take, changing nothing: per leaf (every leaf with
+    accepted rows, a target or a cap) have, target (0 if none), deficit = max(0, target -
+    have) to generate, surplus = max(0, have - cap) for `downsample(..., seed)` to drop;
+    and the totals. One grouped scan of the samples."""
+    have = leaf_counts(catalog, run_ids)
+    caps = caps or {}
+    leaves: dict[str | None, dict[str, int]] = {}
+    for leaf in sorted(set(have) | set(targets) | set(caps), key=lambda x: (x is not None, x or "")):
+        n, target = have.get(leaf, 0), targets.get(leaf, 0)
+        surplus = max(0, n - caps[leaf]) if leaf in caps else 0
+        leaves[leaf] = {"have": n, "target": target, "deficit": max(0, target - n), "surplus": surplus}
+    totals = {name: sum(row[name] for row in leaves.values()) for name in ("have", "target", "deficit", "surplus")}
+    return {"run_ids": list(run_ids), "seed": seed, "leaves": leaves, **totals}
