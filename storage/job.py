@@ -537,7 +537,7 @@ class Job:
         if not short:
             status = "finished"
             message = f"{made}, target {target} met" if generated >= goal else (
-                f"{made}: every leaf within {self.recipe.balance.tolerance:.0%} of its target")
+                f"{made} of {target}: every leaf within {self.recipe.balance.tolerance:.0%} of its target")
         else:
             left = self.recipe.generation.request_budget - self.requests_used()
             why = "the request budget is spent" if left < 2 else "the rounds per slot are used up"
