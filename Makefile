@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --n 500
 	$(BIN)/python benchmarks/tree_build.py
 	$(BIN)/python benchmarks/dedup.py --n 3000
+	$(BIN)/python benchmarks/catalog_scale.py --rows 1000000
 
 clean:
 	rm -rf $(VENV) data out .pytest_cache
