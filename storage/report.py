@@ -169,8 +169,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     before = report.get("imbalance_before")
     if before:
+        ratio = before["max_min_ratio"] if before["max_min_ratio"] is not None else "infinite (a leaf was empty)"
         lines.append(f"Before rebalancing (the existing dataset as classified): normalized entropy "
-                     f"{before['normalized_entropy']}, max/min ratio {before['max_min_ratio']}.")
+                     f"{before['normalized_entropy']}, max/min ratio {ratio}.")
     tol = report.get("within_tolerance")
     if tol:
         lines.append(f"Every leaf within {tol['tolerance']:.0%} of its target." if tol["all_within"] else
@@ -217,7 +218,7 @@ def plot_leaf_distribution(report: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("samples")
     imb = report["imbalance"]
     ax.set_title(f"{report['name']}: samples per leaf (normalized entropy {imb['normalized_entropy']})")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # outside: never over a bar
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
