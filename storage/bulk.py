@@ -16,8 +16,10 @@ import pyarrow.compute as pc
 from storage.catalog import _SAMPLE_COLUMNS, Catalog, CatalogError, now
 
 SAMPLE_SCHEMA = pa.schema(list(_SAMPLE_COLUMNS.items()))
-DROP_REASON = "over the leaf maximum"
+DROP_REASON = "over the leaf maximum (balance.max_per_leaf)"
 _RUNS = "run_id IN (SELECT unnest(?::VARCHAR[]))"  # a semi-join on the bound list of runs
+# `strategy` narrows to one kind of row (the job rebalances only a dataset's existing rows); NULL = all
+_STRATEGY = "(?::VARCHAR IS NULL OR strategy = ?::VARCHAR)"
 
 
 def conform(table: pa.Table) -> pa.Table:
@@ -114,11 +116,11 @@ def mark_exact_duplicates(catalog: Catalog, run_ids: list[str]) -> int:
     return int(marked)
 
 
-def leaf_counts(catalog: Catalog, run_ids: list[str]) -> dict[str | None, int]:
-    """Accepted samples per leaf over `run_ids`."""
+def leaf_counts(catalog: Catalog, run_ids: list[str], strategy: str | None = None) -> dict[str | None, int]:
+    """Accepted samples per leaf over `run_ids` (of one strategy, if given)."""
     rows = catalog.query(
-        f"SELECT leaf_id, count(*) AS n FROM samples WHERE {_RUNS} AND status = 'accepted' GROUP BY leaf_id",
-        [run_ids])
+        f"SELECT leaf_id, count(*) AS n FROM samples WHERE {_RUNS} AND status = 'accepted' AND {_STRATEGY} "
+        "GROUP BY leaf_id", [run_ids, strategy, strategy])
     return {row["leaf_id"]: int(row["n"]) for row in rows}
 
 
@@ -127,7 +129,8 @@ def _leaf_table(values: dict[str | None, int], column: str) -> pa.Table:
                      column: pa.array(list(values.values()), pa.int64())})
 
 
-def downsample(catalog: Catalog, run_ids: list[str], caps: dict[str | None, int], seed: int) -> int:
+def downsample(catalog: Catalog, run_ids: list[str], caps: dict[str | None, int], seed: int,
+               strategy: str | None = None) -> int:
     """Mark accepted rows above each leaf's cap 'dropped', keeping the first by
     hash(sample_id, seed), sample_id (as `Catalog.drop_surplus`): the same seed keeps the
     same rows. Leaves without a cap are left alone. Returns rows dropped."""
@@ -140,20 +143,22 @@ def downsample(catalog: Catalog, run_ids: list[str], caps: dict[str | None, int]
                     SELECT s.sample_id, c.cap, row_number() OVER (
                         PARTITION BY s.leaf_id ORDER BY hash(s.sample_id, ?), s.sample_id) AS rank
                     FROM samples s JOIN bulk_caps c ON s.leaf_id IS NOT DISTINCT FROM c.leaf_id
-                    WHERE s.{_RUNS} AND s.status = 'accepted')
+                    WHERE s.{_RUNS} AND s.status = 'accepted'
+                          AND (?::VARCHAR IS NULL OR s.strategy = ?::VARCHAR))
                 UPDATE samples SET status = 'dropped', reason = ?
                 FROM ranked WHERE samples.sample_id = ranked.sample_id AND ranked.rank > ranked.cap""",
-            [seed, run_ids, DROP_REASON]).fetchall()[0][0]
+            [seed, run_ids, strategy, strategy, DROP_REASON]).fetchall()[0][0]
     return int(dropped)
 
 
 def rebalance_plan(catalog: Catalog, run_ids: list[str], targets: dict[str | None, int],
-                   caps: dict[str | None, int] | None = None, seed: int = 0) -> dict[str, Any]:
+                   caps: dict[str | None, int] | None = None, seed: int = 0,
+                   strategy: str | None = None) -> dict[str, Any]:
     """What rebalancing `run_ids` would take, changing nothing: per leaf (every leaf with
     accepted rows, a target or a cap) have, target (0 if none), deficit = max(0, target -
     have) to generate, surplus = max(0, have - cap) for `downsample(..., seed)` to drop;
     and the totals. One grouped scan of the samples."""
-    have = leaf_counts(catalog, run_ids)
+    have = leaf_counts(catalog, run_ids, strategy)
     caps = caps or {}
     leaves: dict[str | None, dict[str, int]] = {}
     for leaf in sorted(set(have) | set(targets) | set(caps), key=lambda x: (x is not None, x or "")):

@@ -235,22 +235,6 @@ class Catalog:
             after = con.execute("SELECT count(*) FROM samples WHERE run_id = ?", [run_id]).fetchone()[0]
         return int(after - before)
 
-    def downsample_existing(self, run_id: str, cap: int, seed: int) -> int:
-        """Drop existing rows above `cap` per leaf, keeping the first by hash(sample_id, seed)."""
-        with self.transaction() as con:
-            con.execute(
-                """UPDATE samples SET status = 'dropped', reason = 'over the leaf maximum (balance.max_per_leaf)'
-                   WHERE sample_id IN (
-                       SELECT sample_id FROM (
-                           SELECT sample_id, row_number() OVER (
-                               PARTITION BY leaf_id ORDER BY hash(sample_id, ?), sample_id) AS rank
-                           FROM samples WHERE run_id = ? AND strategy = 'existing' AND status = 'accepted')
-                       WHERE rank > ?)""",
-                [seed, run_id, cap])
-            return int(con.execute(
-                "SELECT count(*) FROM samples WHERE run_id = ? AND strategy = 'existing' AND status = 'dropped'",
-                [run_id]).fetchone()[0])
-
     def save_leaf_targets(self, run_id: str, rows: list[dict[str, Any]]) -> None:
         """The plan's target per leaf (and what the rebalanced dataset held), for reports."""
         with self.transaction() as con:

@@ -20,7 +20,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from storage import bulk
 from storage.catalog import Catalog
+from storage.imports import STRATEGY as EXISTING
 from synth.backends.base import Backend
 from synth.dedup import NearDupIndex
 from synth.ids import stable_id, stable_seed, text_hash
@@ -160,21 +162,23 @@ class Job:
 
     def existing_counts(self) -> dict[str | None, int]:
         """Accepted rows of the rebalanced dataset per leaf (none without `balance.dataset`)."""
-        return {r["leaf_id"]: int(r["n"]) for r in self.catalog.query(
-            """SELECT leaf_id, count(*) AS n FROM samples
-               WHERE run_id = ? AND strategy = 'existing' AND status = 'accepted' GROUP BY leaf_id""",
-            [self.run_id])} if self.catalog is not None else {}
+        return bulk.leaf_counts(self.catalog, [self.run_id], EXISTING) if self.catalog is not None else {}
 
     def plan(self, record: bool = True) -> list[Slot]:
         """The run's slots: each leaf's deficit against its target; `record=False` plans
         without writing (for `synth plan`)."""
         gen = self.recipe.generation
         self.targets = self.leaf_targets()
-        have = self.existing_counts() if self.recipe.balance.dataset is not None else {}
-        if record and have and self.recipe.balance.max_per_leaf is not None:
+        rebalancing = self.recipe.balance.dataset is not None and self.catalog is not None
+        if record and rebalancing and self.recipe.balance.max_per_leaf is not None:
             self.downsample_existing()
-            have = self.existing_counts()
-        deficits = {leaf_id: max(0, target - have.get(leaf_id, 0)) for leaf_id, target in self.targets.items()}
+        # deficits against the dataset's rows only: generated rows fill the planned slots
+        if rebalancing:
+            planned = bulk.rebalance_plan(self.catalog, [self.run_id], self.targets, strategy=EXISTING)["leaves"]
+        else:
+            planned = {leaf_id: {"have": 0, "deficit": target} for leaf_id, target in self.targets.items()}
+        have = {leaf_id: planned[leaf_id]["have"] for leaf_id in self.targets}
+        deficits = {leaf_id: planned[leaf_id]["deficit"] for leaf_id in self.targets}
         self.decision = decide_strategy(self.recipe, len(self.seeds), sum(deficits.values()))
         if record:
             self.catalog.update_run(self.run_id, strategy=self.decision.label,
@@ -234,8 +238,9 @@ class Job:
         """Rows of the rebalanced dataset over max_per_leaf are dropped, by hash(id, seed).
 
         Only existing rows: generated ones never exceed a leaf's target, which is <= max."""
-        return self.catalog.downsample_existing(self.run_id, self.recipe.balance.max_per_leaf,
-                                                self.recipe.backend.sampling.seed)
+        cap = self.recipe.balance.max_per_leaf
+        return bulk.downsample(self.catalog, [self.run_id], {leaf_id: cap for leaf_id in self.targets},
+                               self.recipe.backend.sampling.seed, strategy=EXISTING)
 
     # -- generation -----------------------------------------------------------------------
 
@@ -515,9 +520,7 @@ class Job:
 
     def leaf_balance(self) -> list[dict[str, Any]]:
         """Per leaf: target, accepted now (existing kept + generated), within tolerance or not."""
-        have = {r["leaf_id"]: int(r["n"]) for r in self.catalog.query(
-            "SELECT leaf_id, count(*) AS n FROM samples WHERE run_id = ? AND status = 'accepted' GROUP BY leaf_id",
-            [self.run_id])}
+        have = bulk.leaf_counts(self.catalog, [self.run_id])
         tolerance = self.recipe.balance.tolerance
         return [{"leaf_id": spec.leaf_id, "label": spec.label, "target": self.targets[spec.leaf_id],
                  "have": have.get(spec.leaf_id, 0),

@@ -156,3 +156,16 @@ def test_rebalance_plan_counts_and_changes_nothing(catalog):
     assert (plan["have"], plan["target"], plan["deficit"], plan["surplus"], plan["seed"]) == (24, 18, 7, 10, 3)
     assert statuses(catalog) == before
     assert bulk.downsample(catalog, ["r1"], {"A": 4, None: 2}, seed=3) == plan["surplus"]
+
+
+def test_downsample_and_counts_can_keep_to_one_strategy(catalog):
+    """The job trims only a rebalanced dataset's rows ('existing'), never what it generated."""
+    rows = [{"sample_id": f"e{i}", "leaf_id": "A", "strategy": "existing"} for i in range(5)]
+    rows += [{"sample_id": f"g{i}", "leaf_id": "A", "strategy": "new_question"} for i in range(3)]
+    bulk.ingest_samples(catalog, table(rows))
+    assert bulk.leaf_counts(catalog, ["r1"], "existing") == {"A": 5}
+    assert bulk.leaf_counts(catalog, ["r1"]) == {"A": 8}
+    assert bulk.downsample(catalog, ["r1"], {"A": 2}, seed=1, strategy="existing") == 3
+    dropped = {r["sample_id"] for r in catalog.query("SELECT sample_id FROM samples WHERE status = 'dropped'")}
+    assert len(dropped) == 3 and all(i.startswith("e") for i in dropped)
+    assert bulk.rebalance_plan(catalog, ["r1"], {"A": 6}, strategy="existing")["leaves"]["A"]["deficit"] == 4
