@@ -95,6 +95,7 @@ class Job:
             max_chars=recipe.quality.max_chars,
             question_field=recipe.task.question,
             prompt_markers=("Reply as JSON with the key", "Here are examples of the kind"),
+            max_repetition=recipe.quality.max_repetition,
         )
         from synth.verify import make_verifier
 
