@@ -62,6 +62,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     with Catalog(args.catalog, read_only=True) as cat:
         stats = cat.stats(args.run)
         stats["runs"] = cat.query("SELECT run_id, name, status, strategy, message FROM runs ORDER BY started_at")
+        if args.check:
+            stats["integrity_problems"] = cat.integrity_problems()
+    if args.check and not args.json:
+        for problem in stats["integrity_problems"]:
+            print(f"integrity: {problem}", file=sys.stderr)
+        print("integrity: " + ("PROBLEMS FOUND" if stats["integrity_problems"] else "ok"))
     if args.json:
         print(json.dumps(stats, indent=2, default=str))
     else:
@@ -71,7 +77,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
               f"({stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion tokens)")
         for reason, n in stats["reject_reasons"].items():
             print(f"  {n:6d}  {reason}")
-    return 0
+    return 1 if stats.get("integrity_problems") else 0
 
 
 def _open_if_exists(path):
@@ -259,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--catalog", default=DEFAULT_CATALOG)
     stats.add_argument("--run", help="one run id (default: every run in the catalog)")
     stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.add_argument("--check", action="store_true",
+                       help="also run the integrity checks (exit 1 if any fails): after a crash or a kill")
     stats.set_defaults(func=cmd_stats)
 
     from flows.server import add_server_commands

@@ -6,14 +6,18 @@ Arrow tables, like the rest of the catalog.
 
 from __future__ import annotations
 
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from storage.catalog import _SAMPLE_COLUMNS, Catalog, CatalogError, now
+from storage.catalog import _SAMPLE_COLUMNS, SEGMENT_COLUMNS, Catalog, CatalogError, now
 
 SAMPLE_SCHEMA = pa.schema(list(_SAMPLE_COLUMNS.items()))
 DROP_REASON = "over the leaf maximum (balance.max_per_leaf)"
@@ -33,42 +37,90 @@ def conform(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema([SAMPLE_SCHEMA.field(name) for name in table.column_names]))
 
 
-def ingest_samples(catalog: Catalog, table: pa.Table) -> int:
+def ingest_samples(catalog: Catalog, table: pa.Table, segments: bool | None = None) -> int:
     """Append sample rows in one transaction; an id that exists, in the catalog or earlier
-    in `table`, is skipped (what INSERT OR IGNORE does in `Catalog.commit_chunk`). Returns
-    rows written.
+    in `table`, is skipped (as in `Catalog.commit_chunk`). Returns rows written.
 
-    Not INSERT OR IGNORE itself: DuckDB plans it as a MERGE (group the incoming rows by
-    id, join them with every id in the table) and inserts on one thread. Here the repeats
-    within `table` are dropped in Arrow, the ids that exist are found by one semi-join on
-    the id column, and the rest go in by a plain INSERT that DuckDB runs in parallel
-    (insertion order is not kept for this statement: nothing reads samples without ORDER BY).
+    With `segments` (the default for a catalog on disk), the text columns (`fields`,
+    `raw_text`, `leaf_path`) go into zstd Parquet files in `catalog.segment_dir`, one per
+    core, written while DuckDB inserts the other columns; the rows point at their file
+    (`samples.segment`) and the `samples_text` view reads the text back. A file becomes
+    part of the catalog only when the transaction that registers it commits: a crash in
+    between leaves a stray file that nothing reads.
 
-    Measured on the 2-core machine with others' jobs running (load ~3), 1 M GSM8K-like rows
-    of ~480 characters of `fields` a batch: 9-10.5 s a batch (~100 k rows/s) where INSERT
-    OR IGNORE took 11-15.5 s, growing with the table. 500 k rows/s is out of reach here:
-    most of the time is DuckDB compressing the text (its dictionary+FSST analysis). With
-    compression off the same rows go in 2x faster for a 2.1x bigger file (770 vs 367 MB a
-    million rows), and even a bare CREATE TABLE AS, no key and no compression, is ~430 k
-    rows/s on an idle machine, the disk's speed; so the default keeps the small file.
+    Why: measured on the 2-core machine (1 M GSM8K-like rows, ~480 characters of
+    `fields`), DuckDB's own storage spends most of an insert compressing that text, and
+    its key on `sample_id` cost more than half of the rest (the table has no key since
+    schema version 3). pyarrow's zstd writer does the text about 3x faster on a core, in
+    threads that run beside DuckDB's. `segments=False` keeps the text inline.
     """
-    table = _first_of_each_id(conform(table))
+    table = conform(table)
     with catalog._lock, _unordered_inserts(catalog.con):  # the lock: no writer between lookup and insert
         with _registered(catalog.con, "bulk_ids", table.select(["sample_id"])) as con:
-            existing = con.sql("SELECT sample_id FROM samples WHERE sample_id IN (SELECT sample_id FROM bulk_ids)")
-            existing = existing.to_arrow_table()["sample_id"]
-        if len(existing):
-            table = table.filter(pc.invert(pc.is_in(table["sample_id"], value_set=existing)))
+            # one parallel scan finds both kinds of rows to skip; usually there are none
+            repeated, existing = con.execute(
+                """SELECT (SELECT count(*) FROM (SELECT sample_id FROM bulk_ids GROUP BY ALL HAVING count(*) > 1)),
+                          (SELECT list(sample_id) FROM samples WHERE sample_id IN (SELECT sample_id FROM bulk_ids))"""
+            ).fetchall()[0]
+        if repeated:
+            table = _first_of_each_id(table)
+        if existing:
+            table = table.filter(pc.invert(pc.is_in(table["sample_id"], value_set=pa.array(existing, pa.string()))))
         if not len(table):
             return 0
-        with _registered(catalog.con, "bulk_incoming", table), catalog.transaction() as con:
-            return int(con.execute("INSERT INTO samples BY NAME SELECT * FROM bulk_incoming").fetchall()[0][0])
+        text = [name for name in SEGMENT_COLUMNS if name in table.column_names]
+        if segments is None:
+            segments = bool(text) and str(catalog.path) != ":memory:"
+        if not segments or not text:
+            with _registered(catalog.con, "bulk_incoming", table), catalog.transaction() as con:
+                return Catalog.insert_samples(con, "bulk_incoming", checked=True)
+        return _ingest_with_segments(catalog, table, text)
+
+
+def _ingest_with_segments(catalog: Catalog, table: pa.Table, text: list[str]) -> int:
+    folder = catalog.segment_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = now()
+    parts = max(1, min(os.cpu_count() or 1, len(table) // 100_000 + 1))  # one file per core, not tiny ones
+    bounds = np.linspace(0, len(table), parts + 1).astype(int)
+    names = [f"seg-{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet" for _ in range(parts)]
+    part_of_row = pa.array(np.repeat(np.arange(parts, dtype=np.int32), np.diff(bounds)))
+    name_of_row = pa.DictionaryArray.from_arrays(part_of_row, pa.array(names)).cast(pa.string())
+
+    def write(index: int) -> int:
+        part = table.slice(bounds[index], bounds[index + 1] - bounds[index])
+        # every segment has every text column, so that one read_parquet reads them all
+        part = pa.table({"sample_id": part["sample_id"], **{
+            name: part[name] if name in text else pa.nulls(len(part), pa.string()) for name in SEGMENT_COLUMNS}})
+        staging = folder / f".{names[index]}.tmp"
+        pq.write_table(part, staging, compression="zstd", use_dictionary=["leaf_path"])
+        staging.replace(folder / names[index])
+        return (folder / names[index]).stat().st_size
+
+    narrow = table.drop_columns(text)
+    narrow = narrow.append_column("segment", name_of_row) if "segment" not in narrow.column_names \
+        else narrow.set_column(narrow.column_names.index("segment"), "segment", name_of_row)
+    try:
+        with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="segment-writer") as pool:
+            written = [pool.submit(write, i) for i in range(parts)]  # pyarrow writes without the GIL
+            with _registered(catalog.con, "bulk_incoming", narrow), catalog.transaction() as con:
+                inserted = Catalog.insert_samples(con, "bulk_incoming", checked=True)
+                sizes = [future.result() for future in written]  # a failed write rolls the insert back
+                with _registered(con, "bulk_segments", pa.table({
+                        "segment": names, "n_rows": np.diff(bounds).astype(np.int64), "bytes": sizes,
+                        "created_at": pa.array([stamp] * parts, pa.timestamp("us"))})):
+                    con.execute("INSERT INTO segments BY NAME SELECT * FROM bulk_segments")
+    except BaseException:
+        for name in names:  # nothing refers to them: the transaction rolled back
+            (folder / name).unlink(missing_ok=True)
+            (folder / f".{name}.tmp").unlink(missing_ok=True)
+        raise
+    catalog.refresh_text_view()
+    return inserted
 
 
 def _first_of_each_id(table: pa.Table) -> pa.Table:
     ids = table["sample_id"]
-    if pc.count_distinct(ids, mode="all").as_py() == len(table):
-        return table
     rows = pa.table({"sample_id": ids, "row": np.arange(len(table), dtype=np.int64)})
     first = rows.group_by("sample_id", use_threads=False).aggregate([("row", "min")])["row_min"]
     return table.take(np.sort(first.to_numpy()))

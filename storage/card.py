@@ -196,7 +196,7 @@ def snapshot_leaf_counts(catalog: Catalog, snapshot_id: str, tree_id: str | None
     rows = catalog.query(
         """SELECT s.leaf_id, any_value(s.leaf_path) AS leaf_path, count(*) AS n,
                   count(*) FILTER (ss.split = 'test') AS n_test
-           FROM snapshot_samples ss JOIN samples s USING (sample_id)
+           FROM snapshot_samples ss JOIN samples_text s USING (sample_id)
            WHERE ss.snapshot_id = ? GROUP BY s.leaf_id""", [snapshot_id])
     labels: dict[str, str] = {}
     if tree_id:

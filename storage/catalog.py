@@ -1,7 +1,7 @@
 """The DuckDB catalog: one file that holds every run, request, sample and tree.
 
 Writes go in batches through Arrow (never row-by-row `executemany`) inside one
-transaction per chunk, with `INSERT OR IGNORE`, so a chunk is committed whole or not
+transaction per chunk, skipping ids that exist, so a chunk is committed whole or not
 at all and a retried chunk writes nothing twice. Values always travel as bound
 parameters or registered Arrow tables, never pasted into SQL.
 
@@ -54,7 +54,10 @@ _SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "request_id": pa.string(), "fields": pa.string(), "raw_text": pa.string(), "content_hash": pa.string(),
     "status": pa.string(), "reason": pa.string(), "duplicate_of": pa.string(), "quality": pa.float64(),
     "judge_rationale": pa.string(), "verified": pa.bool_(), "created_at": pa.timestamp("us"),
+    "segment": pa.string(),
 }
+# The text columns a bulk-ingested row keeps in its Parquet segment (see `samples_text`).
+SEGMENT_COLUMNS = ("fields", "raw_text", "leaf_path")
 _JSON_COLUMNS = {"sampling", "leaf_path", "fields"}
 
 
@@ -105,6 +108,55 @@ class Catalog:
         self._lock = threading.RLock()  # one connection, used from the flow's task threads in turn
         if not read_only:
             schema.create_all(self.con)
+        self.refresh_text_view()
+
+    @property
+    def segment_dir(self) -> Path:
+        """Where bulk ingest puts the Parquet segments of this catalog (beside its file)."""
+        return self.path.with_name(self.path.name + ".segments")
+
+    def refresh_text_view(self) -> None:
+        """(Re)define the temp view `samples_text`: `samples` with the text columns of
+        bulk-ingested rows read from their segments. Readers of fields, raw_text or
+        leaf_path use it; everything else reads `samples`. Only segments registered in
+        the catalog are read: a file left by a crash before its commit is ignored."""
+        files = [str(self.segment_dir / row[0]) for row in self.con.execute(
+            "SELECT segment FROM segments ORDER BY segment").fetchall()] if self._has_segments_table() else []
+        if not files:
+            sql = "SELECT * FROM samples"
+        else:
+            # a view cannot take bound parameters: the paths are ours, quoted as SQL strings
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            replaced = ", ".join(f"g.{c} AS {c}" for c in SEGMENT_COLUMNS)
+            sql = (f"SELECT * FROM samples WHERE segment IS NULL UNION ALL BY NAME "
+                   f"SELECT s.* REPLACE ({replaced}) FROM samples s "
+                   f"JOIN read_parquet([{listed}]) g ON s.sample_id = g.sample_id WHERE s.segment IS NOT NULL")
+        with self._lock:
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW samples_text AS {sql}")
+
+    def _has_segments_table(self) -> bool:
+        # a read-only catalog of an older schema has no segments table (nor segments)
+        return bool(self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segments' AND NOT temporary").fetchone()[0])
+
+    @staticmethod
+    def insert_samples(con: duckdb.DuckDBPyConnection, source: str, checked: bool = False) -> int:
+        """Insert the rows of the registered relation `source` into samples, skipping an id
+        that exists in the catalog (of rows repeating an id within `source`, one is
+        written; bulk ingest keeps the first); returns rows written. Every insert
+        into samples goes through here: it is what keeps sample ids unique (the table has
+        no key, see storage/schema.py). Call it inside a transaction, under the lock.
+        `checked`: the caller has already dropped such rows, under the same lock (bulk
+        ingest does it in Arrow, where it costs a fraction of this query)."""
+        # `source` is one of our own registered names, never user input
+        if checked:
+            return int(con.execute(f"INSERT INTO samples BY NAME SELECT * FROM {source}").fetchall()[0][0])
+        return int(con.execute(
+            f"""INSERT INTO samples BY NAME
+                SELECT * EXCLUDE (first_of_id) FROM (
+                    SELECT *, row_number() OVER (PARTITION BY sample_id) = 1 AS first_of_id FROM {source} i
+                    WHERE NOT EXISTS (SELECT 1 FROM samples s WHERE s.sample_id = i.sample_id))
+                WHERE first_of_id""").fetchall()[0][0])
 
     def close(self) -> None:
         self.con.close()
@@ -182,7 +234,7 @@ class Catalog:
                 con.unregister("incoming_requests")
             if samples:
                 con.register("incoming_samples", _arrow(samples, _SAMPLE_COLUMNS))
-                con.execute("INSERT OR IGNORE INTO samples BY NAME SELECT * FROM incoming_samples")
+                self.insert_samples(con, "incoming_samples")
                 con.unregister("incoming_samples")
 
     def slot_states(self, run_id: str) -> dict[int, tuple[bool, int, int]]:
@@ -223,17 +275,19 @@ class Catalog:
         """Copy an import's accepted rows into `run_id` as strategy 'existing' (slot -1 - row,
         seed_row = row, the classify request kept as lineage); copies that exist are skipped."""
         with self.transaction() as con:
-            before = con.execute("SELECT count(*) FROM samples WHERE run_id = ?", [run_id]).fetchone()[0]
-            con.execute(
-                """INSERT OR IGNORE INTO samples BY NAME
-                   SELECT 's' || substr(sha256(? || '/' || sample_id), 1, 24) AS sample_id, ? AS run_id,
+            # the copies carry their text inline: a copy's id is not the one its segment knows
+            copies = con.execute(
+                """SELECT 's' || substr(sha256(? || '/' || sample_id), 1, 24) AS sample_id, ? AS run_id,
                           -1 - slot AS slot, 0 AS attempt, leaf_id, leaf_path, 'existing' AS strategy,
                           slot AS seed_row, request_id, fields, content_hash, 'accepted' AS status,
                           now()::TIMESTAMP AS created_at
-                   FROM samples WHERE run_id = ? AND status = 'accepted'""",
-                [run_id, run_id, import_run_id])
-            after = con.execute("SELECT count(*) FROM samples WHERE run_id = ?", [run_id]).fetchone()[0]
-        return int(after - before)
+                   FROM samples_text WHERE run_id = ? AND status = 'accepted'""",
+                [run_id, run_id, import_run_id]).to_arrow_table()
+            con.register("adopted_samples", copies)
+            try:
+                return self.insert_samples(con, "adopted_samples")
+            finally:
+                con.unregister("adopted_samples")
 
     def save_leaf_targets(self, run_id: str, rows: list[dict[str, Any]]) -> None:
         """The plan's target per leaf (and what the rebalanced dataset held), for reports."""
@@ -258,7 +312,7 @@ class Catalog:
     def accepted_samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.query(
             """SELECT sample_id, slot, leaf_id, leaf_path, strategy, seed_row, request_id, fields, quality, verified
-               FROM samples WHERE run_id = ? AND status = 'accepted' ORDER BY slot, sample_id""",
+               FROM samples_text WHERE run_id = ? AND status = 'accepted' ORDER BY slot, sample_id""",
             [run_id],
         )
         for row in rows:
@@ -290,6 +344,28 @@ class Catalog:
             "request_errors": int(req["errors"]),
             "tokens": {"prompt": int(req["pt"]), "completion": int(req["ct"])},
         }
+
+    def integrity_problems(self) -> list[str]:
+        """What would make the catalog untrustworthy, each as a sentence; [] when sound.
+        Run after a crash, a kill or a refused second writer (the tests do)."""
+        checks = [
+            ("SELECT count(*) - count(DISTINCT sample_id) FROM samples", "sample ids written twice"),
+            ("SELECT count(*) - count(DISTINCT request_id) FROM requests", "request ids written twice"),
+            # the factory's runs keep full lineage; rows bulk-ingested from elsewhere may not
+            ("""SELECT count(*) FROM samples s JOIN runs USING (run_id) WHERE s.request_id IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM requests q WHERE q.request_id = s.request_id)""",
+             "samples whose request is missing"),
+            ("""SELECT count(*) FROM (SELECT run_id, slot FROM samples WHERE status = 'accepted' AND slot >= 0
+                   GROUP BY ALL HAVING count(*) > 1)""", "slots with more than one accepted sample"),
+            ("SELECT count(*) FROM samples WHERE segment IS NOT NULL AND segment NOT IN (SELECT segment FROM segments)",
+             "bulk rows whose text segment is not registered"),
+        ]
+        problems = [f"{n} {what}" for sql, what in checks if (n := self.scalar(sql))]
+        missing = [row[0] for row in self.con.execute("SELECT segment FROM segments").fetchall()
+                   if not (self.segment_dir / row[0]).exists()]
+        if missing:
+            problems.append(f"{len(missing)} registered text segments missing from {self.segment_dir}: {missing[:3]}")
+        return problems
 
     def leaf_counts(self, run_id: str) -> dict[str, int]:
         return {r["leaf_id"]: int(r["n"]) for r in self.query(

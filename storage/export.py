@@ -139,7 +139,7 @@ def snapshot_table(catalog: Catalog, snapshot_id: str, output_fields: dict[str, 
     sql = f"""
         WITH base AS (
             SELECT ss.split AS __split{lineage_sql}{raw}
-            FROM snapshot_samples ss JOIN samples s USING (sample_id)
+            FROM snapshot_samples ss JOIN samples_text s USING (sample_id)
             WHERE ss.snapshot_id = ?
         ), typed AS (
             SELECT *{typed} FROM base
@@ -153,7 +153,7 @@ def snapshot_table(catalog: Catalog, snapshot_id: str, output_fields: dict[str, 
     bad = table.filter(table["__bad"].is_valid())
     if bad.num_rows:
         column, sample_id = fields[bad["__bad"][0].as_py()][0], bad["__sample_id"][0].as_py()
-        value = catalog.scalar("SELECT json_extract_string(fields, ?) FROM samples WHERE sample_id = ?",
+        value = catalog.scalar("SELECT json_extract_string(fields, ?) FROM samples_text WHERE sample_id = ?",
                                [f'$."{column}"', sample_id])
         raise ExportError(
             f"sample {sample_id}: column {column!r} holds {str(value)[:60]!r}, which is not "

@@ -122,7 +122,7 @@ class Job:
     def _load_dedup_index(self) -> None:
         """Exact and near-duplicate checks cover this run and earlier runs of the same dataset."""
         rows = self.catalog.query(
-            """SELECT s.sample_id, s.content_hash, s.strategy, s.fields FROM samples s JOIN runs r USING (run_id)
+            """SELECT s.sample_id, s.content_hash, s.strategy, s.fields FROM samples_text s JOIN runs r USING (run_id)
                WHERE r.name = ? AND s.status = 'accepted' ORDER BY s.created_at, s.sample_id""",
             [self.recipe.task.name])
         for row in rows:

@@ -54,7 +54,7 @@ def leaf_table(catalog: Catalog, run_id: str) -> list[dict[str, Any]]:
                   count(*) FILTER (s.status = 'filtered') AS filtered,
                   count(*) FILTER (s.status = 'duplicate') AS duplicate,
                   count(*) FILTER (s.status = 'dropped') AS dropped
-           FROM samples s WHERE s.run_id = ? GROUP BY 1 ORDER BY 1""",
+           FROM samples_text s WHERE s.run_id = ? GROUP BY 1 ORDER BY 1""",
         [run_id],
     )
     targets = catalog.leaf_targets(run_id)
@@ -80,11 +80,11 @@ def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
     stats = catalog.stats(run_id)
     leaves = leaf_table(catalog, run_id)
     fields = [json.loads(r["fields"]) for r in catalog.query(
-        "SELECT fields FROM samples WHERE run_id = ? AND status = 'accepted'", [run_id])]
+        "SELECT fields FROM samples_text WHERE run_id = ? AND status = 'accepted'", [run_id])]
     texts = [" ".join(str(v) for v in f.values()) for f in fields]
     by_dimension: dict[str, dict[str, int]] = {}
     for row in catalog.query(
-            "SELECT leaf_path FROM samples WHERE run_id = ? AND status = 'accepted'", [run_id]):
+            "SELECT leaf_path FROM samples_text WHERE run_id = ? AND status = 'accepted'", [run_id]):
         for dimension, value in json.loads(row["leaf_path"] or "[]"):
             by_dimension.setdefault(dimension, {})
             by_dimension[dimension][value] = by_dimension[dimension].get(value, 0) + 1

@@ -148,7 +148,7 @@ def snapshot_rows(catalog: Catalog, snapshot_id: str) -> list[dict[str, Any]]:
     rows = catalog.query(
         """SELECT s.fields, s.sample_id, s.run_id, s.leaf_id, s.leaf_path, s.strategy, s.seed_row, s.request_id,
                   ss.split
-           FROM snapshot_samples ss JOIN samples s USING (sample_id)
+           FROM snapshot_samples ss JOIN samples_text s USING (sample_id)
            WHERE ss.snapshot_id = ?
            ORDER BY CASE ss.split WHEN 'train' THEN 0 WHEN 'test' THEN 1 ELSE 2 END, s.sample_id""",
         [snapshot["snapshot_id"]])

@@ -43,8 +43,51 @@ def test_ingest_skips_ids_that_exist(catalog):
     assert catalog.scalar("SELECT quality FROM samples WHERE sample_id = 's4'") == 1.0  # not overwritten
     assert catalog.scalar("SELECT quality FROM samples WHERE sample_id = 's6'") == 0.25  # the first of the repeats
     assert catalog.scalar("SELECT current_setting('preserve_insertion_order')") is True  # put back
-    assert catalog.scalar("SELECT fields->>'q' FROM samples WHERE sample_id = 's0'") == "x"
+    assert catalog.scalar("SELECT fields->>'q' FROM samples_text WHERE sample_id = 's0'") == "x"
     assert bulk.ingest_samples(catalog, first) == 0
+    assert catalog.scalar("SELECT count(*) FROM samples_text") == 8  # each row once, with or without text
+
+
+def test_ingest_puts_text_in_registered_segments(catalog):
+    rows = table([{"sample_id": f"s{i}", "fields": f'{{"q": "question {i}"}}', "raw_text": f"raw {i}",
+                   "leaf_path": '[["topic", "a"]]'} for i in range(250)])
+    assert bulk.ingest_samples(catalog, rows) == 250
+    inline = catalog.query("SELECT count(fields) AS f, count(raw_text) AS r, count(segment) AS g FROM samples")[0]
+    assert inline == {"f": 0, "r": 0, "g": 250}  # the text is in the segment, not in the table
+    segments = catalog.query("SELECT segment, n_rows, bytes FROM segments")
+    assert sum(s["n_rows"] for s in segments) == 250
+    assert all((catalog.segment_dir / s["segment"]).stat().st_size == s["bytes"] for s in segments)
+    text = catalog.query("SELECT sample_id, fields->>'q' AS q, raw_text, leaf_path FROM samples_text ORDER BY slot")
+    assert [r["q"] for r in text] == [f"question {i}" for i in range(250)]
+    assert text[7]["raw_text"] == "raw 7" and text[7]["leaf_path"] == '[["topic", "a"]]'
+    # a file that no commit registered (a crash between writing and committing) is never read
+    stray = catalog.segment_dir / "seg-stray.parquet"
+    stray.write_bytes((catalog.segment_dir / segments[0]["segment"]).read_bytes())
+    catalog.refresh_text_view()
+    assert catalog.scalar("SELECT count(*) FROM samples_text") == 250
+
+
+def test_ingest_inline_when_asked_and_segments_survive_reopening(tmp_path):
+    path = tmp_path / "c.duckdb"
+    with Catalog(path) as cat:
+        bulk.ingest_samples(cat, table([{"sample_id": "a", "fields": '{"q": "inline"}'}]), segments=False)
+        bulk.ingest_samples(cat, table([{"sample_id": "b", "fields": '{"q": "in a segment"}'}]))
+        assert cat.scalar("SELECT fields->>'q' FROM samples WHERE sample_id = 'a'") == "inline"
+    with Catalog(path, read_only=True) as cat:
+        got = {r["sample_id"]: r["q"] for r in cat.query("SELECT sample_id, fields->>'q' AS q FROM samples_text")}
+    assert got == {"a": "inline", "b": "in a segment"}
+
+
+def test_a_failed_segment_write_writes_nothing(catalog, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bulk.pq, "write_table", broken)
+    with pytest.raises(OSError, match="disk full"):
+        bulk.ingest_samples(catalog, table([{"sample_id": "a", "fields": '{"q": 1}'}]))
+    assert catalog.scalar("SELECT count(*) FROM samples") == 0
+    assert catalog.scalar("SELECT count(*) FROM segments") == 0
+    assert list(catalog.segment_dir.iterdir()) == []
 
 
 def test_ingest_writes_all_or_nothing(catalog):
@@ -169,3 +212,14 @@ def test_downsample_and_counts_can_keep_to_one_strategy(catalog):
     dropped = {r["sample_id"] for r in catalog.query("SELECT sample_id FROM samples WHERE status = 'dropped'")}
     assert len(dropped) == 3 and all(i.startswith("e") for i in dropped)
     assert bulk.rebalance_plan(catalog, ["r1"], {"A": 6}, strategy="existing")["leaves"]["A"]["deficit"] == 4
+
+
+def test_integrity_problems_name_what_is_wrong(catalog):
+    bulk.ingest_samples(catalog, table([{"sample_id": "a", "fields": '{"q": 1}'}, {"sample_id": "b"}]))
+    assert catalog.integrity_problems() == []
+    # what no path of the factory writes: a repeated id, and a segment file gone
+    catalog.con.execute("INSERT INTO samples BY NAME SELECT * FROM samples WHERE sample_id = 'b'")
+    (catalog.segment_dir / catalog.scalar("SELECT segment FROM segments LIMIT 1")).unlink()
+    problems = catalog.integrity_problems()
+    assert problems[0] == "1 sample ids written twice"
+    assert "text segments missing" in problems[-1]

@@ -53,6 +53,15 @@ def test_run_then_stats_json(tmp_path):
     stats = synth("stats", "--json", "--catalog", str(tmp_path / "catalog.duckdb"), cwd=tmp_path)
     data = json.loads(stats.stdout)
     assert data["samples"]["accepted"] == 6 and data["samples"]["rejected"] == 0 and data["requests"] == 12
+    checked = synth("stats", "--check", "--catalog", str(tmp_path / "catalog.duckdb"), cwd=tmp_path)
+    assert checked.returncode == 0 and "integrity: ok" in checked.stdout
+    # a sample whose request row is gone breaks lineage: the check names it and fails
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "catalog.duckdb")) as con:
+        con.execute("DELETE FROM requests WHERE request_id = (SELECT min(request_id) FROM samples)")
+    broken = synth("stats", "--check", "--catalog", str(tmp_path / "catalog.duckdb"), cwd=tmp_path)
+    assert broken.returncode == 1 and "1 samples whose request is missing" in broken.stderr
 
 
 def test_export_command_writes_a_loadable_dataset(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from storage.catalog import Catalog
 from storage.job import Job
+from storage.schema import SCHEMA_VERSION
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.judge import parse_judgement
 from synth.parsing import ParseFailure
@@ -114,12 +115,21 @@ def test_an_old_catalog_gains_the_judge_column(tmp_path):
                 " seed_row INTEGER, request_id VARCHAR, fields JSON, raw_text VARCHAR, content_hash VARCHAR,"
                 " status VARCHAR NOT NULL, reason VARCHAR, duplicate_of VARCHAR, quality DOUBLE, verified BOOLEAN,"
                 " created_at TIMESTAMP NOT NULL)")
+    con.execute("INSERT INTO samples (sample_id, run_id, slot, attempt, strategy, fields, status, created_at) "
+                "VALUES ('s1', 'r1', 0, 0, 'new_question', '{\"q\": \"kept\"}', 'accepted', now())")
     con.close()
     with Catalog(path) as cat:
         columns = {r["column_name"] for r in cat.query(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'samples'")}
-        assert "judge_rationale" in columns
-        assert cat.scalar("SELECT max(version) FROM schema_version") == 2
+        assert {"judge_rationale", "segment"} <= columns  # versions 2 and 3
+        assert cat.scalar("SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 3
+        assert cat.scalar("SELECT fields->>'q' FROM samples_text WHERE sample_id = 's1'") == "kept"
+        # version 3 has no key on samples (see storage/schema.py); ids stay unique through inserts
+        assert cat.scalar("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'samples' "
+                          "AND constraint_type = 'PRIMARY KEY'") == 0
+        cat.commit_chunk([], [{"sample_id": "s1", "run_id": "r1", "slot": 0, "attempt": 0,
+                               "strategy": "new_question", "status": "accepted"}])
+        assert cat.scalar("SELECT count(*) FROM samples") == 1
 
 
 @pytest.mark.slow

@@ -255,6 +255,7 @@ def test_second_writer_gets_a_clear_error_and_nothing_breaks(tmp_path, monkeypat
         holder.wait()
     assert main(["run", str(path), "--no-export"]) == 0
     with Catalog(recipe.catalog, read_only=True) as cat:
+        assert cat.integrity_problems() == []
         assert cat.scalar("SELECT count(*) - count(DISTINCT sample_id) FROM samples") == 0
         assert cat.scalar("SELECT count(*) - count(DISTINCT request_id) FROM requests") == 0
         assert cat.scalar("SELECT count(*) FROM samples s LEFT JOIN requests q USING (request_id) "

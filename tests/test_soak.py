@@ -57,10 +57,12 @@ def test_kill_dash_nine_five_times_then_finish(tmp_path):
         accepted_slots = cat.query(
             "SELECT slot, count(*) AS n FROM samples WHERE status = 'accepted' GROUP BY slot")
         duplicate_ids = cat.scalar("SELECT count(*) - count(DISTINCT sample_id) FROM samples")
+        problems = cat.integrity_problems()
         attempts = cat.scalar("SELECT attempts FROM runs")
         status = cat.scalar("SELECT status FROM runs")
     assert kills >= 3, f"only {kills} kills landed before the run finished"
     assert duplicate_ids == 0
+    assert problems == []
     assert before_kills <= committed(catalog_path)
     assert attempts == kills + 1
     slots = sorted(r["slot"] for r in accepted_slots)
