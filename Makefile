@@ -57,7 +57,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/overhead.py --n 500
+	$(BIN)/python benchmarks/overhead.py --n 500 --examples 0
 	$(BIN)/python benchmarks/tree_build.py
 	$(BIN)/python benchmarks/dedup.py --n 3000
 	$(BIN)/python benchmarks/catalog_scale.py --rows 1000000

@@ -10,6 +10,7 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -42,81 +43,113 @@ def ingest_samples(catalog: Catalog, table: pa.Table, segments: bool | None = No
     in `table`, is skipped (as in `Catalog.commit_chunk`). Returns rows written.
 
     With `segments` (the default for a catalog on disk), the text columns (`fields`,
-    `raw_text`, `leaf_path`) go into zstd Parquet files in `catalog.segment_dir`, one per
-    core, written while DuckDB inserts the other columns; the rows point at their file
-    (`samples.segment`) and the `samples_text` view reads the text back. A file becomes
-    part of the catalog only when the transaction that registers it commits: a crash in
-    between leaves a stray file that nothing reads.
+    `raw_text`, `leaf_path`) go into LZ4 Parquet files in `catalog.segment_dir`, one per
+    core, written while DuckDB checks the ids and inserts the other columns; the rows point
+    at their file (`samples.segment`) and the `samples_text` view reads the text back. A
+    file becomes part of the catalog only when the transaction that registers it commits:
+    a crash in between leaves a stray file that nothing reads.
 
-    Why: measured on the 2-core machine (1 M GSM8K-like rows, ~480 characters of
-    `fields`), DuckDB's own storage spends most of an insert compressing that text, and
-    its key on `sample_id` cost more than half of the rest (the table has no key since
-    schema version 3). pyarrow's zstd writer does the text about 3x faster on a core, in
-    threads that run beside DuckDB's. `segments=False` keeps the text inline.
+    Why, measured on the 2-core machine (GSM8K-like rows, ~480 characters of `fields`):
+    DuckDB's own storage spent most of an insert compressing that text and its key on
+    `sample_id` more than half of the rest (153 k rows/s; the table has no key since schema
+    version 3). pyarrow writes the text about 3x faster on a core, beside DuckDB's threads:
+    ~620 k rows/s with LZ4, ~550 k (too close to the 500 k target) with zstd, whose files
+    are a third smaller. `segments=False` keeps the text inline.
     """
     table = conform(table)
+    text = [name for name in SEGMENT_COLUMNS if name in table.column_names]
+    if segments is None:
+        segments = bool(text) and str(catalog.path) != ":memory:"
     with catalog._lock, _unordered_inserts(catalog.con):  # the lock: no writer between lookup and insert
-        with _registered(catalog.con, "bulk_ids", table.select(["sample_id"])) as con:
-            # one parallel scan finds both kinds of rows to skip; usually there are none
-            repeated, existing = con.execute(
-                """SELECT (SELECT count(*) FROM (SELECT sample_id FROM bulk_ids GROUP BY ALL HAVING count(*) > 1)),
-                          (SELECT list(sample_id) FROM samples WHERE sample_id IN (SELECT sample_id FROM bulk_ids))"""
-            ).fetchall()[0]
-        if repeated:
-            table = _first_of_each_id(table)
-        if existing:
-            table = table.filter(pc.invert(pc.is_in(table["sample_id"], value_set=pa.array(existing, pa.string()))))
-        if not len(table):
-            return 0
-        text = [name for name in SEGMENT_COLUMNS if name in table.column_names]
-        if segments is None:
-            segments = bool(text) and str(catalog.path) != ":memory:"
-        if not segments or not text:
-            with _registered(catalog.con, "bulk_incoming", table), catalog.transaction() as con:
-                return Catalog.insert_samples(con, "bulk_incoming", checked=True)
-        return _ingest_with_segments(catalog, table, text)
+        # the files are written while DuckDB looks for ids to skip; usually there are none
+        writer = _SegmentWriter(catalog.segment_dir, table, text) if segments and text else None
+        try:
+            keep = _rows_to_keep(catalog.con, table)
+            if keep is not None:  # rewrite the files without the skipped rows
+                table = keep
+                if writer:
+                    writer.discard()
+                    writer = _SegmentWriter(catalog.segment_dir, table, text) if len(table) else None
+            if not len(table):
+                return 0
+            rows = writer.narrow(table) if writer else table
+            with _registered(catalog.con, "bulk_incoming", rows), catalog.transaction() as con:
+                inserted = Catalog.insert_samples(con, "bulk_incoming", checked=True)
+                if writer:  # a failed write raises here and rolls the insert back
+                    with _registered(con, "bulk_segments", writer.registry()):
+                        con.execute("INSERT INTO segments BY NAME SELECT * FROM bulk_segments")
+        except BaseException:
+            if writer:
+                writer.discard()  # nothing refers to its files: the transaction rolled back
+            raise
+    if writer:
+        catalog.refresh_text_view()
+    return inserted
 
 
-def _ingest_with_segments(catalog: Catalog, table: pa.Table, text: list[str]) -> int:
-    folder = catalog.segment_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = now()
-    parts = max(1, min(os.cpu_count() or 1, len(table) // 100_000 + 1))  # one file per core, not tiny ones
-    bounds = np.linspace(0, len(table), parts + 1).astype(int)
-    names = [f"seg-{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet" for _ in range(parts)]
-    part_of_row = pa.array(np.repeat(np.arange(parts, dtype=np.int32), np.diff(bounds)))
-    name_of_row = pa.DictionaryArray.from_arrays(part_of_row, pa.array(names)).cast(pa.string())
+def _rows_to_keep(con: Any, table: pa.Table) -> pa.Table | None:
+    """`table` without ids that exist in the catalog and without later repeats of an id,
+    or None when it has neither (one parallel scan of the catalog's ids)."""
+    with _registered(con, "bulk_ids", table.select(["sample_id"])):
+        repeated, existing = con.execute(
+            """SELECT (SELECT count(*) FROM (SELECT sample_id FROM bulk_ids GROUP BY ALL HAVING count(*) > 1)),
+                      (SELECT list(sample_id) FROM samples WHERE sample_id IN (SELECT sample_id FROM bulk_ids))"""
+        ).fetchall()[0]
+    if not repeated and not existing:
+        return None
+    if repeated:
+        table = _first_of_each_id(table)
+    if existing:
+        table = table.filter(pc.invert(pc.is_in(table["sample_id"], value_set=pa.array(existing, pa.string()))))
+    return table
 
-    def write(index: int) -> int:
-        part = table.slice(bounds[index], bounds[index + 1] - bounds[index])
+
+class _SegmentWriter:
+    """Writes the text columns of `table` into Parquet files in `folder`, one per core, in
+    threads (pyarrow writes without the GIL), from the moment it is made."""
+
+    def __init__(self, folder: Path, table: pa.Table, text: list[str]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.text, self.stamp = folder, text, now()
+        parts = max(1, min(os.cpu_count() or 1, len(table) // 100_000 + 1))  # no tiny files
+        self.bounds = np.linspace(0, len(table), parts + 1).astype(int)
+        self.names = [f"seg-{self.stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet" for _ in range(parts)]
+        self._pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="segment-writer")
+        self._futures = [self._pool.submit(self._write, table, i) for i in range(parts)]
+        self._pool.shutdown(wait=False)
+
+    def _write(self, table: pa.Table, index: int) -> int:
+        part = table.slice(self.bounds[index], self.bounds[index + 1] - self.bounds[index])
         # every segment has every text column, so that one read_parquet reads them all
         part = pa.table({"sample_id": part["sample_id"], **{
-            name: part[name] if name in text else pa.nulls(len(part), pa.string()) for name in SEGMENT_COLUMNS}})
-        staging = folder / f".{names[index]}.tmp"
-        pq.write_table(part, staging, compression="zstd", use_dictionary=["leaf_path"])
-        staging.replace(folder / names[index])
-        return (folder / names[index]).stat().st_size
+            name: part[name] if name in self.text else pa.nulls(len(part), pa.string()) for name in SEGMENT_COLUMNS}})
+        staging = self.folder / f".{self.names[index]}.tmp"
+        pq.write_table(part, staging, compression="lz4", use_dictionary=["leaf_path"])
+        staging.replace(self.folder / self.names[index])
+        return (self.folder / self.names[index]).stat().st_size
 
-    narrow = table.drop_columns(text)
-    narrow = narrow.append_column("segment", name_of_row) if "segment" not in narrow.column_names \
-        else narrow.set_column(narrow.column_names.index("segment"), "segment", name_of_row)
-    try:
-        with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="segment-writer") as pool:
-            written = [pool.submit(write, i) for i in range(parts)]  # pyarrow writes without the GIL
-            with _registered(catalog.con, "bulk_incoming", narrow), catalog.transaction() as con:
-                inserted = Catalog.insert_samples(con, "bulk_incoming", checked=True)
-                sizes = [future.result() for future in written]  # a failed write rolls the insert back
-                with _registered(con, "bulk_segments", pa.table({
-                        "segment": names, "n_rows": np.diff(bounds).astype(np.int64), "bytes": sizes,
-                        "created_at": pa.array([stamp] * parts, pa.timestamp("us"))})):
-                    con.execute("INSERT INTO segments BY NAME SELECT * FROM bulk_segments")
-    except BaseException:
-        for name in names:  # nothing refers to them: the transaction rolled back
-            (folder / name).unlink(missing_ok=True)
-            (folder / f".{name}.tmp").unlink(missing_ok=True)
-        raise
-    catalog.refresh_text_view()
-    return inserted
+    def narrow(self, table: pa.Table) -> pa.Table:
+        """The rows without their text, each naming its file in `segment`."""
+        part_of_row = pa.array(np.repeat(np.arange(len(self.names), dtype=np.int32), np.diff(self.bounds)))
+        names = pa.DictionaryArray.from_arrays(part_of_row, pa.array(self.names)).cast(pa.string())
+        narrow = table.drop_columns(self.text)
+        if "segment" in narrow.column_names:
+            return narrow.set_column(narrow.column_names.index("segment"), "segment", names)
+        return narrow.append_column("segment", names)
+
+    def registry(self) -> pa.Table:
+        """Rows for the `segments` table, once every file is written (raises if one failed)."""
+        sizes = [future.result() for future in self._futures]
+        return pa.table({"segment": self.names, "n_rows": np.diff(self.bounds).astype(np.int64), "bytes": sizes,
+                         "created_at": pa.array([self.stamp] * len(self.names), pa.timestamp("us"))})
+
+    def discard(self) -> None:
+        """Wait for the writers, then remove whatever they wrote."""
+        for future in self._futures:
+            future.exception()  # waits; the error, if any, is the caller's to report
+        for name in self.names:
+            (self.folder / name).unlink(missing_ok=True)
+            (self.folder / f".{name}.tmp").unlink(missing_ok=True)
 
 
 def _first_of_each_id(table: pa.Table) -> pa.Table:

@@ -48,11 +48,17 @@ def start_llama_server(
     n_ctx: int = 2048,
     n_threads: int | None = None,
     wait_s: float = 60.0,
+    cpus: set[int] | None = None,
 ) -> tuple[str, subprocess.Popen]:
-    """Start `python -m llama_cpp.server` and return (base_url ending in /v1, process)."""
+    """Start `python -m llama_cpp.server` and return (base_url ending in /v1, process).
+
+    `cpus` pins the server to those cores and sizes both its thread pools to them
+    (benchmarks give it cores of its own, as a server on another machine would have)."""
     port = port or free_port()
     model = model or embedded_gguf()
     log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+    if cpus:
+        n_threads = n_threads or len(cpus)
     command = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(model),
@@ -62,8 +68,13 @@ def start_llama_server(
         "--n_ctx", str(n_ctx),
         "--n_threads", str(n_threads or max(1, (os.cpu_count() or 2) // 2)),
     ]
+    if cpus:
+        # prompt processing otherwise uses every core, the client's too
+        command += ["--n_threads_batch", str(n_threads)]
     # its own log file, not a pipe: a full pipe would block the server
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if cpus:
+        os.sched_setaffinity(process.pid, cpus)  # before the model loads and its threads start
     process.log_path = log.name  # type: ignore[attr-defined]  # read it when a test fails
     log.close()
     url = f"http://127.0.0.1:{port}/v1"
