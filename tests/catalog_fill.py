@@ -81,7 +81,8 @@ def sample_row(slot: int, leaf_id: str, status: str = "accepted", attempt: int =
     }
 
 
-def fill_catalog(path: Path) -> Catalog:
+def fill_catalog(path: Path, bulk: bool = False) -> Catalog:
+    """`bulk`: the rows go in through storage.bulk.ingest_samples (text in Parquet segments)."""
     catalog = Catalog(path)
     catalog.start_run(RUN_ID, "math-test", RECIPE, "recipehash000001", "scripted", "scripted-model")
     catalog.update_run(RUN_ID, strategy="new_question", strategy_reason="fixed by the recipe", tree_id=TREE_ID,
@@ -94,7 +95,13 @@ def fill_catalog(path: Path) -> Catalog:
             rows.append(sample_row(slot, leaf_id, "rejected", attempt=1))
             slot += 1
     rows.append(sample_row(slot, "n-farm-ratios", "duplicate"))
-    catalog.commit_chunk([], rows)
+    if bulk:
+        from storage import bulk as bulk_paths
+        from storage.catalog import _SAMPLE_COLUMNS, _arrow
+
+        bulk_paths.ingest_samples(catalog, _arrow(rows, _SAMPLE_COLUMNS).drop_columns(["segment"]), segments=True)
+    else:
+        catalog.commit_chunk([], rows)
     return catalog
 
 
