@@ -57,6 +57,8 @@ def ingest_samples(catalog: Catalog, table: pa.Table, segments: bool | None = No
     are a third smaller. `segments=False` keeps the text inline.
     """
     table = conform(table)
+    if not len(table):
+        return 0
     text = [name for name in SEGMENT_COLUMNS if name in table.column_names]
     if segments is None:
         segments = bool(text) and str(catalog.path) != ":memory:"

@@ -120,24 +120,24 @@ class Catalog:
         bulk-ingested rows read from their segments. Readers of fields, raw_text or
         leaf_path use it; everything else reads `samples`. Only segments registered in
         the catalog are read: a file left by a crash before its commit is ignored."""
-        files = [str(self.segment_dir / row[0]) for row in self.con.execute(
-            "SELECT segment FROM segments ORDER BY segment").fetchall()] if self._has_segments_table() else []
-        if not files:
-            sql = "SELECT * FROM samples"
-        else:
-            # a view cannot take bound parameters: the paths are ours, quoted as SQL strings
-            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            replaced = ", ".join(f"g.{c} AS {c}" for c in SEGMENT_COLUMNS)
-            sql = (f"SELECT * FROM samples WHERE segment IS NULL UNION ALL BY NAME "
-                   f"SELECT s.* REPLACE ({replaced}) FROM samples s "
-                   f"JOIN read_parquet([{listed}]) g ON s.sample_id = g.sample_id WHERE s.segment IS NOT NULL")
         with self._lock:
+            files = [str(self.segment_dir / row[0]) for row in self.con.execute(
+                "SELECT segment FROM segments ORDER BY segment").fetchall()] if self._has_segments_table() else []
+            if not files:
+                sql = "SELECT * FROM samples"
+            else:
+                # a view cannot take bound parameters: the paths are ours, quoted as SQL strings
+                listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                replaced = ", ".join(f"g.{c} AS {c}" for c in SEGMENT_COLUMNS)
+                sql = (f"SELECT * FROM samples WHERE segment IS NULL UNION ALL BY NAME "
+                       f"SELECT s.* REPLACE ({replaced}) FROM samples s "
+                       f"JOIN read_parquet([{listed}]) g ON s.sample_id = g.sample_id WHERE s.segment IS NOT NULL")
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW samples_text AS {sql}")
 
     def _has_segments_table(self) -> bool:
         # a read-only catalog of an older schema has no segments table (nor segments)
         return bool(self.con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segments' AND NOT temporary").fetchone()[0])
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segments' AND NOT temporary").fetchall()[0][0])
 
     @staticmethod
     def insert_samples(con: duckdb.DuckDBPyConnection, source: str, checked: bool = False) -> int:
@@ -357,12 +357,14 @@ class Catalog:
              "samples whose request is missing"),
             ("""SELECT count(*) FROM (SELECT run_id, slot FROM samples WHERE status = 'accepted' AND slot >= 0
                    GROUP BY ALL HAVING count(*) > 1)""", "slots with more than one accepted sample"),
-            ("SELECT count(*) FROM samples WHERE segment IS NOT NULL AND segment NOT IN (SELECT segment FROM segments)",
-             "bulk rows whose text segment is not registered"),
         ]
+        if self._has_segments_table():  # a catalog of schema < 3 opened read-only has neither
+            checks.append((
+                "SELECT count(*) FROM samples WHERE segment IS NOT NULL AND segment NOT IN (SELECT segment FROM segments)",
+                "bulk rows whose text segment is not registered"))
         problems = [f"{n} {what}" for sql, what in checks if (n := self.scalar(sql))]
-        missing = [row[0] for row in self.con.execute("SELECT segment FROM segments").fetchall()
-                   if not (self.segment_dir / row[0]).exists()]
+        missing = [r["segment"] for r in self.query("SELECT segment FROM segments")] if self._has_segments_table() else []
+        missing = [name for name in missing if not (self.segment_dir / name).exists()]
         if missing:
             problems.append(f"{len(missing)} registered text segments missing from {self.segment_dir}: {missing[:3]}")
         return problems

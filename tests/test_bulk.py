@@ -78,6 +78,11 @@ def test_ingest_inline_when_asked_and_segments_survive_reopening(tmp_path):
     assert got == {"a": "inline", "b": "in a segment"}
 
 
+def test_an_empty_table_writes_no_file(catalog):
+    assert bulk.ingest_samples(catalog, table([{"sample_id": "a", "fields": "{}"}]).slice(0, 0)) == 0
+    assert not catalog.segment_dir.exists() or list(catalog.segment_dir.iterdir()) == []
+
+
 def test_a_failed_segment_write_writes_nothing(catalog, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")

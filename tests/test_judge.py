@@ -10,7 +10,7 @@ import pytest
 
 from storage.catalog import Catalog
 from storage.job import Job
-from storage.schema import SCHEMA_VERSION
+from storage.schema import SCHEMA_VERSION, TABLES
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.judge import parse_judgement
 from synth.parsing import ParseFailure
@@ -115,9 +115,14 @@ def test_an_old_catalog_gains_the_judge_column(tmp_path):
                 " seed_row INTEGER, request_id VARCHAR, fields JSON, raw_text VARCHAR, content_hash VARCHAR,"
                 " status VARCHAR NOT NULL, reason VARCHAR, duplicate_of VARCHAR, quality DOUBLE, verified BOOLEAN,"
                 " created_at TIMESTAMP NOT NULL)")
+    con.execute(TABLES["runs"])  # unchanged since schema 1
+    con.execute(TABLES["requests"])
     con.execute("INSERT INTO samples (sample_id, run_id, slot, attempt, strategy, fields, status, created_at) "
                 "VALUES ('s1', 'r1', 0, 0, 'new_question', '{\"q\": \"kept\"}', 'accepted', now())")
     con.close()
+    with Catalog(path, read_only=True) as cat:  # not migrated: still readable and checkable
+        assert cat.scalar("SELECT fields->>'q' FROM samples_text") == "kept"
+        assert cat.integrity_problems() == []
     with Catalog(path) as cat:
         columns = {r["column_name"] for r in cat.query(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'samples'")}
