@@ -358,18 +358,15 @@ class Catalog:
             ("""SELECT count(*) FROM (SELECT run_id, slot FROM samples WHERE status = 'accepted' AND slot >= 0
                    GROUP BY ALL HAVING count(*) > 1)""", "slots with more than one accepted sample"),
         ]
-        if self._has_segments_table():  # a catalog of schema < 3 opened read-only has neither
+        segmented = self._has_segments_table()  # a catalog of schema < 3 opened read-only has no segments
+        if segmented:
             checks.append((
                 "SELECT count(*) FROM samples WHERE segment IS NOT NULL AND segment NOT IN (SELECT segment FROM segments)",
                 "bulk rows whose text segment is not registered"))
         problems = [f"{n} {what}" for sql, what in checks if (n := self.scalar(sql))]
-        missing = [r["segment"] for r in self.query("SELECT segment FROM segments")] if self._has_segments_table() else []
-        missing = [name for name in missing if not (self.segment_dir / name).exists()]
+        registered = [r["segment"] for r in self.query("SELECT segment FROM segments")] if segmented else []
+        missing = [name for name in registered if not (self.segment_dir / name).exists()]
         if missing:
             problems.append(f"{len(missing)} registered text segments missing from {self.segment_dir}: {missing[:3]}")
         return problems
 
-    def leaf_counts(self, run_id: str) -> dict[str, int]:
-        return {r["leaf_id"]: int(r["n"]) for r in self.query(
-            "SELECT leaf_id, count(*) AS n FROM samples WHERE run_id = ? AND status = 'accepted' GROUP BY leaf_id",
-            [run_id])}

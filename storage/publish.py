@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.bulk import leaf_counts
 from storage.catalog import Catalog
 from storage.export import export_snapshot
 from storage.snapshots import create_snapshot
@@ -22,7 +23,7 @@ def tree_text_of_run(catalog: Catalog, run_id: str) -> str | None:
     from synth.tree import render_tree
 
     tree = load_tree(catalog, tree_id)
-    return render_tree(tree, catalog.leaf_counts(run_id)) if tree is not None else None
+    return render_tree(tree, leaf_counts(catalog, [run_id])) if tree is not None else None
 
 
 def export_run(catalog: Catalog, recipe: Recipe, run_id: str) -> dict[str, Any]:
