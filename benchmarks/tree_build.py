@@ -7,7 +7,7 @@ Two backends:
   `--call-s` plus the longest answer's tokens at `--tok-s` tokens/s per stream,
   `--concurrency` streams at a time. Token counts are characters / 4.
 - `--embedded`: one tiny real build with SmolLM2-135M on the CPU, and the pivot-request
-  comparison behind the choice made in synth/tree.py: one request for N pivots
+  comparison behind the choice made in synth/tree/build.py: one request for N pivots
   against N requests for one pivot each.
 
     python benchmarks/tree_build.py                 # simulated, four sizes (about 30 s)
@@ -29,9 +29,9 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synth.recipe import SamplingSettings, Task, TreeSettings  # noqa: E402
+from synth.backends.base import GenerationRequest, GenerationResult, SamplingSettings  # noqa: E402
+from synth.recipe import Task, TreeSettings  # noqa: E402
 from synth.tree import Tree, build_tree  # noqa: E402
-from synth.types import GenerationRequest, GenerationResult  # noqa: E402
 
 TASK = Task(name="gsm", description="Grade school math word problems that need 2 to 8 steps of arithmetic.",
             output_fields={"question": {"description": "the word problem"}, "answer": {"description": "the solution"}})
@@ -154,9 +154,11 @@ def _reason_kind(row: dict) -> str:
 
 def run_embedded() -> tuple[list[dict], str]:
     from synth.backends.llamacpp import LlamaCppBackend
-    from synth.prompts import render
-    from synth.tree import parse_pivots, pivots_schema
-    from synth.types import Sampling
+    from synth.backends.base import Sampling
+    from synth.render import Renderer
+    from synth.tree.answers import parse_pivots, pivots_schema
+
+    render = Renderer().render
 
     backend = LlamaCppBackend()
     backend.load()

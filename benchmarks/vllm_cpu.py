@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # CPU build only; the GPU build ignores it
 
-from synth.types import GenerationRequest, Sampling  # noqa: E402
+from synth.backends.base import GenerationRequest, Sampling  # noqa: E402
 
 SEEDS = ROOT / "recipes" / "seeds" / "gsm8k_120.jsonl"
 FIGURES: list[dict] = []
@@ -151,7 +151,7 @@ def part_server(args) -> None:
 
     from synth.backends.openai import OpenAIBackend
     from synth.backends.vllm import cpu_server_args, embedded_hf_dir
-    from synth.models import EMBEDDED_MODEL_NAME
+    from synth.backends.embedded import EMBEDDED_MODEL_NAME
     from tests.servers import free_port
 
     model = str(embedded_hf_dir()) if args.model == "embedded" else args.model

@@ -28,23 +28,9 @@ def _load(path: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.run import apply_overrides
-    from synth.seeds import load_seeds
+    from flows.preflight import preflight
 
-    recipe = apply_overrides(_load(args.recipe), args.catalog, args.out, args.target)
-    seeds = load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
-    if recipe.templates:
-        from synth.strategies import StageContext, check_templates
-
-        check_templates(StageContext(recipe.task, seeds, recipe.template_overrides()))
-    if recipe.tree is not None and recipe.tree.file is not None:
-        from storage.recipe_tree import tree_from_file
-
-        tree_from_file(recipe)  # so is a malformed tree file
-    if Path(recipe.catalog).exists():
-        from storage.catalog import Catalog
-
-        Catalog(recipe.catalog).close()  # busy? say so now, not after the flow has started
+    preflight(args.recipe, args.catalog, args.out, args.target)  # bad input: exit 2 before Prefect starts
     from flows.run import run_recipe
 
     summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
@@ -87,7 +73,7 @@ def _open_if_exists(path):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from flows.run import apply_overrides
+    from flows.preflight import apply_overrides
     from storage.projection import project, render_projection
 
     recipe = apply_overrides(_load(args.recipe), args.catalog, None, args.target)
@@ -292,15 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     from storage.hub import HubError
     from storage.snapshots import SnapshotError
     from synth.balance import BalanceError
-    from synth.prompts import PromptError
+    from synth.render import PromptError
     from synth.recipe import RecipeError
     from synth.seeds import SeedError
     from synth.tree import TreeError
+    from synth.allocate import AllocationError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecipeError, SeedError, PromptError, TreeError, BalanceError) as exc:
+    except (RecipeError, SeedError, PromptError, TreeError, BalanceError, AllocationError) as exc:
         return _fail(str(exc))
     except (ExportError, SnapshotError, HubError) as exc:
         return _fail(str(exc), 1)

@@ -9,8 +9,10 @@ the UI, the API or `prefect deployment run`) and `nightly` (cron `0 2 * * *`, UT
 An inline recipe, or a backend/model override, becomes a derived recipe file under
 `data/recipes/` named by the hash of its content. It is validated first, so a broken
 one fails the flow run with the `RecipeError` message that names the field. Its input
-paths (seeds, tree file) are made absolute against the folder of `recipe_path`, so an
-inline recipe can use the seed files that live beside the recipes.
+paths (seeds, tree file, templates, the dataset to rebalance) are made absolute
+against the folder of `recipe_path`, so an inline recipe can use the files that live
+beside the recipes. `run_recipe` then puts it through the same pre-flight as the
+command line (flows/preflight.py).
 
 `run_recipe` runs through `.fn`, inside this deployment's own flow run: its tasks, logs
 and artifacts land on the run page the person opened, not on a nested subflow page.
@@ -33,11 +35,12 @@ from prefect.types.entrypoint import EntrypointType
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.run import run_recipe
-from synth.recipe import RecipeError, load_recipe, parse_recipe
+from synth.backends import backend_kinds
+from synth.recipe import RecipeError, absolute_inputs, load_recipe, parse_recipe
 
 DERIVED_DIR = Path("data/recipes")
 NIGHTLY_CRON = "0 2 * * *"
-BackendKind = Literal["llamacpp", "openai", "vllm", "scripted"]  # = synth.backends.BACKENDS (a test holds this)
+BackendKind = Literal[backend_kinds()]  # type: ignore[valid-type]  # the form's choices: the backend registry
 
 
 class RunParameters(BaseModel):
@@ -58,15 +61,6 @@ class RunParameters(BaseModel):
     catalog: str | None = Field(default=None, description="Catalog DuckDB file (default: the recipe's).")
     out: str | None = Field(default=None, description="Export folder (default: the recipe's export.dir).")
     export: bool = Field(default=True, description="Export a snapshot when generation ends.")
-
-
-def _absolute_inputs(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """The recipe's input paths made absolute, so the derived file can live anywhere."""
-    for section, key in (("seeds", "path"), ("tree", "file")):
-        part = data.get(section)
-        if isinstance(part, dict) and part.get(key) and not Path(part[key]).is_absolute():
-            data[section] = {**part, key: str((base_dir / part[key]).resolve())}
-    return data
 
 
 def resolve_recipe(params: RunParameters, derived_dir: Path = DERIVED_DIR) -> str:
@@ -90,7 +84,7 @@ def resolve_recipe(params: RunParameters, derived_dir: Path = DERIVED_DIR) -> st
     if isinstance(backend, dict):  # anything else is left for parse_recipe to name
         overrides = {"kind": params.backend, "model": params.model}
         data["backend"] = {**backend, **{k: v for k, v in overrides.items() if v is not None}}
-    data = _absolute_inputs(data, base_dir.resolve())
+    data = absolute_inputs(data, base_dir.resolve())
     parse_recipe(data, source, base_dir=base_dir)  # raises RecipeError naming the bad field
     text = yaml.safe_dump(data, sort_keys=False)
     derived_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from synth.backends.vllm import MARKER_FILE, embedded_hf_dir  # noqa: E402
-from synth.models import embedded_gguf  # noqa: E402
+from synth.backends.embedded import embedded_gguf  # noqa: E402
 
 CONVERSION_VERSION = 1  # bump when the output format changes, to invalidate caches
 

@@ -23,7 +23,7 @@ from storage.catalog import _SAMPLE_COLUMNS, SEGMENT_COLUMNS, Catalog, CatalogEr
 SAMPLE_SCHEMA = pa.schema(list(_SAMPLE_COLUMNS.items()))
 DROP_REASON = "over the leaf maximum (balance.max_per_leaf)"
 _RUNS = "run_id IN (SELECT unnest(?::VARCHAR[]))"  # a semi-join on the bound list of runs
-# `strategy` narrows to one kind of row (the job rebalances only a dataset's existing rows); NULL = all
+# `strategy` narrows to one kind of row (the ledger rebalances only a dataset's existing rows); NULL = all
 _STRATEGY = "(?::VARCHAR IS NULL OR strategy = ?::VARCHAR)"
 
 

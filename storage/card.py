@@ -31,7 +31,7 @@ import yaml
 from storage.catalog import Catalog
 from storage.report import imbalance
 from storage.snapshots import get_snapshot
-from synth.prompts import render
+from synth.render import Renderer, prompt_example
 
 TEMPLATE = "card/README.md.jinja2"
 PLOT_NAME = "leaf_distribution.png"
@@ -326,9 +326,9 @@ def card_context(catalog: Catalog, snapshot_id: str, *, output_fields: dict[str,
     }
 
 
-def render_card(context: dict[str, Any]) -> str:
-    """The README.md text for `context` (from `card_context`); the recipe is redacted here
-    again, so a hand-made context cannot leak a secret either."""
+def card_variables(context: dict[str, Any]) -> dict[str, Any]:
+    """The template's variables for `context`; the recipe is redacted here again, so a
+    hand-made context cannot leak a secret either."""
     variables = dict(context)
     variables["metadata_yaml"] = yaml.safe_dump(context["metadata"], sort_keys=False, allow_unicode=True)
     recipe_json = json.dumps(redact_recipe(context.get("recipe", {})), indent=2, ensure_ascii=False, sort_keys=True)
@@ -337,10 +337,42 @@ def render_card(context: dict[str, Any]) -> str:
     variables["sampling_json"] = json.dumps(context.get("sampling", {}), sort_keys=True)
     variables["quality_json"] = json.dumps(redact_recipe(context.get("quality", {})), sort_keys=True)
     variables["verify_json"] = json.dumps(redact_recipe(context.get("verify", {})), sort_keys=True)
-    return mask_tokens(render(TEMPLATE, variables)) + "\n"
+    return variables
 
 
-def write_card(catalog: Catalog, snapshot_id: str, out_dir: Path, **context_options: Any) -> list[Path]:
+def render_card(context: dict[str, Any], renderer: Renderer | None = None) -> str:
+    """The README.md text for `context` (from `card_context`), through the run's renderer
+    (a recipe may override the card's template too)."""
+    return mask_tokens((renderer or Renderer()).render(TEMPLATE, card_variables(context))) + "\n"
+
+
+@prompt_example(TEMPLATE)
+def _example() -> dict[str, Any]:
+    stats = {"samples": {"accepted": 2, "rejected": 1, "duplicate": 0, "filtered": 0, "dropped": 0},
+             "reject_reasons": {"invalid_json": 1}, "verified": {"passed": 2, "failed": 0}, "requests": 5,
+             "request_errors": 0, "tokens": {"prompt": 400, "completion": 120}}
+    return card_variables({
+        "metadata": {"license": "other", "task_categories": ["text-generation"], "language": ["en"],
+                     "size_categories": ["n<1K"], "pretty_name": "gsm8k", "tags": ["synthetic", "treesynth"]},
+        "title": "gsm8k",
+        "task": {"name": "gsm8k", "description": "Grade-school math word problems.",
+                 "fields": [{"name": "question", "type": "string", "description": "a math word problem"}]},
+        "snapshot": {"name": "v1", "snapshot_id": "s1", "test_fraction": 0.0, "seed": 0, "created_at": "2026-12-02"},
+        "splits": [{"name": "train", "rows": 2}], "total_rows": 2, "formats": ["parquet"], "lineage": True,
+        "run": {"run_id": "r1", "recipe_hash": "r1", "backend": "llamacpp", "model": "SmolLM2-135M-Instruct-Q4_1",
+                "status": "finished", "strategy": "new_question", "strategy_reason": "fixed by the recipe"},
+        "sampling": {"temperature": 0.8}, "recipe": {"task": {"name": "gsm8k"}},
+        "tree": None, "leaves": [{"label": "root", "n": 2, "n_test": None, "share": "100.0%"}],
+        "leaves_hidden": 0, "plot_leaves": [("root", 2)], "leaf_total": 1,
+        "imbalance": {"max_min_ratio": "1.00", "normalized_entropy": "1.00"}, "plot": None,
+        "strategies": [{"name": "new_question", "n": 2}], "stats": stats, "attempts": 3,
+        "rates": {"accepted": "66.7%", "rejected": "33.3%", "duplicate": "0.0%", "filtered": "0.0%",
+                  "dropped": "0.0%"},
+        "reject_reasons": [{"reason": "invalid_json", "n": 1}], "quality": {}, "verify": {"kind": "none"}})
+
+
+def write_card(catalog: Catalog, snapshot_id: str, out_dir: Path, renderer: Renderer | None = None,
+               **context_options: Any) -> list[Path]:
     """Write README.md and leaf_distribution.png into `out_dir`; returns both paths."""
     out_dir = Path(out_dir)
     context = card_context(catalog, snapshot_id, **context_options)
@@ -350,6 +382,6 @@ def write_card(catalog: Catalog, snapshot_id: str, out_dir: Path, **context_opti
                                               f"{context['title']}: samples per leaf"))
     card = out_dir / "README.md"
     tmp = card.with_name("README.md.tmp")
-    tmp.write_text(render_card(context), encoding="utf-8")
+    tmp.write_text(render_card(context, renderer), encoding="utf-8")
     tmp.replace(card)
     return [card, *written]

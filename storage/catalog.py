@@ -301,14 +301,6 @@ class Catalog:
         return {r["leaf_id"]: r for r in self.query(
             "SELECT leaf_id, label, target, existing FROM leaf_targets WHERE run_id = ? ORDER BY label", [run_id])}
 
-    def accepted_hashes(self, run_id: str) -> dict[str, str]:
-        rows = self.query(
-            "SELECT content_hash, min(sample_id) AS sample_id FROM samples "
-            "WHERE run_id = ? AND status = 'accepted' AND content_hash IS NOT NULL GROUP BY content_hash",
-            [run_id],
-        )
-        return {r["content_hash"]: r["sample_id"] for r in rows}
-
     def accepted_samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.query(
             """SELECT sample_id, slot, leaf_id, leaf_path, strategy, seed_row, request_id, fields, quality, verified

@@ -271,11 +271,12 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
                     formats: Iterable[str] = ("parquet", "jsonl"), lineage: bool = True,
                     output_fields: dict[str, str] | None = None, *,
                     shard_rows: int = DEFAULT_SHARD_ROWS, card: bool = True,
-                    tree_text: str | None = None, license: str = "other") -> ExportResult:
+                    tree_text: str | None = None, license: str = "other", renderer: Any = None) -> ExportResult:
     """Write the snapshot (id or name) under `out_dir` in `formats`, with a card; record each target.
 
     `output_fields` maps field name -> "string" / "integer" / "number"; by default it is
-    read from the run's recipe.
+    read from the run's recipe. `renderer` (a synth.render.Renderer) renders the card, so
+    a recipe's override of the card template applies; default: the built-in template.
     """
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -305,7 +306,7 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
         from storage.card import write_card  # matplotlib and the card template: only when asked
 
         paths["card"] = write_card(
-            catalog, snapshot_id, out_dir, output_fields=output_fields, n_rows=n_rows,
+            catalog, snapshot_id, out_dir, renderer, output_fields=output_fields, n_rows=n_rows,
             data_files=_card_data_files(paths, n_rows), formats=formats, lineage=lineage,
             tree_text=tree_text, license=license)
 

@@ -1,6 +1,7 @@
 """What a recipe will cost before it runs: requests and tokens per stage, strategy and leaf.
 
-Uses the plan (slots, stages, answer copies) and, where the catalog already holds
+Uses the plan (synth/plan.py: slots, stages, answer copies) directly, calling no backend,
+and, where the catalog already holds
 requests of this dataset, the observed tokens per request and acceptance rate; without
 them, prompt tokens are estimated from the rendered prompts (4 characters a token) and
 completions at half of max_tokens. Stops at the request budget and says so.
@@ -12,11 +13,14 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from storage import bulk
 from storage.catalog import Catalog
-from storage.job import Job
-from synth.backends.scripted import ScriptedBackend
-from synth.judge import TEMPLATE as JUDGE_TEMPLATE, judge_messages
-from synth.strategies import STAGES, Stage
+from storage.existing import STRATEGY as EXISTING
+from synth.judge import judge_messages
+from synth.plan import leaf_specs, make_plan
+from synth.render import Renderer
+from synth.seeds import load_seeds
+from synth.strategies import ANSWER, STRATEGIES, GenerationContext
 
 CHARS_PER_TOKEN = 4
 
@@ -40,10 +44,15 @@ def observed(catalog: Catalog | None, task_name: str) -> dict[str, Any]:
 def project(recipe, catalog: Catalog | None = None, tree: Any = None) -> dict[str, Any]:
     """Projected cost of running `recipe` from scratch (tree not included unless unbuilt)."""
     seen = observed(catalog, recipe.task.name)
-    job = Job(recipe, catalog, ScriptedBackend())  # the scripted backend is never called here
-    job.load_inputs()
-    job.tree = tree
-    decision_slots = job.plan(record=False)
+    seeds = load_seeds(recipe)
+    run_id = recipe.hash()
+    rebalancing = recipe.balance.dataset is not None and catalog is not None
+    have = bulk.leaf_counts(catalog, [run_id], EXISTING) if rebalancing else {}
+    plan = make_plan(recipe, tree, len(seeds), run_id, have)
+    decision_slots = plan.slots
+    renderer = Renderer(recipe.template_overrides())
+    ctx = GenerationContext(recipe.task, seeds, renderer)
+    verifier = recipe.verify.build()
     acceptance = seen.get("acceptance") or 1.0
     expected_attempts = 1 / max(acceptance, 0.05)
     max_tokens = recipe.backend.sampling.max_tokens
@@ -52,24 +61,26 @@ def project(recipe, catalog: Catalog | None = None, tree: Any = None) -> dict[st
     per_strategy: dict[str, float] = defaultdict(float)
     per_leaf: dict[str, float] = defaultdict(float)
     judge = recipe.quality.judge
-    labels = {spec.leaf_id: spec.label for spec in job.leaf_specs()}
+    labels = {spec.leaf_id: spec.label for spec in leaf_specs(tree)}
     for slot in decision_slots:
-        known = dict(job.seeds[slot.seed_row]) if slot.seed_row is not None else {}
-        stages = STAGES[slot.strategy] + ((Stage("judge", JUDGE_TEMPLATE),) if judge else ())
+        strategy = STRATEGIES[slot.strategy]
+        known = dict(seeds[slot.seed_row]) if slot.seed_row is not None else {}
+        stages = [*strategy.stages, *(["judge"] if judge else [])]
         for stage in stages:
-            copies = (1 if stage.name == "judge" else job.answer_copies(slot, stage.name)) * expected_attempts
-            if stage.name in seen.get("tokens", {}):
-                prompt, completion = seen["tokens"][stage.name]
-            elif stage.name == "judge":
-                messages = judge_messages(job.ctx.render, recipe.task.description, _placeholder(recipe),
-                                          slot.constraints)
+            name = stage if stage == "judge" else stage.name
+            answers = verifier.answer_copies(strategy.has_reference) if name == ANSWER else 1
+            copies = answers * expected_attempts
+            if name in seen.get("tokens", {}):
+                prompt, completion = seen["tokens"][name]
+            elif name == "judge":
+                messages = judge_messages(renderer, recipe.task.description, _placeholder(recipe), slot.constraints)
                 prompt = sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN
                 completion = judge.max_tokens / 2
             else:
-                messages = job._request("projection", stage, slot, {**known, **_placeholder(recipe)}).messages
+                messages = strategy.render(stage, slot, ctx, {**known, **_placeholder(recipe)})
                 prompt = sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN
                 completion = max_tokens / 2
-            bucket = per_stage[stage.name]
+            bucket = per_stage[name]
             bucket["requests"] += copies
             bucket["prompt_tokens"] += copies * prompt
             bucket["completion_tokens"] += copies * completion
@@ -80,8 +91,8 @@ def project(recipe, catalog: Catalog | None = None, tree: Any = None) -> dict[st
     fits = int(len(decision_slots) * min(1.0, budget / total)) if total else 0
     return {
         "target": recipe.generation.target,
-        "strategy": job.decision.label,
-        "strategy_reason": job.decision.reason,
+        "strategy": plan.decision.label,
+        "strategy_reason": plan.decision.reason,
         "acceptance_rate": round(acceptance, 3),
         "source": "observed in the catalog" if seen.get("requests_seen") else "estimated from the prompts",
         "budget": budget,
@@ -92,7 +103,7 @@ def project(recipe, catalog: Catalog | None = None, tree: Any = None) -> dict[st
         "per_strategy": {k: round(v) for k, v in per_strategy.items()},
         "per_leaf": {k: round(v, 1) for k, v in per_leaf.items()},
         "tree": None if tree is None else {"tree_id": tree.tree_id, "leaves": len(tree.leaves())},
-        "existing_rows": sum(job.existing_counts().values()) if recipe.balance.dataset is not None else None,
+        "existing_rows": sum(have.values()) if recipe.balance.dataset is not None else None,
     }
 
 

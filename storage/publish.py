@@ -13,6 +13,7 @@ from storage.catalog import Catalog
 from storage.export import export_snapshot
 from storage.snapshots import create_snapshot
 from synth.recipe import Recipe
+from synth.render import Renderer
 
 
 def tree_text_of_run(catalog: Catalog, run_id: str) -> str | None:
@@ -30,7 +31,8 @@ def export_run(catalog: Catalog, recipe: Recipe, run_id: str) -> dict[str, Any]:
     snapshot_id = create_snapshot(catalog, run_id, test_fraction=recipe.export.test_fraction,
                                   seed=recipe.backend.sampling.seed)
     result = export_snapshot(catalog, snapshot_id, recipe.export.dir, formats=recipe.export.formats,
-                             lineage=recipe.export.lineage, tree_text=tree_text_of_run(catalog, run_id))
+                             lineage=recipe.export.lineage, tree_text=tree_text_of_run(catalog, run_id),
+                             renderer=Renderer(recipe.template_overrides()))
     return {
         "snapshot_id": snapshot_id,
         "out_dir": str(result.out_dir),

@@ -8,6 +8,7 @@ from storage.catalog import Catalog
 from storage.trees import load_tree, request_writer, save_tree
 from synth.backends.base import Backend
 from synth.recipe import Recipe
+from synth.render import Renderer
 from synth.tree import Tree, build_tree, tree_from_yaml, tree_id_for
 
 
@@ -22,20 +23,20 @@ def find_tree_for(catalog: Catalog, recipe: Recipe, model: str | None = None) ->
         return None
     if recipe.tree.file is not None:
         return tree_from_file(recipe)
-    from synth.backends import make_backend
-
-    model = model or make_backend(recipe.backend).model  # constructors are cheap: no model is loaded
-    return load_tree(catalog, tree_id_for(recipe.task, recipe.tree, model))
+    model = model or recipe.backend.build().model  # constructors are cheap: no model is loaded
+    return load_tree(catalog, tree_id_for(recipe.task, recipe.tree, model, Renderer(recipe.template_overrides())))
 
 
-def ensure_tree(catalog: Catalog, recipe: Recipe, backend: Backend) -> Tree:
+def ensure_tree(catalog: Catalog, recipe: Recipe, backend: Backend, renderer: Renderer | None = None) -> Tree:
     if recipe.tree.file is not None:
         tree = tree_from_file(recipe)
         save_tree(catalog, tree)
         return tree
-    existing = load_tree(catalog, tree_id_for(recipe.task, recipe.tree, backend.model))
+    renderer = renderer or Renderer(recipe.template_overrides())
+    existing = load_tree(catalog, tree_id_for(recipe.task, recipe.tree, backend.model, renderer))
     if existing is not None:
         return existing
-    tree = build_tree(recipe.task, recipe.tree, backend, recipe.backend.sampling, on_requests=request_writer(catalog))
+    tree = build_tree(recipe.task, recipe.tree, backend, recipe.backend.sampling,
+                      on_requests=request_writer(catalog), renderer=renderer)
     save_tree(catalog, tree)
     return tree

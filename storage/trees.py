@@ -5,7 +5,7 @@ so saving a tree again, or a rerun that rebuilt the same tree, writes nothing tw
 The requests that built it go to the `requests` table through `save_tree_requests`
 (run_id NULL, tree_id set), usually as `build_tree(..., on_requests=...)` returns them.
 
-Leaves out: building trees (synth/tree.py) and sample counts per leaf (the catalog).
+Leaves out: building trees (synth/tree/) and sample counts per leaf (the catalog).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Mapping, Sequence
 
+from synth.allocate import largest_remainder
+
 
 OTHER = "(other)"
 
@@ -109,11 +111,7 @@ def bounded_allocation(weights: Mapping[str | None, float | Fraction], total: in
             pinned[k] = maximum if over else minimum
     counts = dict(pinned)
     # largest remainder over the free leaves: floor or ceil of a share that is within bounds
-    floors = {k: math.floor(share[k]) for k in free}
-    extra = left - sum(floors.values())
-    for k in sorted(free, key=lambda k: (-(share[k] - floors[k]), keys.index(k)))[:extra]:
-        floors[k] += 1
-    counts.update(floors)
+    counts.update(largest_remainder({k: share[k] for k in free}, left))
     return {k: counts[k] for k in keys}
 
 

@@ -7,16 +7,12 @@ questions (answer augmentation) give the student more per query; above it, new q
 do. The switch point falls as the seed set grows; `SWITCH_POINTS` holds the paper's
 figures and `switch_point(n)` interpolates them linearly in log10(n_seeds), held flat
 outside the measured range (the paper has no point below 100 or above the full sets).
-When the model that writes the questions is weak, question rephrase replaces new question
-above the switch point: rephrasing held up with a weak augmenter, new questions did not.
 With no seeds at all, only new questions are possible (from the tree's leaves alone).
 
     >>> choose_strategy(2_000, 100).strategy     # BR 20 < 39
     'answer_augmentation'
     >>> choose_strategy(50_000, 1_000).strategy  # BR 50 > 17.6
     'new_question'
-    >>> allocate_mix({"new_question": 2, "answer_augmentation": 1}, 10)
-    {'new_question': 7, 'answer_augmentation': 3}
 
 docs/strategies.md has the table with its sources and what could not be checked. Left
 out: the paper's cost in dollars (a query here is one backend request, whatever its
@@ -27,11 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Mapping
+
+from synth.allocate import AllocationError
 
 
-class BudgetError(ValueError):
+class BudgetError(AllocationError):
     """A budget, seed count or mix that cannot be planned; the message says what to change."""
 
 
@@ -52,7 +48,6 @@ SWITCH_POINTS: tuple[SwitchPoint, ...] = (
 )
 # Reported, not used: with a different student model (Mistral 7B) the switch moved to BR ~12
 # (§5.3, Fig. 7). The rule does not know the student, so it keeps the main student's points.
-OTHER_STUDENT_SWITCH = 12.0
 
 PAPER = "Chan et al. 2024, arXiv 2409.19759"
 
@@ -88,7 +83,7 @@ def _n(x: float) -> str:
     return f"{x:,.1f}".rstrip("0").rstrip(".")
 
 
-def choose_strategy(budget_requests: int, n_seeds: int, weak_model: bool = False) -> StrategyChoice:
+def choose_strategy(budget_requests: int, n_seeds: int) -> StrategyChoice:
     """The strategy for `strategy: auto`, with the reason written out."""
     if budget_requests < 1:
         raise BudgetError(f"the teacher budget must be at least 1 request, got {budget_requests}: "
@@ -109,40 +104,7 @@ def choose_strategy(budget_requests: int, n_seeds: int, weak_model: bool = False
             "answer_augmentation", ratio,
             f"{where}: new answers to the seed questions give more per teacher query while the budget is "
             f"small against the seed set ({PAPER}, §5.2)", threshold)
-    if weak_model:
-        return StrategyChoice(
-            "question_rephrase", ratio,
-            f"{where}, so new prompts pay off; the augmenting model is marked weak, and question rephrase "
-            f"held up with a weak augmenter where new questions lost accuracy ({PAPER}, §5.3)", threshold)
     return StrategyChoice(
         "new_question", ratio,
         f"{where}: once the seed questions are well covered, new questions add more than further answers "
         f"({PAPER}, §5.2)", threshold)
-
-
-def allocate_mix(weights: Mapping[str, float], n: int) -> dict[str, int]:
-    """Split `n` samples by `weights` with the largest-remainder method.
-
-    Exact (fractions, no float drift), deterministic (ties go to the larger weight, then to
-    the earlier key), sums to `n`, and a zero weight gets zero. Keys keep their order.
-    """
-    if n < 0:
-        raise BudgetError(f"cannot allocate a negative number of samples ({n})")
-    if not weights:
-        raise BudgetError("no strategy weights to allocate by: give at least one strategy a weight > 0")
-    exact: dict[str, Fraction] = {}
-    for name, weight in weights.items():
-        if not isinstance(weight, (int, float)) or math.isnan(weight) or math.isinf(weight) or weight < 0:
-            raise BudgetError(f"weight of {name!r} must be a finite number >= 0, got {weight!r}")
-        exact[name] = Fraction(weight)
-    total = sum(exact.values())
-    if total <= 0:
-        raise BudgetError("at least one strategy weight must be > 0")
-    quotas = {name: n * w / total for name, w in exact.items()}
-    counts = {name: math.floor(q) for name, q in quotas.items()}
-    left = n - sum(counts.values())
-    order = list(exact)
-    ranked = sorted(order, key=lambda k: (-(quotas[k] - counts[k]), -exact[k], order.index(k)))
-    for name in ranked[:left]:
-        counts[name] += 1
-    return counts

@@ -32,16 +32,16 @@ rendered as a template.
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from synth.backends.base import Backend, GenerationRequest, GenerationResult, Sampling
+from synth.calls import Call, call_batch
 from synth.ids import stable_id, stable_seed, text_hash
-from synth.parsing import ParseFailure, extract_json
-from synth.prompts import render, template_hash
+from synth.parsing import extract_json
+from synth.reject import Reject, Rejected
+from synth.render import Renderer, prompt_example
 from synth.tree import ANY, Tree, TreeNode
-from synth.types import GenerationRequest, GenerationResult, Sampling
 
 STAGE = "classify"
 TEMPLATE = "classify/node.jinja2"
@@ -80,8 +80,7 @@ class _Row:
     done: Assignment | None = None
 
 
-class InvalidAnswer(ValueError):
-    """An answer that names none of the node's values; the message is the reason."""
+INVALID = "invalid"  # the reason of an answer that names none of the node's values
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -95,7 +94,7 @@ def match_value(answer: str, values: Sequence[str]) -> str:
     """The value `answer` names: exact (case/whitespace-insensitive), else a unique prefix."""
     wanted = _norm(answer)
     if not wanted:
-        raise InvalidAnswer("empty value")
+        raise Rejected(INVALID, "empty value")
     for value in values:
         if _norm(value) == wanted:
             return value
@@ -103,25 +102,25 @@ def match_value(answer: str, values: Sequence[str]) -> str:
     if len(prefixed) == 1:
         return prefixed[0]
     if prefixed:
-        raise InvalidAnswer(f"{answer[:40]!r} is a prefix of several values ({', '.join(prefixed)})")
-    raise InvalidAnswer(f"{answer[:40]!r} is not one of {', '.join(values)}")
+        raise Rejected(INVALID, f"{answer[:40]!r} is a prefix of several values ({', '.join(prefixed)})")
+    raise Rejected(INVALID, f"{answer[:40]!r} is not one of {', '.join(values)}")
 
 
 def parse_answer(result: GenerationResult, values: Sequence[str]) -> str:
-    """The chosen value; `InvalidAnswer` with a short reason for anything else."""
+    """The chosen value; raises `Rejected` with a short reason for anything else."""
     if result.error:
-        raise InvalidAnswer(f"backend error: {result.error[:200]}")
+        raise Rejected(INVALID, f"backend error: {result.error[:200]}")
     data = extract_json(result.text or "")
-    if isinstance(data, ParseFailure):
+    if isinstance(data, Reject):
         bare = (result.text or "").strip()
         if not bare or "{" in bare or len(bare) > 80:  # broken JSON, not a bare label
             cut = " (cut at max_tokens)" if result.finish_reason == "length" else ""
-            raise InvalidAnswer(f"{data}{cut}")
+            raise Rejected(INVALID, f"{data}{cut}")
         data = bare
     if isinstance(data, dict):
         data = data.get("value")
     if not isinstance(data, str):
-        raise InvalidAnswer('expected {"value": one of the listed values}')
+        raise Rejected(INVALID, 'expected {"value": one of the listed values}')
     return match_value(data, values)
 
 
@@ -160,53 +159,37 @@ def _assignment(row: _Row, status: str, reason: str | None = None) -> Assignment
                       requests=row.requests)
 
 
-def _sampling_dict(sampling: Any) -> dict[str, Any]:
-    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
-
-
-def _request(tree: Tree, task: Any, row: _Row, children: list[TreeNode], sampling: Any,
-             namespace: str) -> tuple[GenerationRequest, dict[str, Any]]:
+def _call(tree: Tree, task: Any, row: _Row, children: list[TreeNode], sampling: Any, namespace: str,
+          renderer: Renderer) -> Call:
     values = [c.value for c in children if c.value is not None]
     variables = {"task_description": task.description, "path": _known_path(row.node),
                  "dimension": children[0].dimension, "values": values, "question": row.text[:MAX_ROW_CHARS]}
-    messages = ({"role": "user", "content": render(TEMPLATE, variables)},)
+    messages = ({"role": "user", "content": renderer.render(TEMPLATE, variables)},)
     parts = (namespace, tree.tree_id, row.key, text_hash(row.text), row.node.node_id, row.attempt)
-    request_id = "c" + stable_id(STAGE, *parts)
-    s = Sampling(**_sampling_dict(sampling), seed=stable_seed(getattr(sampling, "seed", None), STAGE, *parts))
-    request = GenerationRequest(key=request_id, messages=messages, sampling=s, json_schema=node_schema(values))
-    row_out = {"request_id": request_id, "run_id": None, "tree_id": tree.tree_id, "stage": STAGE, "strategy": None,
-               "leaf_id": row.node.node_id,  # classify requests: the node the row was at
-               "template": TEMPLATE, "template_hash": template_hash(TEMPLATE),
-               "prompt_hash": text_hash(json.dumps(list(messages), sort_keys=True)), "sampling": asdict(s)}
-    return request, row_out
+    s = Sampling(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+                 seed=stable_seed(getattr(sampling, "seed", None), STAGE, *parts))
+    request = GenerationRequest(key="c" + stable_id(STAGE, *parts), messages=messages, sampling=s,
+                                json_schema=node_schema(values))
+    return Call(request, STAGE, TEMPLATE, renderer.template_hash(TEMPLATE), tree_id=tree.tree_id,
+                leaf_id=row.node.node_id)  # classify requests: the node the row was at
 
 
-def _round(tree: Tree, task: Any, rows: list[_Row], backend: Any, sampling: Any,
-           namespace: str) -> list[dict[str, Any]]:
+def _round(tree: Tree, task: Any, rows: list[_Row], backend: Backend, sampling: Any, namespace: str,
+           renderer: Renderer) -> list[dict[str, Any]]:
     """One batched call for every row still choosing; moves each row down or marks it."""
     children = {row.node.node_id: tree.children(row.node.node_id) for row in rows}
-    built = [_request(tree, task, row, children[row.node.node_id], sampling, namespace) for row in rows]
-    requests = [request for request, _ in built]
-    started = time.perf_counter()
-    results = list(backend.generate(requests))
-    if len(results) != len(requests):
-        raise RuntimeError(f"backend {backend.name} returned {len(results)} results for {len(requests)} requests; "
-                           "a backend must answer every request in order")
-    wall = time.perf_counter() - started
+    calls = [_call(tree, task, row, children[row.node.node_id], sampling, namespace, renderer) for row in rows]
     out = []
-    for row, (request, request_row), result in zip(rows, built, results):
-        request_row.update(raw_text=result.text, finish_reason=result.finish_reason,
-                           prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                           latency_s=result.latency_s or wall / len(requests), error=result.error)
+    for row, call, (result, request_row) in zip(rows, calls, call_batch(backend, calls)):
         out.append(request_row)
-        row.request_id, row.requests = request.key, row.requests + 1
+        row.request_id, row.requests = call.request.key, row.requests + 1
         kids = children[row.node.node_id]
         try:
             value = parse_answer(result, [c.value for c in kids if c.value is not None])
-        except InvalidAnswer as exc:
+        except Rejected as exc:
             if request_row["error"] is None:
-                request_row["error"] = f"invalid: {exc}"
-            _failed(row, str(exc))
+                request_row["error"] = str(exc.reject)
+            _failed(row, exc.reject.detail)
             continue
         row.node, row.attempt, row.reason = next(c for c in kids if c.value == value), 0, None
         _settle(tree, row)
@@ -221,9 +204,9 @@ def _failed(row: _Row, reason: str) -> None:
         row.done = _assignment(row, "unassigned", f"at {where}: {reason} (after {MAX_TRIES} tries)")
 
 
-def classify_rows(tree: Tree, task: Any, rows_text: list[str], backend: Any, sampling: Any,
+def classify_rows(tree: Tree, task: Any, rows_text: list[str], backend: Backend, sampling: Any,
                   on_requests: RequestSink | None = None, *, row_keys: Sequence[Any] | None = None,
-                  namespace: str = "") -> list[Assignment]:
+                  namespace: str = "", renderer: Renderer | None = None) -> list[Assignment]:
     """One Assignment per row, in order.
 
     `task` needs a `description`; `sampling` anything with temperature, top_p, max_tokens
@@ -246,7 +229,7 @@ def classify_rows(tree: Tree, task: Any, rows_text: list[str], backend: Any, sam
         pending = [row for row in rows if row.done is None]
         if not pending:
             break
-        request_rows = _round(tree, task, pending, backend, sampling, namespace)
+        request_rows = _round(tree, task, pending, backend, sampling, namespace, renderer or Renderer())
         if on_requests is not None:
             on_requests(request_rows)
     return [row.done for row in rows]  # type: ignore[misc]  # every row is done here
@@ -261,5 +244,12 @@ def leaf_distribution(tree: Tree, assignments: Sequence[Assignment]) -> dict[str
     return counts
 
 
-__all__ = ["Assignment", "InvalidAnswer", "MAX_TRIES", "STAGE", "TEMPLATE", "classify_rows", "leaf_distribution",
-           "match_value", "node_schema", "parse_answer"]
+@prompt_example(TEMPLATE)
+def _example() -> dict[str, Any]:
+    return {"task_description": "Grade-school math word problems.", "path": [["setting", "a farm"]],
+            "dimension": "operation", "values": ["addition", "division"],
+            "question": "A farmer has 12 cows and sells a third of them. How many are left?"}
+
+
+__all__ = ["Assignment", "MAX_TRIES", "STAGE", "TEMPLATE", "classify_rows", "leaf_distribution", "match_value",
+           "node_schema", "parse_answer"]

@@ -1,19 +1,34 @@
-"""Near-duplicate detection with MinHash LSH over word shingles (synth.minhash).
+"""Deduplication of a chunk's candidates against everything the dataset already holds.
 
-Exact duplicates are caught earlier by a hash of the normalized text; this index
-catches rewordings that share most of their 3-word shingles. synth.minhash hashes a
-batch in numpy, about 10x the docs/s of datasketch's MinHashLSH at the same recall
-(same 128 permutations, same bands x rows): see BENCHMARKS.md (`benchmarks/dedup.py`).
+Two checks, in this order:
+- exact: the content hash of the normalised fields (synth.ids.content_hash);
+- near: MinHash LSH over word 3-grams of one field (the strategy's `dedup_field`:
+  the question, or the answer for answer augmentation, whose question is the seed's),
+  with synth.minhash's batched index (about 10x datasketch's docs/s at equal recall,
+  BENCHMARKS.md).
+
+Which earlier sample a duplicate points at (deterministic; tests/test_dedup.py):
+- the index holds, in this order, the accepted samples the catalog had when it was
+  loaded (ordered by created_at, then sample_id), then each chunk's kept candidates in
+  the order the chunk lists them (slot, then attempt);
+- exact: the first indexed sample with the same content hash;
+- near: the indexed sample with the highest estimated Jaccard >= threshold, the
+  earliest indexed on ties;
+- within a chunk, a candidate identical to an earlier candidate of the same chunk
+  follows that one: an exact duplicate of it when it was kept, else a duplicate of
+  what it duplicated (the same answer a one-at-a-time check gives).
+A threshold of 1.0 turns near-duplicate detection off; exact dedup still runs.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
+from synth.ids import normalize_for_hash
 from synth.minhash import NUM_PERM, MinHashIndex
-from synth.quality import normalize_for_hash
 
-__all__ = ["NUM_PERM", "NearDupIndex", "shingles"]
+__all__ = ["Candidate", "Deduper", "DedupVerdict", "shingles"]
 
 
 def shingles(text: str, n: int = 3) -> set[bytes]:
@@ -24,33 +39,62 @@ def shingles(text: str, n: int = 3) -> set[bytes]:
     return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
 
 
-class NearDupIndex:
-    """Insert accepted texts; `find(text)` returns the id of a near-duplicate, if any.
+@dataclass(frozen=True)
+class Candidate:
+    key: str  # the sample id
+    content_hash: str
+    text: str  # the field checked for near-duplicates
 
-    A threshold of 1.0 turns near-duplicate detection off (exact dedup still runs).
-    `dedup_many` does a whole chunk at once: each text against the index and the
-    earlier kept texts of the chunk, the kept ones added.
-    """
 
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-        self._index = MinHashIndex(threshold, NUM_PERM)
-        self.enabled = self._index.enabled
+@dataclass(frozen=True)
+class DedupVerdict:
+    duplicate_of: str | None  # None: kept (and now indexed)
+    reason: str | None = None  # exact_duplicate / near_duplicate: Jaccard >= t
+
+
+class Deduper:
+    def __init__(self, near_threshold: float) -> None:
+        self.threshold = near_threshold
+        self._hashes: dict[str, str] = {}
+        self._near = MinHashIndex(near_threshold, NUM_PERM)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._hashes)
 
-    def find(self, text: str) -> str | None:
-        return self._index.find(text)
+    def load(self, rows: Iterable[tuple[str, str | None, str]]) -> None:
+        """Index accepted samples: (sample id, content hash, near-dup text), oldest first."""
+        keys, texts = [], []
+        for key, digest, text in rows:
+            if digest:
+                self._hashes.setdefault(digest, key)
+            keys.append(key)
+            texts.append(text)
+        self._near.add_many(keys, texts)
 
-    def add(self, key: str, text: str) -> None:
-        self._index.add(key, text)
-
-    def find_many(self, texts: Sequence[str]) -> list[str | None]:
-        return self._index.find_many(texts)
-
-    def add_many(self, keys: Sequence[str], texts: Sequence[str]) -> None:
-        self._index.add_many(keys, texts)
-
-    def dedup_many(self, keys: Sequence[str], texts: Sequence[str]) -> list[str | None]:
-        return self._index.dedup_many(keys, texts)
+    def check(self, candidates: Sequence[Candidate]) -> list[DedupVerdict]:
+        """One verdict per candidate, in order; kept candidates are indexed."""
+        verdicts: list[DedupVerdict | None] = [None] * len(candidates)
+        first_of_hash: dict[str, int] = {}  # content hash -> the chunk's first candidate with it
+        fresh: list[int] = []  # candidates that go to the near-duplicate check
+        for i, cand in enumerate(candidates):
+            if cand.content_hash in self._hashes:
+                verdicts[i] = DedupVerdict(self._hashes[cand.content_hash], "exact_duplicate")
+            elif cand.content_hash in first_of_hash:
+                continue  # settled below, once the first of its kind is
+            else:
+                first_of_hash[cand.content_hash] = i
+                fresh.append(i)
+        near = self._near.dedup_many([candidates[i].key for i in fresh], [candidates[i].text for i in fresh])
+        near_reason = f"near_duplicate: Jaccard >= {self.threshold}"
+        for i, hit in zip(fresh, near):
+            if hit is None:
+                verdicts[i] = DedupVerdict(None)
+                self._hashes[candidates[i].content_hash] = candidates[i].key
+            else:
+                verdicts[i] = DedupVerdict(str(hit), near_reason)
+        for i, cand in enumerate(candidates):
+            if verdicts[i] is None:
+                first = verdicts[first_of_hash[cand.content_hash]]
+                verdicts[i] = (DedupVerdict(candidates[first_of_hash[cand.content_hash]].key, "exact_duplicate")
+                               if first.duplicate_of is None else first)
+        return verdicts  # type: ignore[return-value]  # every slot is filled above

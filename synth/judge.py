@@ -2,15 +2,18 @@
 
 The candidate's text goes into the prompt as data (it is never rendered as a template).
 The reply is constrained to `{"rationale": str, "score": 1..5}` where the backend can;
-a reply that still does not parse is a `ParseFailure`, and the recipe decides whether
-such a sample is kept unjudged or filtered (`quality.judge.on_failure`).
+a reply that still does not parse is a `Reject`, and the recipe decides whether such a
+sample is kept unjudged or filtered (`quality.judge.on_failure`). The pipeline
+(synth/pipeline.py) batches the judge requests of a chunk.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from synth.parsing import ParseFailure, extract_json
+from synth.parsing import extract_json
+from synth.reject import Reject
+from synth.render import Renderer, prompt_example
 
 TEMPLATE = "judge/score.jinja2"
 SCORES = (1, 2, 3, 4, 5)
@@ -26,11 +29,10 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def judge_messages(render: Callable[[str, dict[str, Any]], str], task_description: str,
-                   fields: dict[str, Any], constraints: tuple[tuple[str, str], ...] = ()
-                   ) -> tuple[dict[str, str], ...]:
-    """`render` is the run's template renderer, so a user's override of the judge applies."""
-    user = render(TEMPLATE, {
+def judge_messages(renderer: Renderer, task_description: str, fields: dict[str, Any],
+                   constraints: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, str], ...]:
+    """Through the run's renderer, so a user's override of the judge applies."""
+    user = renderer.render(TEMPLATE, {
         "task_description": task_description,
         "fields": [(name, value) for name, value in fields.items()],
         "constraints": [tuple(pair) for pair in constraints],
@@ -38,22 +40,30 @@ def judge_messages(render: Callable[[str, dict[str, Any]], str], task_descriptio
     return ({"role": "user", "content": user},)
 
 
-def parse_judgement(text: str, finish_reason: str | None = None) -> tuple[int, str] | ParseFailure:
+def parse_judgement(text: str, finish_reason: str | None = None) -> tuple[int, str] | Reject:
     """(score, rationale), or why the reply is not a judgement."""
     if not text or not text.strip():
-        return ParseFailure("judge_empty", "the judge returned no text")
+        return Reject("judge_empty", "the judge returned no text")
     data = extract_json(text)
-    if isinstance(data, ParseFailure):
+    if isinstance(data, Reject):
         why = "truncated at max_tokens" if finish_reason == "length" else data.detail
-        return ParseFailure("judge_unparseable", why)
+        return Reject("judge_unparseable", why)
     if not isinstance(data, dict):
-        return ParseFailure("judge_unparseable", f"expected a JSON object, got {type(data).__name__}")
+        return Reject("judge_unparseable", f"expected a JSON object, got {type(data).__name__}")
     score = data.get("score")
     if isinstance(score, str) and score.strip().isdigit():
         score = int(score.strip())
     if isinstance(score, float) and score.is_integer():
         score = int(score)
     if not isinstance(score, int) or isinstance(score, bool) or score not in SCORES:
-        return ParseFailure("judge_unparseable", f"score must be an integer 1-5, got {score!r}")
+        return Reject("judge_unparseable", f"score must be an integer 1-5, got {score!r}")
     rationale = str(data.get("rationale") or "").strip()[:1000]
     return score, rationale
+
+
+@prompt_example(TEMPLATE)
+def _example() -> dict[str, Any]:
+    return {"task_description": "Grade-school math word problems with worked solutions.",
+            "fields": [("question", "Tom has 3 apples and buys 2 more. How many does he have?"),
+                       ("answer", "3 + 2 = 5. #### 5")],
+            "constraints": [("setting", "a shop"), ("operation", "addition")]}

@@ -23,7 +23,7 @@ from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
-from synth.quality import normalize_for_hash
+from synth.ids import normalize_for_hash
 
 NUM_PERM = 128
 SEED = 1

@@ -1,41 +1,36 @@
 """Turn a model's text into a typed record, or into a typed reason why not.
 
 Parsing never raises on model output: whatever the text (empty, truncated, not JSON,
-10 MB of noise, NUL bytes), the caller gets either the fields or a `ParseFailure`
-with a short machine-readable reason and a human detail.
+10 MB of noise, NUL bytes), the caller gets either the fields or a `Reject` with a
+short machine-readable reason and a human detail.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
-from synth.recipe import OutputField
+from synth.reject import Reject
+
+if TYPE_CHECKING:
+    from synth.recipe import OutputField
 
 MAX_PARSE_CHARS = 200_000  # larger outputs are rejected unread: no sample is that long
 
 
-@dataclass(frozen=True)
-class ParseFailure:
-    reason: str  # e.g. invalid_json, missing_field, empty_field, wrong_type, truncated
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}"
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.DOTALL)
 
 
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-
-
-def extract_json(text: str) -> Any | ParseFailure:
-    """The JSON value in `text`, tolerating a code fence or prose around one object."""
+def extract_json(text: str) -> Any | Reject:
+    """The JSON value in `text`, tolerating a code fence or prose around one object.
+    Every step that reads JSON from a model (generation, tree, classification, judge)
+    reads it through here."""
     if len(text) > MAX_PARSE_CHARS:
-        return ParseFailure("too_long", f"{len(text)} characters, limit {MAX_PARSE_CHARS}")
+        return Reject("too_long", f"{len(text)} characters, limit {MAX_PARSE_CHARS}")
     stripped = text.strip()
     if not stripped:
-        return ParseFailure("empty_output", "the model returned no text")
+        return Reject("empty_output", "the model returned no text")
     fenced = _FENCE.match(stripped)
     if fenced:
         stripped = fenced.group(1)
@@ -47,12 +42,14 @@ def extract_json(text: str) -> Any | ParseFailure:
         if 0 <= first < last:
             try:
                 return json.loads(stripped[first:last + 1], strict=False)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 pass
-        return ParseFailure("invalid_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}")
+        return Reject("invalid_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        return Reject("invalid_json", "nested too deep to read")
 
 
-def json_schema_for(fields: dict[str, OutputField]) -> dict[str, Any]:
+def json_schema_for(fields: Mapping[str, "OutputField"]) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
@@ -65,48 +62,48 @@ def json_schema_for(fields: dict[str, OutputField]) -> dict[str, Any]:
     }
 
 
-def _coerce(name: str, value: Any, kind: str) -> Any | ParseFailure:
+def _coerce(name: str, value: Any, kind: str) -> Any | Reject:
     if kind == "string":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
-            return ParseFailure("wrong_type", f"{name} should be text, got {type(value).__name__}")
+            return Reject("wrong_type", f"{name} should be text, got {type(value).__name__}")
         if "\x00" in value:
             value = value.replace("\x00", "")
         if not value.strip():
-            return ParseFailure("empty_field", f"{name} is empty")
+            return Reject("empty_field", f"{name} is empty")
         return value.strip()
     if isinstance(value, bool):
-        return ParseFailure("wrong_type", f"{name} should be a number, got a boolean")
+        return Reject("wrong_type", f"{name} should be a number, got a boolean")
     if isinstance(value, str):
         try:
             value = float(value.replace(",", "").strip())
         except ValueError:
-            return ParseFailure("wrong_type", f"{name} should be a number, got {value[:40]!r}")
+            return Reject("wrong_type", f"{name} should be a number, got {value[:40]!r}")
     if not isinstance(value, (int, float)):
-        return ParseFailure("wrong_type", f"{name} should be a number, got {type(value).__name__}")
+        return Reject("wrong_type", f"{name} should be a number, got {type(value).__name__}")
     if kind == "integer":
         if float(value) != int(value):
-            return ParseFailure("wrong_type", f"{name} should be a whole number, got {value}")
+            return Reject("wrong_type", f"{name} should be a whole number, got {value}")
         return int(value)
     return float(value)
 
 
-def parse_fields(text: str, fields: dict[str, OutputField], finish_reason: str | None = None
-                 ) -> dict[str, Any] | ParseFailure:
+def parse_fields(text: str, fields: Mapping[str, "OutputField"], finish_reason: str | None = None
+                 ) -> dict[str, Any] | Reject:
     value = extract_json(text)
-    if isinstance(value, ParseFailure):
+    if isinstance(value, Reject):
         if finish_reason == "length":
-            return ParseFailure("truncated", f"hit max_tokens before the JSON closed ({value.detail})")
+            return Reject("truncated", f"hit max_tokens before the JSON closed ({value.detail})")
         return value
     if not isinstance(value, dict):
-        return ParseFailure("wrong_type", f"expected a JSON object, got {type(value).__name__}")
+        return Reject("wrong_type", f"expected a JSON object, got {type(value).__name__}")
     out: dict[str, Any] = {}
     for name, spec in fields.items():
         if name not in value:
-            return ParseFailure("missing_field", f"no {name!r} in the output")
+            return Reject("missing_field", f"no {name!r} in the output")
         coerced = _coerce(name, value[name], spec.type)
-        if isinstance(coerced, ParseFailure):
+        if isinstance(coerced, Reject):
             return coerced
         out[name] = coerced
     return out

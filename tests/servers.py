@@ -4,7 +4,7 @@ answers, stop it.
 `start_llama_server()` runs llama-cpp-python's OpenAI-compatible server
 (`python -m llama_cpp.server`, the `llama-cpp-python[server]` extra) on the embedded
 SmolLM2 model, served under the name the catalog records for it
-(`synth.models.EMBEDDED_MODEL_NAME`). It leaves out vLLM's server (GPU machines)
+(`synth.backends.embedded.EMBEDDED_MODEL_NAME`). It leaves out vLLM's server (GPU machines)
 and anything that binds beyond 127.0.0.1.
 
 Example::
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from synth.models import EMBEDDED_MODEL_NAME, embedded_gguf
+from synth.backends.embedded import EMBEDDED_MODEL_NAME, embedded_gguf
 
 
 class ServerFailed(RuntimeError):

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storage.catalog import Catalog  # noqa: E402
-from storage.job import Job  # noqa: E402
+from tests.conftest import start_run  # noqa: E402
 from synth.backends import make_backend  # noqa: E402
 from synth.recipe import load_recipe  # noqa: E402
 
@@ -23,9 +23,7 @@ if __name__ == "__main__":
     backend = make_backend(recipe.backend)
     backend.load()
     with Catalog(recipe.catalog) as catalog:
-        job = Job(recipe, catalog, backend)
-        job.start()
-        job.plan()
+        job = start_run(recipe, backend, catalog)
         print("STARTED", flush=True)
         job.generate()
         print("DONE", job.finish()["status"], flush=True)

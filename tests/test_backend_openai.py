@@ -14,9 +14,9 @@ import pytest
 from synth.backends import make_backend
 from synth.backends.base import Backend, BackendUnavailable
 from synth.backends.openai import OpenAIBackend, OpenAIConfigError
-from synth.models import EMBEDDED_MODEL_NAME
-from synth.recipe import BackendSettings
-from synth.types import GenerationRequest, Sampling
+from synth.backends.embedded import EMBEDDED_MODEL_NAME
+from synth.backends.openai import OpenAISettings
+from synth.backends.base import GenerationRequest, Sampling
 from tests.http_stub import StubRequest, StubResponse, StubServer, chat_reply
 
 SCHEMA = {
@@ -54,7 +54,7 @@ def echo(request: StubRequest) -> StubResponse:
 
 
 def test_from_settings_and_registry_build_a_cheap_backend():
-    settings = BackendSettings(kind="openai", base_url="http://127.0.0.1:9/v1/", model="my-model",
+    settings = OpenAISettings(base_url="http://127.0.0.1:9/v1/", model="my-model",
                                api_key_env="SYNTH_TEST_KEY", concurrency=3, timeout_s=7, max_retries=2)
     backend = make_backend(settings)
     assert isinstance(backend, OpenAIBackend) and isinstance(backend, Backend)

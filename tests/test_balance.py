@@ -12,13 +12,12 @@ from fractions import Fraction
 import pytest
 
 from storage.catalog import Catalog
-from storage.job import Job
 from storage.report import build_report, plot_leaf_distribution, render_markdown
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights, within_tolerance
 from synth.recipe import load_recipe
 from synth.tree import tree_from_yaml
-from tests.conftest import write_recipe
+from tests.conftest import RunHarness, start_run, write_recipe
 
 TOPICS = """
 task: math-test
@@ -69,12 +68,8 @@ def test_tolerance():
 
 def make_job(tmp_path, script=None, **overrides):
     overrides.setdefault("tree", {"max_depth": 2})
-    recipe = load_recipe(write_recipe(tmp_path, **overrides))
-    cat = Catalog(recipe.catalog)
-    job = Job(recipe, cat, ScriptedBackend(script))
-    job.start()
-    job.set_tree(tree_from_yaml(TOPICS))
-    return job
+    return start_run(write_recipe(tmp_path, **overrides), ScriptedBackend(script), tree=tree_from_yaml(TOPICS),
+                     plan=False)
 
 
 def accepted_by_label(job):
@@ -187,7 +182,7 @@ def test_an_existing_dataset_is_rebalanced(tmp_path):
         balance={"max_per_leaf": 6, "dataset": {"path": "existing.jsonl"}}))
     backend = ScriptedBackend(classifier_then_generator)
     with Catalog(recipe.catalog) as cat:
-        job = Job(recipe, cat, backend)
+        job = RunHarness(recipe, cat, backend)
         job.start()
         job.set_tree(tree_from_yaml(ONE_LEVEL))
         imported = job.import_existing()
@@ -212,7 +207,7 @@ def test_an_existing_dataset_is_rebalanced(tmp_path):
         calls = len(backend.calls)
 
         # a rerun classifies nothing again and generates nothing more
-        again = Job(recipe, cat, backend)
+        again = RunHarness(recipe, cat, backend)
         again.start()
         again.set_tree(job.tree)
         assert again.import_existing()["copied"] == 0

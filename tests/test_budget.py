@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from synth.budget import (SWITCH_POINTS, BudgetError, allocate_mix, choose_strategy, switch_point)
-from synth.recipe import STRATEGIES
+from synth.allocate import AllocationError, allocate
+from synth.budget import SWITCH_POINTS, BudgetError, choose_strategy, switch_point
+from synth.strategies import STRATEGIES
 
 
 # --- the switch point table and its interpolation -------------------------------------
@@ -62,14 +63,6 @@ def test_full_seed_set_uses_the_lowest_switch_point():
     assert choose_strategy(7_000 * 17, 7_000).strategy == "new_question"
 
 
-def test_weak_augmenter_rephrases_instead_of_new_questions():
-    choice = choose_strategy(100_000, 1_000, weak_model=True)
-    assert choice.strategy == "question_rephrase"
-    assert "weak" in choice.reason and "§5.3" in choice.reason
-    # a weak model changes nothing below the switch point
-    assert choose_strategy(1_000, 1_000, weak_model=True).strategy == "answer_augmentation"
-
-
 def test_no_seeds_means_new_questions_from_the_tree():
     choice = choose_strategy(500, 0)
     assert choice.strategy == "new_question" and choice.ratio is None
@@ -79,8 +72,7 @@ def test_no_seeds_means_new_questions_from_the_tree():
 def test_every_choice_is_a_known_strategy():
     for budget in (1, 10, 1_000, 10**6):
         for seeds in (0, 1, 10, 100, 5_000, 10**5):
-            for weak in (False, True):
-                assert choose_strategy(budget, seeds, weak).strategy in STRATEGIES
+            assert choose_strategy(budget, seeds).strategy in STRATEGIES
 
 
 @pytest.mark.parametrize("budget, seeds, words", [(0, 10, "at least 1 request"), (-5, 10, "at least 1 request"),
@@ -90,45 +82,45 @@ def test_bad_inputs_raise_a_typed_error_that_says_what_to_change(budget, seeds, 
         choose_strategy(budget, seeds)
 
 
-# --- allocate_mix -------------------------------------------------------------------------
+# --- allocate (synth/allocate.py, the one allocator) -------------------------------------------------------------------------
 
-def test_allocate_mix_largest_remainder_example():
+def test_allocate_largest_remainder_example():
     # quotas 6.67 / 3.33: floors 6 + 3, the extra goes to the larger remainder
-    assert allocate_mix({"new_question": 2, "answer_augmentation": 1}, 10) == {
+    assert allocate({"new_question": 2, "answer_augmentation": 1}, 10) == {
         "new_question": 7, "answer_augmentation": 3}
 
 
-def test_allocate_mix_ties_are_deterministic_and_keep_key_order():
-    assert allocate_mix({"a": 1, "b": 1, "c": 1}, 10) == {"a": 4, "b": 3, "c": 3}
-    assert list(allocate_mix({"c": 1, "a": 1}, 3)) == ["c", "a"]
-    assert allocate_mix({"c": 1, "a": 1}, 3) == {"c": 2, "a": 1}
+def test_allocate_ties_are_deterministic_and_keep_key_order():
+    assert allocate({"a": 1, "b": 1, "c": 1}, 10) == {"a": 4, "b": 3, "c": 3}
+    assert list(allocate({"c": 1, "a": 1}, 3)) == ["c", "a"]
+    assert allocate({"c": 1, "a": 1}, 3) == {"c": 2, "a": 1}
 
 
-def test_allocate_mix_floats_without_drift():
+def test_allocate_floats_without_drift():
     # 0.1 + 0.2 + 0.7 in floats is not 1.0; the split must still be exact
-    assert allocate_mix({"a": 0.1, "b": 0.2, "c": 0.7}, 10) == {"a": 1, "b": 2, "c": 7}
+    assert allocate({"a": 0.1, "b": 0.2, "c": 0.7}, 10) == {"a": 1, "b": 2, "c": 7}
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 99, 1000, 12345])
-def test_allocate_mix_sums_to_n_and_stays_within_one_of_the_quota(n):
+def test_allocate_sums_to_n_and_stays_within_one_of_the_quota(n):
     weights = {"new_question": 0.5, "answer_augmentation": 0.3, "question_rephrase": 0.2}
-    counts = allocate_mix(weights, n)
+    counts = allocate(weights, n)
     assert sum(counts.values()) == n
     for name, weight in weights.items():
         assert abs(counts[name] - n * weight) < 1
 
 
-def test_allocate_mix_zero_weight_gets_nothing():
-    assert allocate_mix({"a": 1, "b": 0, "c": 1}, 5) == {"a": 3, "b": 0, "c": 2}
+def test_allocate_zero_weight_gets_nothing():
+    assert allocate({"a": 1, "b": 0, "c": 1}, 5) == {"a": 3, "b": 0, "c": 2}
 
 
 @pytest.mark.parametrize("weights, n, words", [
-    ({}, 5, "no strategy weights"),
+    ({}, 5, "no weights to allocate by"),
     ({"a": 0, "b": 0}, 5, "must be > 0"),
     ({"a": -1, "b": 2}, 5, "finite number >= 0"),
     ({"a": float("nan")}, 5, "finite number >= 0"),
     ({"a": 1}, -1, "negative"),
 ])
-def test_allocate_mix_rejects_bad_input(weights, n, words):
-    with pytest.raises(BudgetError, match=words):
-        allocate_mix(weights, n)
+def test_allocate_rejects_bad_input(weights, n, words):
+    with pytest.raises(AllocationError, match=words):
+        allocate(weights, n)

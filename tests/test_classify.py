@@ -1,5 +1,5 @@
 """Classifying existing rows down a TreeSynth tree (synth/classify.py) and importing them
-into the catalog (storage/imports.py), on scripted backends; one slow test with the real
+into the catalog (storage/existing.py), on scripted backends; one slow test with the real
 embedded model."""
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import time
 import pytest
 
 from storage.catalog import Catalog
-from storage.imports import import_existing, import_run_id
+from storage.existing import import_existing, import_run_id
 from synth.backends.scripted import ScriptedBackend
+from synth.reject import Rejected
 from synth.classify import MAX_TRIES, classify_rows, leaf_distribution, match_value
-from synth.recipe import SamplingSettings, Task
+from synth.backends.base import SamplingSettings
+from synth.recipe import Task
 from synth.tree import ANY, tree_from_yaml
 from tests.conftest import GSM8K_SLICE
 
@@ -171,9 +173,9 @@ def test_match_value_exact_then_unique_prefix():
     values = ["money", "time", "geometry", "geography"]
     assert match_value(" Money ", values) == "money"
     assert match_value("tim", values) == "time"
-    with pytest.raises(ValueError, match="several"):
+    with pytest.raises(Rejected, match="several"):
         match_value("geo", values)
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(Rejected, match="not one of"):
         match_value("weather", values)
 
 
@@ -267,7 +269,7 @@ def test_import_writes_one_sample_per_row_and_is_idempotent(tmp_path):
 
 def test_content_hash_matches_the_job(tmp_path):
     from synth.ids import text_hash
-    from synth.quality import normalize_for_hash
+    from synth.ids import normalize_for_hash
 
     tree = tree_from_yaml(ONE_LEVEL)
     rows = [{"question": "money: Tom has $5.", "answer": "#### 5"}]

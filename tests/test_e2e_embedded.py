@@ -48,7 +48,7 @@ def test_embedded_model_through_the_flow_to_parquet(tmp_path):
 @pytest.mark.parametrize("strategy", ["answer_augmentation", "question_rephrase"])
 def test_each_seeded_strategy_with_the_embedded_model(tmp_path, strategy):
     """A seed-based strategy, for real (new_question runs in the flow test above)."""
-    from storage.job import Job
+    from tests.conftest import start_run
     from synth.backends.llamacpp import LlamaCppBackend
     from synth.recipe import load_recipe
 
@@ -59,10 +59,7 @@ def test_each_seeded_strategy_with_the_embedded_model(tmp_path, strategy):
         backend={"kind": "llamacpp", "n_ctx": 1024, "sampling": {"max_tokens": 64, "temperature": 0.7, "seed": 9}}))
     backend = LlamaCppBackend(n_ctx=1024)
     with Catalog(recipe.catalog) as cat:
-        job = Job(recipe, cat, backend)
-        job.start()
-        job.plan()
-        job.generate()
+        start_run(recipe, backend, cat).generate()
         backend.close()
         stages = {r["stage"] for r in cat.query("SELECT DISTINCT stage FROM requests")}
         rows = cat.query("SELECT strategy, seed_row, status, raw_text FROM samples")

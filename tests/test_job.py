@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import json
 
-from storage.catalog import Catalog
-from storage.job import Job
 from synth.backends.scripted import ScriptedBackend
-from synth.recipe import load_recipe
-from tests.conftest import write_recipe
-
-
-def run_all(job: Job, limit_chunks: int | None = None) -> int:
-    return job.generate(max_chunks=limit_chunks)
-
-
-def make_job(path, backend=None):
-    recipe = load_recipe(path)
-    cat = Catalog(recipe.catalog)
-    job = Job(recipe, cat, backend or ScriptedBackend())
-    job.start()
-    job.plan()
-    return job
+from tests.conftest import start_run, write_recipe
 
 
 def test_fills_the_target_with_lineage(recipe_path):
-    job = make_job(recipe_path)
-    run_all(job)
+    job = start_run(recipe_path)
+    job.generate()
     assert job.finish()["status"] == "finished"
     stats = job.catalog.stats(job.run_id)
     assert stats["samples"]["accepted"] == 6
@@ -49,8 +33,8 @@ def test_malformed_outputs_become_rejects_then_retried(tmp_path):
         field = "answer" if "answer" in request.json_schema["properties"] else "question"
         return json.dumps({field: f"text for {key} is long enough"})
 
-    job = make_job(path, ScriptedBackend(script))
-    run_all(job)
+    job = start_run(path, ScriptedBackend(script))
+    job.generate()
     rejects = job.catalog.query("SELECT reason, raw_text FROM samples WHERE status = 'rejected' ORDER BY reason")
     assert [r["reason"].split(":")[0] for r in rejects] == ["backend_error", "empty_output", "invalid_json"]
     assert any(r["raw_text"] == "{not json" for r in rejects)
@@ -68,8 +52,8 @@ def test_duplicates_are_marked_and_replaced(tmp_path):
             return json.dumps({"question": text})
         return json.dumps({"answer": "It is 4. #### 4"})
 
-    job = make_job(path, ScriptedBackend(script))
-    run_all(job)
+    job = start_run(path, ScriptedBackend(script))
+    job.generate()
     dups = job.catalog.query("SELECT duplicate_of FROM samples WHERE status = 'duplicate'")
     assert len(dups) == 2 and all(d["duplicate_of"] for d in dups)
     assert job.finish()["accepted"] == 3
@@ -77,22 +61,22 @@ def test_duplicates_are_marked_and_replaced(tmp_path):
 
 def test_budget_stops_the_run_and_says_so(tmp_path):
     path = write_recipe(tmp_path, generation={"target": 10, "budget": 7, "chunk_size": 4})
-    job = make_job(path)
-    run_all(job)
+    job = start_run(path)
+    job.generate()
     assert job.requests_used() <= 7
     summary = job.finish()
     assert summary["status"] == "short" and "budget" in summary["message"]
 
 
 def test_resume_after_interruption_writes_nothing_twice(recipe_path):
-    job = make_job(recipe_path)
-    assert run_all(job, limit_chunks=1) == 1  # "killed" after one committed chunk
+    job = start_run(recipe_path)
+    assert job.generate(max_chunks=1) == 1  # "killed" after one committed chunk
     first = {r["sample_id"] for r in job.catalog.query("SELECT sample_id FROM samples")}
     job.catalog.close()
 
     backend = ScriptedBackend()
-    job2 = make_job(recipe_path, backend)
-    run_all(job2)
+    job2 = start_run(recipe_path, backend)
+    job2.generate()
     assert job2.catalog.scalar("SELECT attempts FROM runs") == 2
     rows = job2.catalog.query("SELECT sample_id, slot FROM samples WHERE status = 'accepted'")
     assert len(rows) == 6 and len({r["slot"] for r in rows}) == 6
@@ -113,7 +97,7 @@ def test_weak_leaf_gets_parallel_attempts_and_surplus_is_dropped(tmp_path):
         field = "answer" if "answer" in request.json_schema["properties"] else "question"
         return json.dumps({field: f"unique text {request.key} with words"})
 
-    job = make_job(path, ScriptedBackend(script))
+    job = start_run(path, ScriptedBackend(script))
     job.generate()
     attempts = job.catalog.query("SELECT slot, count(*) AS n FROM samples GROUP BY slot")
     assert all(a["n"] >= 2 for a in attempts)
@@ -136,7 +120,7 @@ def test_near_duplicates_are_caught(tmp_path):
             return json.dumps({"question": base.format(next(names))})
         return json.dumps({"answer": "5 + 3 = 8. #### 8"})
 
-    job = make_job(path, ScriptedBackend(script))
+    job = start_run(path, ScriptedBackend(script))
     job.generate()
     dup = job.catalog.query("SELECT reason, duplicate_of FROM samples WHERE status = 'duplicate'")
     assert dup and all(d["reason"].startswith("near_duplicate") and d["duplicate_of"] for d in dup)
@@ -147,7 +131,7 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
     path = write_recipe(tmp_path, generation={"target": 3, "budget": 30, "chunk_size": 8, "max_rounds": 2,
                                               "strategy": "answer_augmentation"},
                         verify={"kind": "math"})
-    job = make_job(path, ScriptedBackend(lambda r: json.dumps({"answer": "I think it is 72. #### 72"})))
+    job = start_run(path, ScriptedBackend(lambda r: json.dumps({"answer": "I think it is 72. #### 72"})))
     job.generate()
     rows = job.catalog.query("SELECT seed_row, status, reason, verified FROM samples ORDER BY slot, attempt")
     for row in rows:
@@ -168,7 +152,7 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
             return json.dumps({"question": f"How many pencils are in box {request.key}?"})
         return json.dumps({"answer": f"Counting them: {next(votes)}"})
 
-    job = make_job(path, ScriptedBackend(script))
+    job = start_run(path, ScriptedBackend(script))
     job.generate()
     answers = [json.loads(r["fields"])["answer"] for r in job.catalog.query(
         "SELECT fields FROM samples WHERE status = 'accepted' ORDER BY slot")]
@@ -177,11 +161,11 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
 
 
 def test_auto_strategy_follows_the_budget_and_records_why(tmp_path):
-    small = make_job(write_recipe(tmp_path, generation={"target": 4, "budget": 12, "strategy": "auto"}))
+    small = start_run(write_recipe(tmp_path, generation={"target": 4, "budget": 12, "strategy": "auto"}))
     run = small.catalog.run(small.run_id)
     assert run["strategy"] == "answer_augmentation" and "below the switch point" in run["strategy_reason"]
     small.catalog.close()
-    big = make_job(write_recipe(tmp_path / "big" if (tmp_path / "big").mkdir() is None else tmp_path,
+    big = start_run(write_recipe(tmp_path / "big" if (tmp_path / "big").mkdir() is None else tmp_path,
                                 generation={"target": 4, "budget": 5000, "strategy": "auto"}))
     run = big.catalog.run(big.run_id)
     assert run["strategy"] == "new_question" and "switch point" in run["strategy_reason"]

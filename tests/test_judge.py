@@ -9,13 +9,12 @@ import duckdb
 import pytest
 
 from storage.catalog import Catalog
-from storage.job import Job
 from storage.schema import SCHEMA_VERSION, TABLES
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.judge import parse_judgement
-from synth.parsing import ParseFailure
+from synth.reject import Reject
 from synth.recipe import load_recipe
-from tests.conftest import write_recipe
+from tests.conftest import run_to_end, write_recipe
 
 
 def judging_script(score_for):
@@ -30,11 +29,7 @@ def judging_script(score_for):
 def run(path, backend):
     recipe = load_recipe(path)
     with Catalog(recipe.catalog) as cat:
-        job = Job(recipe, cat, backend)
-        job.start()
-        job.plan()
-        job.generate()
-        summary = job.finish()
+        job, summary = run_to_end(recipe, backend, cat)
         samples = cat.query("SELECT sample_id, status, reason, quality, judge_rationale FROM samples")
         judge_requests = cat.query("SELECT * FROM requests WHERE stage = 'judge'")
         total_requests = job.requests_used()
@@ -101,7 +96,7 @@ def test_parse_judgement_cases():
     assert parse_judgement('{"rationale": "fine", "score": 4}') == (4, "fine")
     assert parse_judgement('```json\n{"rationale": "x", "score": "5"}\n```') == (5, "x")
     for text in ("", '{"score": 9, "rationale": "x"}', '{"score": true}', "[1]", '{"rationale": "x"'):
-        assert isinstance(parse_judgement(text), ParseFailure), text
+        assert isinstance(parse_judgement(text), Reject), text
 
 
 def test_an_old_catalog_gains_the_judge_column(tmp_path):

@@ -1,4 +1,4 @@
-"""synth.minhash: the vectorised MinHash LSH behind NearDupIndex."""
+"""synth.minhash: the vectorised MinHash LSH behind synth.dedup."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from synth import minhash
-from synth.dedup import NearDupIndex, shingles
+from synth.dedup import shingles
 from synth.minhash import MinHashIndex, estimated_jaccard, near_duplicates, shingle_hashes, signatures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ def test_buffered_adds_are_found(monkeypatch):
 
 
 def test_threshold_one_disables():
-    for index in (MinHashIndex(1.0), NearDupIndex(1.0)):
+    for index in (MinHashIndex(1.0),):
         index.add("a", QUESTIONS[0])
         index.add_many(["b"], [QUESTIONS[1]])
         assert not index.enabled and len(index) == 0
@@ -124,7 +124,7 @@ def test_lsh_bands_match_datasketch_choice(threshold, bands_rows):
 
 
 def test_near_dup_index_keeps_its_api():
-    index = NearDupIndex(0.6)
+    index = MinHashIndex(0.6)
     assert index.enabled and index.threshold == 0.6
     index.add("s1", QUESTIONS[0])
     index.add("s1", QUESTIONS[1])  # a key already there is skipped

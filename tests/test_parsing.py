@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from synth.parsing import ParseFailure, extract_json, json_schema_for, parse_fields
+from synth.reject import Reject
+from synth.parsing import extract_json, json_schema_for, parse_fields
 from synth.recipe import OutputField
 
 FIELDS = {"question": OutputField(description="q"), "n": OutputField(description="n", type="integer")}
@@ -34,13 +35,13 @@ def test_fenced_and_prose():
 ])
 def test_failures_have_reasons(text, finish, reason):
     out = parse_fields(text, FIELDS, finish)
-    assert isinstance(out, ParseFailure) and out.reason == reason
+    assert isinstance(out, Reject) and out.reason == reason
 
 
 def test_nul_and_surrogates_do_not_crash():
     out = parse_fields(json.dumps({"question": "a\x00b \ud800 c", "n": 1}), FIELDS)
     assert out["question"] == "ab \ud800 c"
-    assert isinstance(extract_json("\ud800{"), ParseFailure)
+    assert isinstance(extract_json("\ud800{"), Reject)
 
 
 def test_schema():

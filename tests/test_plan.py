@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from synth.plan import allocate, plan_slots
+from synth.allocate import allocate
+from synth.plan import plan_slots
 
 
 def test_allocate_sums_and_is_proportional():

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from storage.catalog import Catalog
-from storage.job import Job
 from storage.projection import project, render_projection
 from storage.report import build_report, distinct_n, imbalance, plot_leaf_distribution, render_markdown
 from synth.backends.scripted import ScriptedBackend
 from synth.recipe import load_recipe
-from tests.conftest import write_recipe
+from tests.conftest import run_to_end, start_run, write_recipe
 
 
 def test_projection_counts_stages_and_flags_the_budget(tmp_path):
@@ -32,9 +31,7 @@ def test_projection_counts_the_judge(tmp_path):
 def test_projection_uses_observed_tokens(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path))
     with Catalog(recipe.catalog) as cat:
-        job = Job(recipe, cat, ScriptedBackend())
-        job.start()
-        job.plan()
+        job = start_run(recipe, ScriptedBackend(), cat)
         job.generate()
         p = project(recipe, cat)
         assert p["source"] == "observed in the catalog" and p["acceptance_rate"] == 1.0
@@ -45,11 +42,7 @@ def test_projection_uses_observed_tokens(tmp_path):
 def test_report_and_plot(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path))
     with Catalog(recipe.catalog) as cat:
-        job = Job(recipe, cat, ScriptedBackend())
-        job.start()
-        job.plan()
-        job.generate()
-        job.finish()
+        job, _ = run_to_end(recipe, ScriptedBackend(), cat)
         report = build_report(cat, job.run_id)
     assert report["stats"]["samples"]["accepted"] == 6 and report["leaves"][0]["accepted"] == 6
     assert report["diversity"]["distinct_1"] is not None

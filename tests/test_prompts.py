@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from synth.prompts import PromptError, render, render_string
+from synth.render import PromptError, Renderer, render_string
 from synth.recipe import Task
-from synth.strategies import STAGES, Slot, StageContext, render_stage
+from synth.slot import Slot
+from synth.strategies import STRATEGIES, GenerationContext
 
 TASK = Task(name="t", description="Grade-school math word problems.",
             output_fields={"question": {"description": "q"}, "answer": {"description": "a"}})
@@ -15,28 +16,28 @@ SEEDS = [{"question": "Q{{ 7*7 }} one?", "answer": "A one #### 1"}, {"question":
 
 def test_missing_variable_is_an_error():
     with pytest.raises(PromptError):
-        render("generate/system.jinja2", {})
+        Renderer().render("generate/system.jinja2", {})
 
 
 def test_generated_text_is_not_rendered_as_a_template():
-    ctx = StageContext(TASK, SEEDS)
+    ctx = GenerationContext(TASK, SEEDS)
     slot = Slot(index=0, strategy="new_question", example_rows=(0,))
-    messages = render_stage(STAGES["new_question"][0], slot, ctx, {})
+    messages = STRATEGIES["new_question"].render(STRATEGIES["new_question"].stages[0], slot, ctx, {})
     assert "Q{{ 7*7 }} one?" in messages[1]["content"]
     assert "49" not in messages[1]["content"]
 
 
 def test_constraints_and_fields_appear():
-    ctx = StageContext(TASK, SEEDS)
+    ctx = GenerationContext(TASK, SEEDS)
     slot = Slot(index=0, strategy="new_question", constraints=(("setting", "farm"),), example_rows=(1,))
-    text = render_stage(STAGES["new_question"][0], slot, ctx, {})[1]["content"]
+    text = STRATEGIES["new_question"].render(STRATEGIES["new_question"].stages[0], slot, ctx, {})[1]["content"]
     assert "- setting: farm" in text and "keys: question" in text
 
 
 def test_answer_stage_shows_question_and_examples():
-    ctx = StageContext(TASK, SEEDS)
+    ctx = GenerationContext(TASK, SEEDS)
     slot = Slot(index=0, strategy="answer_augmentation", seed_row=1, example_rows=(0,))
-    text = render_stage(STAGES["answer_augmentation"][0], slot, ctx, {"question": "How many?"})[1]["content"]
+    text = STRATEGIES["answer_augmentation"].render(STRATEGIES["answer_augmentation"].stages[0], slot, ctx, {"question": "How many?"})[1]["content"]
     assert "Question: How many?" in text and "A one #### 1" in text
 
 

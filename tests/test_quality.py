@@ -11,8 +11,7 @@ import pytest
 
 from synth.quality import FilterContext, first_problem, repeated_ngram_share
 from synth.recipe import RecipeError, load_recipe
-from tests.conftest import write_recipe
-from tests.test_job import make_job, run_all
+from tests.conftest import start_run, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -40,7 +39,7 @@ def gsm8k_rows() -> list[dict]:
 ])
 def test_each_filter_names_its_reason(fields, reason):
     problem = first_problem(fields, CTX)
-    assert problem is not None and problem.startswith(reason), problem
+    assert problem is not None and str(problem).startswith(reason), problem
 
 
 def test_real_gsm8k_and_humaneval_pass_every_filter():
@@ -82,8 +81,8 @@ def test_a_looping_answer_is_filtered_with_its_raw_text(tmp_path):
 
     from synth.backends.scripted import ScriptedBackend
 
-    job = make_job(path, ScriptedBackend(script))
-    run_all(job)
+    job = start_run(path, ScriptedBackend(script))
+    job.generate()
     rows = job.catalog.query("SELECT status, reason, raw_text FROM samples")
     assert rows and all(r["status"] == "filtered" and r["reason"].startswith("repetition: answer") for r in rows)
     assert all("She buys 3 apples" in r["raw_text"] for r in rows)

@@ -31,7 +31,7 @@ def test_hash_ignores_where_outputs_go(tmp_path):
     ({"generation": {"target": "many"}}, "write a whole number"),
     ({"generation": {"strategy": "magic"}}, "unknown strategy 'magic'"),
     ({"backend": {"kind": "gpt5"}}, "unknown backend 'gpt5'"),
-    ({"backend": {"api_key_env": "sk-abc def"}}, "NAME of an environment variable"),
+    ({"backend": {"kind": "openai", "api_key_env": "sk-abc def"}}, "NAME of an environment variable"),
     ({"seeds": {"path": "nowhere.jsonl"}}, "seeds.path: no file"),
     ({"seeds": {"path": "seeds.jsonl", "fields": {"solution": "answer"}}}, "seeds.fields maps 'solution'"),
     ({"task": None}, "task: required"),

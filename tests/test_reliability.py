@@ -14,11 +14,10 @@ import yaml
 
 from flows.cli import main
 from storage.catalog import Catalog, CatalogBusy
-from storage.job import Job
 from synth.backends.openai import OpenAIBackend
 from synth.backends.scripted import ScriptedBackend
 from synth.recipe import load_recipe
-from tests.conftest import ROOT, base_recipe, write_recipe
+from tests.conftest import ROOT, base_recipe, run_to_end, start_run, write_recipe
 from tests.http_stub import StubResponse, StubServer, chat_reply
 
 
@@ -54,7 +53,7 @@ BAD_RECIPES = [
     ("tree file missing", {"tree": {"file": "tree.yaml"}}, "tree.file: no file"),
     ("verify kind unknown", {"verify": {"kind": "astrology"}}, "verify.kind"),
     ("quality bounds inverted", {"quality": {"min_chars": 100, "max_chars": 10}}, "max_chars"),
-    ("key in api_key_env", {"backend": {"api_key_env": "sk-live-123 456"}}, "NAME of an environment variable"),
+    ("key in api_key_env", {"backend": {"kind": "openai", "api_key_env": "sk-live-123 456"}}, "NAME of an environment variable"),
     ("unknown template name", {"templates": {"generate/nope.jinja2": "t.jinja2"}}, "no built-in prompt"),
     ("template syntax error", {"templates": {"generate/new_question.jinja2": "broken.jinja2"}}, "syntax error"),
 ]
@@ -116,9 +115,7 @@ def test_a_good_user_template_is_used(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, templates={"generate/new_question.jinja2": "mine.jinja2"}))
     backend = ScriptedBackend()
     with Catalog(recipe.catalog) as cat:
-        job = Job(recipe, cat, backend)
-        job.start()
-        job.plan()
+        job = start_run(recipe, backend, cat)
         job.generate()
         hashes = {r["template_hash"] for r in cat.query("SELECT template_hash FROM requests WHERE stage = 'question'")}
     assert "Invent a question about trains." in backend.calls[0][0].messages[1]["content"]
@@ -167,11 +164,7 @@ def test_hostile_outputs_become_rejects_and_odd_text_stays_data(tmp_path):
 
     backend.generate = generate
     with Catalog(recipe.catalog) as cat:
-        job = Job(recipe, cat, backend)
-        job.start()
-        job.plan()
-        job.generate()
-        summary = job.finish()
+        job, summary = run_to_end(recipe, backend, cat)
         rejects = cat.query("SELECT reason, raw_text FROM samples WHERE status = 'rejected'")
         kept = [json.loads(r["fields"])["question"] for r in cat.query(
             "SELECT fields FROM samples WHERE status IN ('accepted', 'filtered', 'dropped')")]
@@ -220,11 +213,7 @@ def test_hostile_http_server_429_500_timeouts_garbage(tmp_path):
         backend = OpenAIBackend.from_settings(recipe.backend)
         backend.backoff_base_s = 0.01
         with Catalog(recipe.catalog) as cat:
-            job = Job(recipe, cat, backend)
-            job.start()
-            job.plan()
-            job.generate()
-            summary = job.finish()
+            job, summary = run_to_end(recipe, backend, cat)
             stats = cat.stats(job.run_id)
         backend.close()
     assert summary["accepted"] == 4

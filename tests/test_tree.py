@@ -9,11 +9,13 @@ import pytest
 
 from synth.backends.scripted import ScriptedBackend
 from synth.recipe import TreeSettings
+from synth.reject import Rejected
 from synth.tree import (
-    ANY, Tree, TreeError, TreeNode, build_tree, leaf_constraints, leaf_label, node_id_for, parse_dimension,
-    parse_expansion, parse_pivots, render_tree, tree_from_yaml, tree_id_for, tree_to_yaml,
+    ANY, Tree, TreeError, TreeNode, build_tree, leaf_constraints, leaf_label, node_id_for, render_tree,
+    tree_from_yaml, tree_id_for, tree_to_yaml,
 )
-from synth.types import GenerationResult
+from synth.tree.answers import parse_dimension, parse_expansion, parse_pivots
+from synth.backends.base import GenerationResult
 from tests.tree_llm import LLM, SAMPLING, TASK, path_of, stage_of
 
 
@@ -254,13 +256,11 @@ HOSTILE = ["null", "[]", "0", '"str"', "{}", '{"samples": null}', '{"samples": [
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_parsers_never_crash_on_hostile_output(text):
-    from synth.tree import _Invalid
-
     for parse in (lambda r: parse_pivots(r, 4), lambda r: parse_dimension(r, ["a", "b", "c", "d"], [], 4),
                   lambda r: parse_expansion(r, ["a"])):
         try:
             parse(_r(text))
-        except _Invalid as exc:
+        except Rejected as exc:
             assert str(exc)  # a reason to record
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from synth.verify import VerifyContext, make_verifier
-from synth.verify.code import CodeVerifier, unfence
+from synth.verify import make_verifier
+from synth.verify.code import CodeContext, CodeVerifier, unfence
 from synth.verify.sandbox import MAX_PROCESSES, NOBODY, isolation, run_check
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +28,8 @@ def sample(row: dict, solution: str) -> dict:
     return {"prompt": row["prompt"], "solution": solution, "test": row["test"], "entry_point": row["entry_point"]}
 
 
-def ctx(timeout_s: float = 5.0, memory_mb: int = 256, **kw) -> VerifyContext:
-    return VerifyContext(answer_field="solution", timeout_s=timeout_s, memory_mb=memory_mb, **kw)
+def ctx(timeout_s: float = 5.0, memory_mb: int = 256, **kw) -> CodeContext:
+    return CodeContext(answer_field="solution", timeout_s=timeout_s, memory_mb=memory_mb, **kw)
 
 
 def check_row0(body: str, timeout_s: float = 3.0, memory_mb: int = 256):

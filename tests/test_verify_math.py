@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from synth.recipe import Verify
-from synth.verify import VERIFIERS, Verdict, VerifyContext, context_from_settings, make_verifier
-from synth.verify.math import MathVerifier, extract_final_number, majority_answer
+from synth.verify import VERIFIERS, Verdict, VerifyCase, make_verifier
+from synth.verify.math import MathContext, MathVerifier, MathVerifySettings, extract_final_number, majority_answer
 
 GSM8K = Path(__file__).resolve().parent.parent / "recipes" / "seeds" / "gsm8k_120.jsonl"
 ROWS = [json.loads(line) for line in GSM8K.read_text().splitlines()]
@@ -91,8 +90,8 @@ def test_majority_answer_needs_more_than_half():
 
 # --- verdicts ---------------------------------------------------------------------------------
 
-def ctx(**kw) -> VerifyContext:
-    return VerifyContext(answer_field="answer", **kw)
+def ctx(**kw) -> MathContext:
+    return MathContext(answer_field="answer", **kw)
 
 
 def test_registry_has_the_three_kinds_and_math_is_the_math_verifier():
@@ -131,7 +130,7 @@ def test_answer_augmentation_rejects_a_wrong_number_on_every_gsm8k_row():
 def test_reason_strings_are_exact():
     verifier = MathVerifier()
     wrong = verifier.verify({"answer": "#### 71"}, ctx(reference="#### 72"))
-    assert wrong == Verdict(False, "wrong_answer: disagrees with seed answer 72 (got 71)", wrong.detail)
+    assert wrong == Verdict.failed("wrong_answer: disagrees with seed answer 72 (got 71)", wrong.detail)
     assert wrong.detail["expected"] == "72" and wrong.detail["got"] == "71"
     none = verifier.verify({"answer": "I could not solve it"}, ctx(reference="#### 72"))
     assert none.reason == "no_number: no final number in the 'answer' field"
@@ -156,7 +155,13 @@ def test_a_seed_without_a_number_and_a_context_without_anything_are_rejected_wit
     assert verifier.verify({"answer": "#### 4"}, ctx()).kind == "unverifiable"
 
 
-def test_context_from_recipe_settings_carries_the_limits():
-    context = context_from_settings(Verify(kind="math", timeout_s=2, memory_mb=64), reference="#### 3")
-    assert (context.timeout_s, context.memory_mb, context.reference) == (2, 64, "#### 3")
-    assert make_verifier("math").verify({"answer": "3"}, context).ok
+def test_the_verifier_builds_its_own_context_from_the_case():
+    verifier = MathVerifySettings(samples=5).build()
+    assert verifier.answer_copies(has_reference=False) == 5 and verifier.answer_copies(has_reference=True) == 1
+    case = VerifyCase(fields={"answer": "3"}, answer_field="answer", question_field="question", reference="#### 3")
+    context = verifier.context(case)
+    assert context.reference == "#### 3" and verifier.verify({"answer": "3"}, context).ok
+    majority = verifier.context(VerifyCase(fields={}, answer_field="answer", question_field="question",
+                                           answers=("#### 4", "#### 4", "#### 5")))
+    assert majority.reference is None and majority.solutions == ("#### 4", "#### 4", "#### 5")
+    assert make_verifier("math").verify({"answer": "#### 4"}, majority).ok

@@ -10,7 +10,8 @@ import json
 import re
 from collections import Counter
 
-from synth.recipe import SamplingSettings, Task
+from synth.backends.base import SamplingSettings
+from synth.recipe import Task
 
 TASK = Task(name="gsm", description="Grade school math word problems with 2 to 8 steps.",
             output_fields={"question": {"description": "the problem"}, "answer": {"description": "the solution"}})

@@ -1,53 +1,50 @@
-"""Backend registry: a dict from the recipe's `backend.kind` to a factory.
+"""The backends: one list of kinds, and the recipe's `backend` section as a union of
+their settings.
 
-Importing this package imports no engine (no llama_cpp, no vllm, no httpx client):
-each backend module imports its engine inside `load()`.
+Each backend module defines its settings (pydantic, `kind: Literal[...]`) beside the
+class; `BACKENDS` maps each kind to its settings class, and `BackendSettings` is the
+discriminated union the recipe validates against, so a typo in `backend.kind` names
+the kinds there are, and the UI form's choices come from `backend_kinds()`. Adding a
+backend means writing one module with a settings class and a backend class, and one
+line here.
+
+Importing this package imports no engine (no llama_cpp, no vllm): each backend imports
+its engine inside `load()`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Annotated, Union
 
-from synth.backends.base import Backend, BackendUnavailable
+from pydantic import Field
 
-if TYPE_CHECKING:
-    from synth.recipe import BackendSettings
+from synth.backends.base import (Backend, BackendSettingsBase, BackendUnavailable, GenerationRequest,
+                                 GenerationResult, Sampling, SamplingSettings)
+from synth.backends.llamacpp import LlamaCppSettings
+from synth.backends.openai import OpenAISettings
+from synth.backends.scripted import ScriptedSettings
+from synth.backends.vllm import VLLMSettings
 
-
-def _llamacpp(settings: "BackendSettings") -> Backend:
-    from synth.backends.llamacpp import LlamaCppBackend
-
-    return LlamaCppBackend.from_settings(settings)
-
-
-def _openai(settings: "BackendSettings") -> Backend:
-    from synth.backends.openai import OpenAIBackend
-
-    return OpenAIBackend.from_settings(settings)
-
-
-def _vllm(settings: "BackendSettings") -> Backend:
-    from synth.backends.vllm import VLLMBackend
-
-    return VLLMBackend.from_settings(settings)
-
-
-def _scripted(settings: "BackendSettings") -> Backend:
-    from synth.backends.scripted import ScriptedBackend
-
-    return ScriptedBackend.from_settings(settings)
-
-
-BACKENDS: dict[str, Callable[["BackendSettings"], Backend]] = {
-    "llamacpp": _llamacpp,
-    "openai": _openai,
-    "vllm": _vllm,
-    "scripted": _scripted,  # deterministic, no model: dry runs and tests
+BACKENDS: dict[str, type[BackendSettingsBase]] = {
+    "llamacpp": LlamaCppSettings,
+    "openai": OpenAISettings,
+    "vllm": VLLMSettings,
+    "scripted": ScriptedSettings,  # deterministic, no model: dry runs and tests
 }
+DEFAULT_KIND = "llamacpp"
+
+# the union is built from the registry, so the list of kinds is written once
+BackendSettings = Annotated[Union[tuple(BACKENDS.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
 
 
-def make_backend(settings: "BackendSettings") -> Backend:
-    return BACKENDS[settings.kind](settings)
+def backend_kinds() -> tuple[str, ...]:
+    return tuple(BACKENDS)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "make_backend"]
+def make_backend(settings: BackendSettingsBase) -> Backend:
+    return settings.build()
+
+
+__all__ = ["BACKENDS", "Backend", "BackendSettings", "BackendSettingsBase", "BackendUnavailable",
+           "GenerationRequest", "GenerationResult", "Sampling", "SamplingSettings", "backend_kinds",
+           "make_backend"]

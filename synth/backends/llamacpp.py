@@ -10,11 +10,24 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
-from synth.backends.base import BackendUnavailable
-from synth.models import EMBEDDED_MODEL_NAME, resolve_gguf
-from synth.types import GenerationRequest, GenerationResult
+from pydantic import Field
+
+from synth.backends.base import (BackendSettingsBase, BackendUnavailable, GenerationRequest,
+                                 GenerationResult)
+from synth.backends.embedded import EMBEDDED_MODEL_NAME, resolve_gguf
+
+
+class LlamaCppSettings(BackendSettingsBase):
+    """`backend: {kind: llamacpp}`: the embedded default, or any GGUF file on this machine."""
+
+    kind: Literal["llamacpp"] = "llamacpp"
+    n_ctx: int = Field(default=2048, gt=0)
+    n_threads: int | None = Field(default=None, gt=0)  # default: every core
+
+    def build(self) -> "LlamaCppBackend":
+        return LlamaCppBackend.from_settings(self)
 
 
 class LlamaCppBackend:
@@ -29,7 +42,7 @@ class LlamaCppBackend:
         self._lock = threading.Lock()  # a Llama object serves one stream at a time
 
     @classmethod
-    def from_settings(cls, settings) -> "LlamaCppBackend":
+    def from_settings(cls, settings: LlamaCppSettings) -> "LlamaCppBackend":
         return cls(model=settings.model, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
 
     def load(self) -> None:

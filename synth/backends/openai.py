@@ -36,12 +36,14 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 from urllib.parse import urlsplit
 
-from synth.backends.base import BackendUnavailable
-from synth.models import EMBEDDED_MODEL_NAME
-from synth.types import GenerationRequest, GenerationResult
+from pydantic import Field, field_validator
+
+from synth.backends.base import (BackendSettingsBase, BackendUnavailable, GenerationRequest,
+                                 GenerationResult)
+from synth.backends.embedded import EMBEDDED_MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,27 @@ _SNIPPET_CHARS = 300
 
 class OpenAIConfigError(ValueError):
     """The backend settings cannot work; the message says what to write."""
+
+
+class OpenAISettings(BackendSettingsBase):
+    """`backend: {kind: openai, base_url: ...}`: any OpenAI-compatible chat server."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str | None = None
+    api_key_env: str | None = None  # the NAME of the variable that holds the key, never the key
+    concurrency: int = Field(default=8, gt=0, le=1024)
+    timeout_s: float = Field(default=120, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError("write the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key itself")
+        return value
+
+    def build(self) -> "OpenAIBackend":
+        return OpenAIBackend.from_settings(self)
 
 
 class _Secret:
@@ -147,7 +170,7 @@ class OpenAIBackend:
         self.attempts = 0  # HTTP attempts made, retries included (for reports and tests)
 
     @classmethod
-    def from_settings(cls, settings) -> "OpenAIBackend":
+    def from_settings(cls, settings: OpenAISettings) -> "OpenAIBackend":
         return cls(
             base_url=settings.base_url,
             model=settings.model,

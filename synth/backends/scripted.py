@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
-from synth.types import GenerationRequest, GenerationResult
+from synth.backends.base import BackendSettingsBase, GenerationRequest, GenerationResult
 
 Script = Callable[[GenerationRequest], "str | Exception"]
 
@@ -36,6 +36,15 @@ def fill_schema(schema: dict[str, Any] | None, key: str) -> Any:
     if "enum" in schema:
         return schema["enum"][int(digest[:4], 16) % len(schema["enum"])]
     return f"scripted {key.rsplit('/', 1)[-1]} {digest[:10]}"
+
+
+class ScriptedSettings(BackendSettingsBase):
+    """`backend: {kind: scripted}`: no model; deterministic JSON (dry runs and tests)."""
+
+    kind: Literal["scripted"] = "scripted"
+
+    def build(self) -> "ScriptedBackend":
+        return ScriptedBackend.from_settings(self)
 
 
 class ScriptedBackend:

@@ -41,11 +41,26 @@ import gc
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
-from synth.backends.base import BackendUnavailable
-from synth.models import EMBEDDED_MODEL_NAME, ModelNotFound
-from synth.types import GenerationRequest, GenerationResult
+from pydantic import Field
+
+from synth.backends.base import (BackendSettingsBase, BackendUnavailable, GenerationRequest,
+                                 GenerationResult)
+from synth.backends.embedded import EMBEDDED_MODEL_NAME, ModelNotFound
+
+
+class VLLMSettings(BackendSettingsBase):
+    """`backend: {kind: vllm}`: vLLM's offline engine in this process (GPU, or the CPU build)."""
+
+    kind: Literal["vllm"] = "vllm"
+    max_model_len: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, gt=0)
+    dtype: str = "auto"
+
+    def build(self) -> "VLLMBackend":
+        return VLLMBackend.from_settings(self)
 
 MARKER_FILE = "converted_from.json"  # written last by scripts/gguf_to_hf.py
 EMBEDDED_HF_SUBDIR = EMBEDDED_MODEL_NAME + "-hf"
@@ -139,7 +154,7 @@ class VLLMBackend:
         self.context_len = 0  # the engine's max_model_len, known after load()
 
     @classmethod
-    def from_settings(cls, settings) -> "VLLMBackend":
+    def from_settings(cls, settings: VLLMSettings) -> "VLLMBackend":
         return cls(
             model=settings.model,
             max_model_len=settings.max_model_len,

@@ -3,7 +3,7 @@
 The program is the sample's prompt (a signature and docstring, when the sample has one)
 followed by its solution; the tests define `check(candidate)` and are called with the
 entry point, as in HumanEval. Tests come from the sample or, for answer augmentation,
-from the seed row (`VerifyContext.test` / `entry_point`). Everything runs in the
+from the seed row (`CodeContext.test` / `entry_point`). Everything runs in the
 subprocess sandbox (synth/verify/sandbox.py); nothing generated is compiled or executed
 in this process. A solution wrapped in a Markdown code fence is unwrapped first.
 
@@ -17,9 +17,12 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
 
-from synth.verify import Verdict, VerifyContext
+from pydantic import Field
+
+from synth.verify.base import Verdict, VerifierSettingsBase, VerifyCase
 from synth.verify.sandbox import run_check
 
 MAX_PARALLEL = 8  # sandboxes at once in verify_many, below os.cpu_count()
@@ -28,13 +31,37 @@ MAX_PROGRAM_CHARS = 200_000
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
+class CodeVerifySettings(VerifierSettingsBase):
+    """`verify: {kind: code}`: limits of one sandboxed test run."""
+
+    kind: Literal["code"] = "code"
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    memory_mb: int = Field(default=256, ge=16, le=16384)
+
+    def build(self) -> "CodeVerifier":
+        return CodeVerifier(self.timeout_s, self.memory_mb)
+
+
+@dataclass(frozen=True)
+class CodeContext:
+    answer_field: str = "answer"  # the field that holds the solution
+    # HumanEval layout: prompt + solution is the program, `test` defines check(candidate)
+    prompt_field: str | None = "prompt"  # prepended when the sample has it (a bare function body)
+    test_field: str = "test"
+    entry_point_field: str = "entry_point"
+    test: str | None = None  # the seed's tests, when the sample does not carry its own
+    entry_point: str | None = None
+    timeout_s: float = 5.0
+    memory_mb: int = 256
+
+
 def unfence(text: str) -> str:
     """The first fenced code block of `text`, or `text` itself when it has none."""
     match = _FENCE.search(text)
     return match.group(1) if match else text
 
 
-def assemble(fields: dict[str, Any], ctx: VerifyContext) -> tuple[str, str, str] | str:
+def assemble(fields: dict[str, Any], ctx: CodeContext) -> tuple[str, str, str] | str:
     """(program, test, entry_point), or the reason why there is nothing to run."""
     solution = unfence(str(fields.get(ctx.answer_field, "") or ""))
     if not solution.strip():
@@ -56,19 +83,32 @@ def assemble(fields: dict[str, Any], ctx: VerifyContext) -> tuple[str, str, str]
 class CodeVerifier:
     kind = "code"
 
-    def verify(self, fields: dict[str, Any], ctx: VerifyContext) -> Verdict:
+    def __init__(self, timeout_s: float = 5.0, memory_mb: int = 256) -> None:
+        self.timeout_s, self.memory_mb = timeout_s, memory_mb
+
+    def answer_copies(self, has_reference: bool) -> int:
+        return 1
+
+    def context(self, case: VerifyCase) -> CodeContext:
+        """The seed's tests and entry point (answer augmentation keeps the seed's prompt);
+        a sample that carries its own `test` field uses that instead."""
+        seed = case.seed or {}
+        return CodeContext(answer_field=case.answer_field, test=seed.get("test"), entry_point=seed.get("entry_point"),
+                           timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+
+    def verify(self, fields: dict[str, Any], ctx: CodeContext) -> Verdict:
         parts = assemble(fields, ctx)
         if isinstance(parts, str):
-            return Verdict(False, parts, {"verifier": "code", "status": parts.split(":", 1)[0]})
+            return Verdict.failed(parts, {"verifier": "code", "status": parts.split(":", 1)[0]})
         program, test, entry = parts
         run = run_check(program, test, entry, timeout_s=ctx.timeout_s, memory_mb=ctx.memory_mb)
         detail = {"verifier": "code", "status": run.status, "returncode": run.returncode, "wall_s": run.wall_s,
                   "isolation": run.isolation, "stdout": run.stdout, "stderr": run.stderr}
         if run.passed:
-            return Verdict(True, None, detail)
-        return Verdict(False, f"{run.status}: {run.message}", detail)
+            return Verdict.passed(detail)
+        return Verdict.failed(f"{run.status}: {run.message}", detail)
 
-    def verify_many(self, items: Sequence[tuple[dict[str, Any], VerifyContext]]) -> list[Verdict]:
+    def verify_many(self, items: Sequence[tuple[dict[str, Any], CodeContext]]) -> list[Verdict]:
         if len(items) <= 1:
             return [self.verify(fields, ctx) for fields, ctx in items]
         workers = max(1, min(len(items), os.cpu_count() or 1, MAX_PARALLEL))

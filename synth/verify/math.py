@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
-from synth.verify import Verdict, VerifyContext
+from pydantic import Field
+
+from synth.verify.base import Verdict, VerifierSettingsBase, VerifyCase
 
 MAX_TEXT_CHARS = 100_000  # longer texts are cut from the front: the final answer is at the end
 
@@ -152,24 +155,54 @@ def _tally(texts: Sequence[str]) -> str:
     return ", ".join(f"{value} x{n}" for value, n in counts.most_common())
 
 
+class MathVerifySettings(VerifierSettingsBase):
+    """`verify: {kind: math}`; `samples`: answers sampled per new question for self-consistency."""
+
+    kind: Literal["math"] = "math"
+    samples: int = Field(default=3, ge=1, le=32)
+
+    def build(self) -> "MathVerifier":
+        return MathVerifier(self.samples)
+
+
+@dataclass(frozen=True)
+class MathContext:
+    answer_field: str = "answer"
+    reference: str | None = None  # a reference answer: the sample must give its number ...
+    solutions: tuple[str, ...] = ()  # ... else the number most of these k solutions give
+
+
 class MathVerifier:
     kind = "math"
 
-    def verify(self, fields: dict[str, Any], ctx: VerifyContext) -> Verdict:
+    def __init__(self, samples: int = 3) -> None:
+        self.samples = samples
+
+    def answer_copies(self, has_reference: bool) -> int:
+        return 1 if has_reference else self.samples
+
+    def context(self, case: VerifyCase) -> MathContext:
+        """The strategy's reference answer when there is one (rephrase, augmentation: the seed's),
+        else self-consistency over the sample's k answers."""
+        if case.reference:
+            return MathContext(case.answer_field, reference=str(case.reference))
+        return MathContext(case.answer_field, solutions=tuple(str(a) for a in case.answers))
+
+    def verify(self, fields: dict[str, Any], ctx: MathContext) -> Verdict:
         text = str(fields.get(ctx.answer_field, ""))
         got, how = _read(text)
         detail: dict[str, Any] = {"verifier": "math", "got": show(got), "read_as": how}
         if got is None:
-            return Verdict(False, f"no_number: no final number in the {ctx.answer_field!r} field", detail)
+            return Verdict.failed(f"no_number: no final number in the {ctx.answer_field!r} field", detail)
         if ctx.reference is not None:
             expected = extract_final_number(ctx.reference)
             detail.update(mode="reference", expected=show(expected))
             if expected is None:
-                return Verdict(False, "no_reference_number: the seed answer has no final number to compare with",
+                return Verdict.failed("no_reference_number: the seed answer has no final number to compare with",
                                detail)
             if same_number(got, expected):
-                return Verdict(True, None, detail)
-            return Verdict(False, f"wrong_answer: disagrees with seed answer {show(expected)} (got {show(got)})",
+                return Verdict.passed(detail)
+            return Verdict.failed(f"wrong_answer: disagrees with seed answer {show(expected)} (got {show(got)})",
                            detail)
         if ctx.solutions:
             k = len(ctx.solutions)
@@ -177,13 +210,13 @@ class MathVerifier:
             detail.update(mode="self_consistency", k=k, votes=votes, expected=show(majority),
                           tally=_tally(ctx.solutions))
             if majority is None:
-                return Verdict(False, f"no_majority: no majority among {k} solutions ({detail['tally']})", detail)
+                return Verdict.failed(f"no_majority: no majority among {k} solutions ({detail['tally']})", detail)
             if same_number(got, majority):
-                return Verdict(True, None, detail)
-            return Verdict(False, f"wrong_answer: disagrees with the majority answer {show(majority)} of {k} "
+                return Verdict.passed(detail)
+            return Verdict.failed(f"wrong_answer: disagrees with the majority answer {show(majority)} of {k} "
                                   f"solutions ({votes} votes; got {show(got)})", detail)
-        return Verdict(False, "unverifiable: no seed answer and no sampled solutions to compare with; "
-                              "give VerifyContext a reference or solutions", detail)
+        return Verdict.failed("unverifiable: no seed answer and no sampled solutions to compare with; "
+                              "give MathContext a reference or solutions", detail)
 
-    def verify_many(self, items: Sequence[tuple[dict[str, Any], VerifyContext]]) -> list[Verdict]:
+    def verify_many(self, items: Sequence[tuple[dict[str, Any], MathContext]]) -> list[Verdict]:
         return [self.verify(fields, ctx) for fields, ctx in items]

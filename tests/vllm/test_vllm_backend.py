@@ -14,9 +14,9 @@ import pytest
 from synth.backends import make_backend
 from synth.backends.base import Backend, BackendUnavailable
 from synth.backends.vllm import VLLMBackend
-from synth.models import EMBEDDED_MODEL_NAME
+from synth.backends.embedded import EMBEDDED_MODEL_NAME
 from synth.recipe import BackendSettings
-from synth.types import GenerationRequest, Sampling
+from synth.backends.base import GenerationRequest, Sampling
 from tests.vllm.support import MAX_MODEL_LEN, engine, require_vllm  # noqa: F401  (engine is a fixture)
 
 pytestmark = [pytest.mark.vllm_cpu, pytest.mark.gpu, pytest.mark.slow]

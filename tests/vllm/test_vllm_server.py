@@ -18,9 +18,9 @@ import yaml
 
 from synth.backends import make_backend
 from synth.backends.openai import OpenAIBackend
-from synth.models import EMBEDDED_MODEL_NAME
+from synth.backends.embedded import EMBEDDED_MODEL_NAME
 from synth.recipe import BackendSettings
-from synth.types import GenerationRequest, Sampling
+from synth.backends.base import GenerationRequest, Sampling
 from tests.conftest import base_recipe
 from tests.vllm.support import ROOT, VLLMServer, embedded_model_dir
 

@@ -12,7 +12,7 @@ so a killed import resumes where it stopped: a row whose sample exists is skippe
 not classified again, and the classify requests of a rerun have the same ids.
 
 Leaves out: reading the dataset (synth.seeds), building the tree (synth.tree) and
-choosing what to generate (the job's plan).
+choosing what to generate (synth/plan.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from storage.bulk import leaf_counts
 from storage.catalog import Catalog, now
 from storage.trees import save_tree
 from synth.classify import TEMPLATE, Assignment, classify_rows
-from synth.ids import stable_id, text_hash
-from synth.quality import normalize_for_hash
+from synth.ids import content_hash, stable_id
+from synth.render import Renderer
 from synth.tree import Tree
 
 STRATEGY = "existing"
@@ -70,11 +70,6 @@ def task_fields(task: Any, row: dict[str, Any], question_field: str) -> dict[str
     return fields
 
 
-def content_hash(fields: dict[str, Any]) -> str:
-    """The same hash storage/job.py gives an accepted sample, so exact dedup sees imports."""
-    return text_hash(normalize_for_hash("\n".join(str(fields[n]) for n in sorted(fields))))
-
-
 def _sample(run_id: str, index: int, fields: dict[str, Any], a: Assignment) -> dict[str, Any]:
     row: dict[str, Any] = {
         "sample_id": stable_id(run_id, index, 0), "run_id": run_id, "slot": index, "attempt": 0,
@@ -114,7 +109,7 @@ def _start(catalog: Catalog, run_id: str, task: Any, tree: Tree, backend: Any, s
 
 def import_existing(catalog: Catalog, task: Any, tree: Tree, rows: list[dict[str, Any]], backend: Any,
                     sampling: Any, source: str, question_field: str, on_progress: Progress | None = None,
-                    chunk_size: int = 256) -> ImportResult:
+                    chunk_size: int = 256, renderer: Renderer | None = None) -> ImportResult:
     """Classify `rows` into `tree`'s leaves and record them as one run; resumable, idempotent.
 
     `rows` are dicts holding the task's fields (as `synth.seeds.load_seeds` returns them);
@@ -138,7 +133,7 @@ def import_existing(catalog: Catalog, task: Any, tree: Tree, rows: list[dict[str
         on_progress(len(done), len(rows))
     for start in range(0, len(pending), chunk_size):
         written += _import_chunk(catalog, run_id, task, tree, rows, pending[start:start + chunk_size], backend,
-                                 sampling, question_field)
+                                 sampling, question_field, renderer)
         if on_progress:
             on_progress(len(done) + min(start + chunk_size, len(pending)), len(rows))
     result = _result(catalog, run_id, len(rows), written)
@@ -149,12 +144,13 @@ def import_existing(catalog: Catalog, task: Any, tree: Tree, rows: list[dict[str
 
 
 def _import_chunk(catalog: Catalog, run_id: str, task: Any, tree: Tree, rows: list[dict[str, Any]],
-                  indices: list[int], backend: Any, sampling: Any, question_field: str) -> int:
+                  indices: list[int], backend: Any, sampling: Any, question_field: str,
+                  renderer: Renderer | None) -> int:
     """Classify one chunk of rows and commit its requests and samples in one transaction."""
     request_rows: list[dict[str, Any]] = []
     texts = [_text(rows[i].get(question_field)) for i in indices]
     assignments = classify_rows(tree, task, texts, backend, sampling, on_requests=request_rows.extend,
-                                row_keys=indices, namespace=run_id)
+                                row_keys=indices, namespace=run_id, renderer=renderer)
     for request in request_rows:
         request["run_id"] = run_id
         request["strategy"] = STRATEGY
@@ -170,4 +166,31 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(_plain(value), ensure_ascii=False)
 
 
-__all__ = ["ImportResult", "STRATEGY", "content_hash", "import_existing", "import_run_id", "task_fields"]
+
+
+def import_for_run(catalog: Catalog, recipe: Any, tree: Tree | None, backend: Any, run_id: str,
+                   renderer: Renderer | None = None, on_progress: Progress | None = None) -> dict[str, Any]:
+    """Classify the rows of the recipe's `balance.dataset` onto the tree (an import run of
+    its own, reused by any recipe with the same dataset and tree) and copy them into the
+    run `run_id`, so its report and export hold them beside what is generated."""
+    from synth.backends.base import SamplingSettings
+    from synth.balance import BalanceError
+    from synth.seeds import load_dataset_rows
+
+    if tree is None:
+        raise BalanceError("balance.dataset: rebalancing classifies rows onto a tree; add a `tree:` section")
+    spec = recipe.balance.dataset
+    rows = load_dataset_rows(recipe)
+    # classification is a lookup, not writing: greedy, short answers
+    sampling = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=48, seed=recipe.backend.sampling.seed)
+    result = import_existing(catalog, recipe.task, tree, rows, backend, sampling,
+                             source=f"{recipe.resolve_input(spec.path)}#limit={spec.limit}",
+                             question_field=recipe.task.question, on_progress=on_progress,
+                             chunk_size=recipe.generation.chunk_size, renderer=renderer)
+    copied = catalog.adopt_existing(run_id, result.run_id)
+    return {"import_run_id": result.run_id, "rows": result.rows, "per_leaf": result.counts,
+            "unassigned": result.unassigned, "unassigned_reasons": result.reasons,
+            "classify_requests": result.requests, "copied": copied}
+
+
+__all__ = ["ImportResult", "STRATEGY", "import_existing", "import_for_run", "import_run_id", "task_fields"]

@@ -1,0 +1,264 @@
+"""The run ledger: what a run has done, what is left, and the one writer of its rows.
+
+What is left of the old engine once generation became a pure pipeline
+(synth/pipeline.py): everything here is derived from the recipe and the catalog, so a
+run that was killed and started again picks up exactly the slots that have no accepted
+sample yet and writes nothing twice:
+
+- a slot is one planned sample (synth/plan.py); attempt n at slot s has id hash(run, s, n);
+- `pending()` lists the attempts to make now, within `generation.max_rounds` attempts a
+  slot and the request budget;
+- an executor turns chunks of attempts into `ChunkResult`s (in process, or on Ray
+  replicas); `commit()` deduplicates each result against the dataset and writes its
+  requests and samples in ONE transaction;
+- a slot is done when it has an accepted sample; a rejected, filtered or duplicate
+  attempt leaves it open for the next round.
+
+Leaves out: rendering, calling, parsing, verifying (the pipeline), and scheduling (the
+flows wrap `generate`'s chunks as tasks).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+from storage import bulk
+from storage.catalog import Catalog, now
+from storage.existing import STRATEGY as EXISTING
+from synth.balance import within_tolerance
+from synth.dedup import Candidate, Deduper
+from synth.pipeline import ChunkContext, ChunkResult, dedup_text, run_work
+from synth.plan import Plan, attempt_cost, chunks, leaf_specs, make_plan, pending_attempts
+from synth.recipe import Recipe
+from synth.reject import reason_of
+from synth.slot import Slot
+from synth.strategies import STRATEGIES
+
+Progress = Callable[[int, int], None]
+Work = list[tuple[Slot, int]]
+
+
+@dataclass
+class ChunkOutcome:
+    attempted: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    filtered: int = 0
+    duplicate: int = 0
+    requests: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: ChunkResult) -> "ChunkOutcome":
+        out = cls(attempted=len(result.samples), requests=len(result.requests))
+        for row in result.samples:
+            setattr(out, row["status"], getattr(out, row["status"]) + 1)
+            if row.get("reason"):
+                key = reason_of(row["reason"])
+                out.reasons[key] = out.reasons.get(key, 0) + 1
+        return out
+
+
+class Executor(Protocol):
+    """Runs chunks of attempts and yields their results (in any order)."""
+
+    def map(self, chunks: Sequence[Work]) -> Iterable[ChunkResult]: ...
+
+
+class LocalExecutor:
+    """Runs each chunk in this process, one after the other. `run` may wrap the pipeline
+    (the flow makes each chunk a retried Prefect task)."""
+
+    def __init__(self, backend: Any, ctx: ChunkContext, run: Callable[..., ChunkResult] = run_work) -> None:
+        self.backend, self.ctx, self.run = backend, ctx, run
+
+    def map(self, chunks: Sequence[Work]) -> Iterator[ChunkResult]:
+        for work in chunks:
+            yield self.run(work, self.backend, self.ctx)
+
+
+class RunLedger:
+    def __init__(self, recipe: Recipe, catalog: Catalog, backend_name: str, model: str,
+                 seeds: Sequence[dict[str, Any]] = ()) -> None:
+        self.recipe, self.catalog = recipe, catalog
+        self.backend_name, self.model = backend_name, model
+        self.run_id = recipe.hash()
+        self.seeds = list(seeds)
+        self.tree: Any = None
+        self.plan: Plan | None = None
+        self.deduper = Deduper(recipe.quality.near_dup_threshold)
+        self.ctx = ChunkContext.from_recipe(recipe, self.seeds, self.run_id)
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Record the run (or its restart) and load the dedup index; returns the start number."""
+        attempts = self.catalog.start_run(self.run_id, self.recipe.task.name,
+                                          self.recipe.model_dump(mode="json", exclude={"base_dir"}),
+                                          self.recipe.hash(), self.backend_name, self.model)
+        self.load_dedup_index()
+        return attempts
+
+    def load_dedup_index(self) -> None:
+        """Exact and near-duplicate checks cover this run and earlier runs of the same dataset."""
+        self.deduper = Deduper(self.recipe.quality.near_dup_threshold)
+        rows = self.catalog.query(
+            """SELECT s.sample_id, s.content_hash, s.strategy, s.fields FROM samples_text s JOIN runs r USING (run_id)
+               WHERE r.name = ? AND s.status = 'accepted' ORDER BY s.created_at, s.sample_id""",
+            [self.recipe.task.name])
+        task = self.recipe.task
+        self.deduper.load((row["sample_id"], row["content_hash"],
+                           dedup_text({"strategy": row["strategy"], "fields": json.loads(row["fields"] or "{}")}, task))
+                          for row in rows)
+
+    def set_tree(self, tree: Any) -> None:
+        self.tree = tree
+        self.catalog.update_run(self.run_id, tree_id=tree.tree_id)
+
+    def make_plan(self, record: bool = True) -> Plan:
+        """Each leaf's deficit against what it holds, as slots; recorded on the run."""
+        rebalancing = self.recipe.balance.dataset is not None
+        have: dict[str | None, int] = {}
+        if rebalancing:
+            if record and self.recipe.balance.max_per_leaf is not None:
+                self.downsample_existing()
+            have = bulk.leaf_counts(self.catalog, [self.run_id], EXISTING)
+        plan = make_plan(self.recipe, self.tree, len(self.seeds), self.run_id, have)
+        self.plan = plan
+        if record:
+            self.catalog.update_run(self.run_id, strategy=plan.decision.label, strategy_reason=plan.decision.reason)
+            self.catalog.save_leaf_targets(self.run_id, [
+                {"leaf_id": spec.leaf_id, "label": spec.label, "target": plan.targets[spec.leaf_id],
+                 "existing": plan.have.get(spec.leaf_id, 0)} for spec in leaf_specs(self.tree)])
+        return plan
+
+    def import_existing(self, backend: Any, on_progress: Progress | None = None) -> dict[str, Any]:
+        """Classify `balance.dataset` onto the tree and copy its rows into this run; generated
+        samples must not repeat them either, so the dedup index is reloaded."""
+        from storage.existing import import_for_run
+
+        imported = import_for_run(self.catalog, self.recipe, self.tree, backend, self.run_id, self.ctx.renderer,
+                                  on_progress)
+        self.load_dedup_index()
+        return imported
+
+    def downsample_existing(self) -> int:
+        """Rows of the rebalanced dataset over max_per_leaf are dropped, by hash(id, seed).
+        Only existing rows: generated ones never exceed a leaf's target, which is <= max."""
+        from synth.plan import leaf_targets
+
+        cap = self.recipe.balance.max_per_leaf
+        return bulk.downsample(self.catalog, [self.run_id], {leaf: cap for leaf in leaf_targets(self.recipe, self.tree)},
+                               self.recipe.backend.sampling.seed, strategy=EXISTING)
+
+    # -- generation -----------------------------------------------------------------------
+
+    @property
+    def slots(self) -> list[Slot]:
+        return self.plan.slots if self.plan is not None else []
+
+    def requests_used(self) -> int:
+        return int(self.catalog.scalar("SELECT count(*) FROM requests WHERE run_id = ?", [self.run_id]) or 0)
+
+    def attempt_cost(self, slot: Slot) -> int:
+        return attempt_cost(slot, self.ctx.answer_copies(STRATEGIES[slot.strategy]),
+                            self.recipe.quality.judge is not None)
+
+    def pending(self) -> Work:
+        gen = self.recipe.generation
+        return pending_attempts(self.slots, self.catalog.slot_states(self.run_id), self.catalog.leaf_yield(self.run_id),
+                                gen.request_budget - self.requests_used(), gen.max_rounds, self.attempt_cost)
+
+    def commit(self, result: ChunkResult) -> ChunkOutcome:
+        """Deduplicate the chunk's accepted candidates against the dataset, then write the
+        chunk's requests and samples in one transaction."""
+        task = self.recipe.task
+        accepted = [row for row in result.samples if row["status"] == "accepted"]
+        verdicts = self.deduper.check([Candidate(row["sample_id"], row["content_hash"], dedup_text(row, task))
+                                       for row in accepted])
+        for row, verdict in zip(accepted, verdicts):
+            if verdict.duplicate_of is not None:
+                row.update(status="duplicate", reason=verdict.reason, duplicate_of=verdict.duplicate_of)
+        self.catalog.commit_chunk(result.requests, result.samples)
+        return ChunkOutcome.of(result)
+
+    def run_chunk(self, work: Work, backend: Any) -> ChunkOutcome:
+        """Generate and commit one chunk in process (tests, tools)."""
+        return self.commit(run_work(work, backend, self.ctx))
+
+    def generate(self, executor: Executor, on_progress: Progress | None = None,
+                 max_chunks: int | None = None) -> int:
+        """Rounds of generate-what-is-missing until every slot is done, out of rounds, or out
+        of budget; then keep one sample per slot. Returns the number of chunks run."""
+        target, done = self.goal(), 0
+        while True:
+            work = self.pending()
+            if not work:
+                break
+            used = self.requests_used()
+            batch = chunks(work, self.recipe.generation.chunk_size)
+            if max_chunks is not None:
+                batch = batch[:max_chunks - done]
+            for result in executor.map(batch):
+                self.commit(result)
+                done += 1
+                if on_progress:
+                    on_progress(min(self.accepted_count(), target), target)
+            if max_chunks is not None and done >= max_chunks:
+                return done
+            if self.requests_used() == used:  # a round that made nothing new would repeat forever
+                raise RuntimeError(f"a round made no new requests for {len(work)} pending attempts; "
+                                   "check the catalog with `synth stats`")
+        self.drop_surplus()
+        return done
+
+    def drop_surplus(self) -> int:
+        return self.catalog.drop_surplus(self.run_id, self.recipe.backend.sampling.seed)
+
+    def accepted_count(self) -> int:
+        """Generated slots filled so far (rows of a rebalanced dataset have negative slots)."""
+        return int(self.catalog.scalar(
+            "SELECT count(DISTINCT slot) FROM samples WHERE run_id = ? AND status = 'accepted' AND slot >= 0",
+            [self.run_id]) or 0)
+
+    def goal(self) -> int:
+        """Samples this run generates: the sum of the leaves' deficits."""
+        return len(self.slots)
+
+    # -- the end -------------------------------------------------------------------------
+
+    def leaf_balance(self) -> list[dict[str, Any]]:
+        """Per leaf: target, accepted now (existing kept + generated), within tolerance or not."""
+        have = bulk.leaf_counts(self.catalog, [self.run_id])
+        tolerance, targets = self.recipe.balance.tolerance, self.plan.targets
+        return [{"leaf_id": spec.leaf_id, "label": spec.label, "target": targets[spec.leaf_id],
+                 "have": have.get(spec.leaf_id, 0),
+                 "ok": within_tolerance(have.get(spec.leaf_id, 0), targets[spec.leaf_id], tolerance)}
+                for spec in leaf_specs(self.tree)]
+
+    def finish(self) -> dict[str, Any]:
+        """Done when every leaf holds at least (1 - tolerance) x its target; else say which
+        leaves fell short and why (budget or rounds)."""
+        generated, goal = self.accepted_count(), self.goal()
+        leaves = self.leaf_balance()
+        short = [leaf for leaf in leaves if not leaf["ok"]]
+        total = sum(leaf["have"] for leaf in leaves)
+        target = self.recipe.generation.target
+        existing = total - generated
+        made = f"{total} accepted samples" + (f" ({existing} existing + {generated} generated)" if existing else "")
+        if not short:
+            status = "finished"
+            message = f"{made}, target {target} met" if generated >= goal else (
+                f"{made} of {target}: every leaf within {self.recipe.balance.tolerance:.0%} of its target")
+        else:
+            left = self.recipe.generation.request_budget - self.requests_used()
+            why = "the request budget is spent" if left < 2 else "the rounds per slot are used up"
+            named = ", ".join(f"{leaf['label']} ({leaf['have']}/{leaf['target']})" for leaf in short[:10])
+            more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+            status = "short"
+            message = f"{made} of {target}: {why}; leaves below target: {named}{more}"
+        self.catalog.update_run(self.run_id, status=status, message=message, finished_at=now())
+        return {"status": status, "message": message, "accepted": total, "generated": generated,
+                "target": target, "short_leaves": [leaf["label"] for leaf in short]}

@@ -1,0 +1,259 @@
+"""The generation pipeline of one chunk: render, call, parse, verify, judge, filter.
+
+`run_chunk(attempts, backend, ctx) -> ChunkResult` is pure with respect to storage: it
+takes plain data (the attempts and a picklable `ChunkContext`) and returns plain rows
+for the catalog's `requests` and `samples` tables. It is what the local executor runs
+in process and what a Ray replica runs on a remote machine; committing, deduplicating
+against the dataset and the budget are the run ledger's (storage/runs.py).
+
+For a chunk of attempts, stage k of every attempt's strategy is ONE batched backend
+call (k = 0, 1, ...); the answer stage samples `verifier.answer_copies` answers where
+the verifier wants several (math self-consistency). Then, in this order:
+- parse: a reply that is not the stage's fields -> `rejected` (raw text and reason kept);
+- verify (unless `verify.kind: none`): the first of the sampled answers that holds up
+  becomes the sample's answer; none -> `rejected` with the first verdict's reason;
+- judge (`quality.judge`): one batched request per chunk scores every candidate that
+  the heuristic filters would keep;
+- filters, then the judge's verdict -> `filtered` with the reason;
+- the rest are `accepted` candidates with their content hash; the ledger dedups them.
+
+Lineage: a sample row's `request_id` is the request whose text became the sample (or
+failed it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from synth.backends.base import Backend, GenerationRequest, SamplingSettings
+from synth.calls import Call, call_batch
+from synth.ids import content_hash, stable_id, stable_seed
+from synth.judge import SCHEMA as JUDGE_SCHEMA, TEMPLATE as JUDGE_TEMPLATE, judge_messages, parse_judgement
+from synth.parsing import parse_fields
+from synth.quality import FilterContext, first_problem
+from synth.reject import Reject
+from synth.render import Renderer
+from synth.slot import Slot
+from synth.strategies import ANSWER, STRATEGIES, GenerationContext, Stage, Strategy
+from synth.verify.base import VerifierSettingsBase, VerifyCase
+
+if TYPE_CHECKING:
+    from synth.recipe import Judge, Task
+
+MAX_VERIFIED_ANSWERS = 8  # sampled answers tried against the verifier, per attempt
+PROMPT_MARKERS = ("Reply as JSON with the key", "Here are examples of the kind")
+
+
+@dataclass
+class Attempt:
+    """One attempt at one slot, carried from render to verdict."""
+
+    sample_id: str
+    slot: Slot
+    attempt: int
+    known: dict[str, Any]  # fields so far: seeded, then parsed stage by stage
+    answers: list[Any] = field(default_factory=list)  # every parsed answer (k for self-consistency)
+    request_id: str | None = None  # the request whose text became the sample, or failed it
+    raw_text: str | None = None
+    reject: Reject | None = None
+    status: str | None = None  # None while alive; rejected / filtered / accepted
+    verified: bool | None = None
+    quality: float | None = None
+    judge_rationale: str | None = None
+    judged_out: Reject | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.reject is None
+
+
+class ChunkContext:
+    """Everything a chunk needs besides the backend; cheap to pickle for a remote replica."""
+
+    def __init__(self, run_id: str, task: "Task", seeds: Sequence[dict[str, Any]], renderer: Renderer,
+                 sampling: SamplingSettings, verify: VerifierSettingsBase, filters: FilterContext,
+                 judge: "Judge | None" = None) -> None:
+        self.run_id, self.task, self.seeds = run_id, task, list(seeds)
+        self.renderer, self.sampling, self.verify_settings = renderer, sampling, verify
+        self.filters, self.judge = filters, judge
+        self.generation = GenerationContext(task, self.seeds, renderer)
+        self.verifier = verify.build()
+
+    @classmethod
+    def from_recipe(cls, recipe: Any, seeds: Sequence[dict[str, Any]], run_id: str,
+                    renderer: Renderer | None = None) -> "ChunkContext":
+        q = recipe.quality
+        filters = FilterContext(min_chars=q.min_chars, max_chars=q.max_chars, question_field=recipe.task.question,
+                                prompt_markers=PROMPT_MARKERS, max_repetition=q.max_repetition)
+        return cls(run_id, recipe.task, seeds, renderer or Renderer(recipe.template_overrides()),
+                   recipe.backend.sampling, recipe.verify, filters, q.judge)
+
+    def answer_copies(self, strategy: Strategy) -> int:
+        return self.verifier.answer_copies(strategy.has_reference)
+
+    def output_fields(self, attempt: Attempt) -> dict[str, Any]:
+        return {name: attempt.known[name] for name in self.task.output_fields if name in attempt.known}
+
+
+@dataclass
+class ChunkResult:
+    requests: list[dict[str, Any]]  # rows for `requests`
+    samples: list[dict[str, Any]]  # rows for `samples`; accepted ones still to be deduplicated
+
+
+def new_attempts(work: Sequence[tuple[Slot, int]], ctx: ChunkContext) -> list[Attempt]:
+    """Attempts for (slot, attempt number) pairs; a sample id is hash(run, slot, attempt)."""
+    return [Attempt(stable_id(ctx.run_id, slot.index, n), slot, n,
+                    STRATEGIES[slot.strategy].seeded_fields(slot, ctx.generation)) for slot, n in work]
+
+
+def run_work(work: Sequence[tuple[Slot, int]], backend: Backend, ctx: ChunkContext) -> ChunkResult:
+    """`run_chunk` on fresh attempts for (slot, attempt number) pairs: what an executor runs
+    (a retry starts from the pairs again, not from half-made attempts)."""
+    return run_chunk(new_attempts(work, ctx), backend, ctx)
+
+
+def run_chunk(attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext) -> ChunkResult:
+    """Generate one chunk, stage by stage in batches, and return its rows (nothing is written)."""
+    request_rows: list[dict[str, Any]] = []
+    depth = max((len(STRATEGIES[a.slot.strategy].stages) for a in attempts), default=0)
+    for position in range(depth):
+        _run_stage(position, attempts, backend, ctx, request_rows)
+    if ctx.verifier.kind != "none":
+        _verify(attempts, ctx)
+    if ctx.judge is not None:
+        _judge(attempts, backend, ctx, request_rows)
+    return ChunkResult(request_rows, [_sample_row(a, ctx) for a in attempts])
+
+
+def _request(attempt: Attempt, strategy: Strategy, stage: Stage, ctx: ChunkContext, copy: int) -> Call:
+    parts = (attempt.sample_id, stage.name) if copy == 0 else (attempt.sample_id, stage.name, copy)
+    request = GenerationRequest(key=stable_id(*parts),
+                                messages=strategy.render(stage, attempt.slot, ctx.generation, attempt.known),
+                                sampling=ctx.sampling.for_request(stable_seed(ctx.sampling.seed, *parts)),
+                                json_schema=ctx.generation.schema_for(stage))
+    return Call(request, stage.name, stage.template, ctx.renderer.template_hash(stage.template), run_id=ctx.run_id,
+                strategy=attempt.slot.strategy, leaf_id=attempt.slot.leaf_id)
+
+
+def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
+               request_rows: list[dict[str, Any]]) -> None:
+    calls: list[tuple[Attempt, Stage, Call]] = []
+    for attempt in attempts:
+        strategy = STRATEGIES[attempt.slot.strategy]
+        if not attempt.alive or position >= len(strategy.stages):
+            continue
+        stage = strategy.stages[position]
+        copies = ctx.answer_copies(strategy) if stage.writes == ANSWER else 1
+        calls += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy)) for copy in range(copies)]
+    answered = call_batch(backend, [call for _, _, call in calls])
+    outputs: dict[str, list[tuple[str, str, Any]]] = {}  # sample -> (request id, raw text, parsed or Reject)
+    by_id: dict[str, tuple[Attempt, Stage]] = {}
+    for (attempt, stage, call), (result, row) in zip(calls, answered):
+        request_rows.append(row)
+        parsed = (Reject("backend_error", result.error[:500]) if result.error is not None
+                  else parse_fields(result.text, ctx.generation.fields_for(stage), result.finish_reason))
+        outputs.setdefault(attempt.sample_id, []).append((call.request.key, result.text, parsed))
+        by_id[attempt.sample_id] = (attempt, stage)
+    for sample_id, tried in outputs.items():
+        attempt, stage = by_id[sample_id]
+        good = [entry for entry in tried if not isinstance(entry[2], Reject)]
+        attempt.request_id, attempt.raw_text, first = (good or tried)[0]
+        if not good:
+            attempt.reject, attempt.status = first, "rejected"
+            continue
+        attempt.known.update(first)
+        if stage.writes == ANSWER:
+            attempt.answers = [parsed[ctx.task.answer] for _, _, parsed in good]
+
+
+def _verify(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
+    """The recipe's verifier on every parsed attempt; the first sampled answer that holds up wins."""
+    task, verifier = ctx.task, ctx.verifier
+    items: list[tuple[Attempt, dict[str, Any], Any]] = []
+    for attempt in attempts:
+        if not attempt.alive:
+            continue
+        strategy = STRATEGIES[attempt.slot.strategy]
+        case = VerifyCase(fields=dict(attempt.known), answer_field=task.answer, question_field=task.question,
+                          answers=tuple(attempt.answers), seed=ctx.generation.seed(attempt.slot.seed_row),
+                          reference=strategy.reference_answer(attempt.slot, ctx.generation))
+        context = verifier.context(case)
+        for answer in (attempt.answers or [attempt.known.get(task.answer)])[:MAX_VERIFIED_ANSWERS]:
+            items.append((attempt, {**attempt.known, task.answer: answer}, context))
+    verdicts = verifier.verify_many([(fields, context) for _, fields, context in items])
+    first_failure: dict[str, Reject] = {}
+    for (attempt, fields, _), verdict in zip(items, verdicts):
+        if attempt.verified:
+            continue  # an earlier answer of this attempt already passed
+        if verdict.ok:
+            attempt.verified, attempt.known = True, fields
+        else:
+            first_failure.setdefault(attempt.sample_id, verdict.reject)
+    for attempt in attempts:
+        if attempt.alive and not attempt.verified and attempt.sample_id in first_failure:
+            attempt.reject, attempt.status, attempt.verified = first_failure[attempt.sample_id], "rejected", False
+
+
+def _judge(attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
+           request_rows: list[dict[str, Any]]) -> None:
+    """Score every candidate that passed parsing, verification and the heuristic filters, in
+    one batch; the score and rationale go on the sample, the request into the catalog."""
+    settings = ctx.judge
+    template_hash = ctx.renderer.template_hash(JUDGE_TEMPLATE)
+    calls: list[tuple[Attempt, Call]] = []
+    for attempt in attempts:
+        if not attempt.alive:
+            continue
+        fields = ctx.output_fields(attempt)
+        if first_problem(fields, ctx.filters):
+            continue  # filtered anyway: not worth a judge request
+        key = stable_id(attempt.sample_id, "judge")
+        request = GenerationRequest(
+            key=key, messages=judge_messages(ctx.renderer, ctx.task.description, fields, attempt.slot.constraints),
+            sampling=SamplingSettings(temperature=settings.temperature, top_p=1.0, max_tokens=settings.max_tokens)
+            .for_request(stable_seed(ctx.sampling.seed, key)),
+            json_schema=JUDGE_SCHEMA)
+        calls.append((attempt, Call(request, "judge", JUDGE_TEMPLATE, template_hash, run_id=ctx.run_id,
+                                    strategy=attempt.slot.strategy, leaf_id=attempt.slot.leaf_id)))
+    for (attempt, _), (result, row) in zip(calls, call_batch(backend, [call for _, call in calls])):
+        request_rows.append(row)
+        verdict = (Reject("judge_error", result.error[:500]) if result.error is not None
+                   else parse_judgement(result.text, result.finish_reason))
+        if isinstance(verdict, Reject):
+            attempt.judge_rationale = f"judge failed: {verdict}"
+            if settings.on_failure == "filter":
+                attempt.judged_out = verdict
+            continue
+        score, rationale = verdict
+        attempt.quality, attempt.judge_rationale = float(score), rationale
+        if score < settings.min_score:
+            attempt.judged_out = Reject("judge_score", f"{score} < {settings.min_score}: {rationale[:200]}")
+
+
+def _sample_row(attempt: Attempt, ctx: ChunkContext) -> dict[str, Any]:
+    """The sample row: rejected, filtered, or an accepted candidate with its content hash."""
+    slot = attempt.slot
+    row = {"sample_id": attempt.sample_id, "run_id": ctx.run_id, "slot": slot.index, "attempt": attempt.attempt,
+           "leaf_id": slot.leaf_id, "leaf_path": [list(pair) for pair in slot.constraints],
+           "strategy": slot.strategy, "seed_row": slot.seed_row, "request_id": attempt.request_id,
+           "verified": attempt.verified, "quality": attempt.quality, "judge_rationale": attempt.judge_rationale}
+    if attempt.reject is not None:
+        return {**row, "status": "rejected", "reason": str(attempt.reject), "raw_text": attempt.raw_text,
+                "fields": attempt.known or None}
+    fields = ctx.output_fields(attempt)
+    problem = first_problem(fields, ctx.filters) or attempt.judged_out
+    if problem is not None:
+        attempt.status = "filtered"
+        return {**row, "fields": fields, "status": "filtered", "reason": str(problem), "raw_text": attempt.raw_text}
+    attempt.status = "accepted"
+    return {**row, "fields": fields, "status": "accepted", "content_hash": content_hash(fields)}
+
+
+def dedup_text(row: dict[str, Any], task: "Task") -> str:
+    """The text of a sample row that near-duplicates are looked for in (its strategy's field)."""
+    strategy = STRATEGIES.get(row["strategy"])
+    name = strategy.dedup_field(task) if strategy is not None else task.question
+    fields = row.get("fields") or {}
+    return str(fields.get(name, ""))

@@ -1,0 +1,103 @@
+"""Adding a strategy is one class and its template; overriding any built-in prompt works,
+the tree's included; the chunk pipeline is pure data in, rows out."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any
+
+from storage.catalog import Catalog
+from storage.recipe_tree import ensure_tree
+from synth.backends.scripted import ScriptedBackend, fill_schema
+from synth.pipeline import ChunkContext, new_attempts, run_chunk
+from synth.recipe import load_recipe
+from synth.render import Renderer, user_template_hash
+from synth.slot import Slot
+from synth.strategies import QUESTION, STRATEGIES, GenerationContext, Stage, Strategy
+from tests.conftest import run_to_end, write_recipe
+
+KEEP_TEMPLATE = "test/rephrase_keep_answer.jinja2"
+KEEP_SOURCE = "Say this {{ question_field }} again in new words: {{ original }}\nReply as JSON with the keys: question."
+
+
+class RephraseKeepAnswer(Strategy):
+    """Test-only: a seed question in new words, keeping the seed's answer (no answer stage)."""
+
+    name = "rephrase_keep_answer"
+    stages = (Stage(QUESTION, KEEP_TEMPLATE),)
+    needs_seed = True
+    has_reference = True
+
+    def seeded_fields(self, slot: Slot, ctx: GenerationContext) -> dict[str, Any]:
+        return {ctx.task.answer: (ctx.seed(slot.seed_row) or {})[ctx.task.answer]}
+
+    def stage_variables(self, stage, slot, ctx, known):
+        return {"question_field": ctx.task.question, "original": (ctx.seed(slot.seed_row) or {})[ctx.task.question]}
+
+
+def test_a_new_strategy_is_one_class_and_a_template(tmp_path, monkeypatch):
+    monkeypatch.setitem(STRATEGIES, RephraseKeepAnswer.name, RephraseKeepAnswer())
+    recipe = load_recipe(write_recipe(tmp_path, generation={"target": 3, "budget": 20, "chunk_size": 8,
+                                                            "strategy": "rephrase_keep_answer"},
+                                      verify={"kind": "math"}))
+    backend = ScriptedBackend(lambda r: json.dumps({"question": f"Retold problem {r.key[:6]} with the same numbers?"}))
+    with Catalog(recipe.catalog) as cat:
+        from tests.conftest import RunHarness
+
+        run = RunHarness(recipe, cat, backend)
+        run.ledger.ctx = ChunkContext.from_recipe(recipe, run.ledger.seeds, run.run_id,
+                                                  Renderer({KEEP_TEMPLATE: KEEP_SOURCE}))
+        run.start()
+        run.plan()
+        run.generate()
+        summary = run.finish()
+        rows = cat.query("SELECT fields, seed_row, verified FROM samples_text WHERE status = 'accepted'")
+        stages = {r["stage"] for r in cat.query("SELECT stage FROM requests")}
+    assert summary["status"] == "finished" and len(rows) == 3 and stages == {"question"}
+    for row in rows:  # the seed's answer kept, and verified against itself as the reference
+        assert json.loads(row["fields"])["answer"] == run.ledger.seeds[row["seed_row"]]["answer"]
+        assert row["verified"] is True
+    assert "Say this question again in new words" in backend.calls[0][0].messages[1]["content"]
+
+
+def test_overriding_the_tree_pivots_prompt_builds_the_tree_with_it(tmp_path):
+    mine = "Give {{ n }} examples of {{ field_name }} for: {{ task_description }} (mine)"
+    (tmp_path / "pivots.jinja2").write_text(mine)
+    recipe = load_recipe(write_recipe(tmp_path, tree={"max_depth": 1}, templates={"tree/pivots.jinja2": "pivots.jinja2"}))
+    from flows.preflight import preflight
+
+    preflight(tmp_path / "recipe.yaml")  # trial-renders the override (this used to end in KeyError)
+    backend = ScriptedBackend()
+    with Catalog(recipe.catalog) as cat:
+        tree = ensure_tree(cat, recipe, backend)
+        hashes = {r["template_hash"] for r in cat.query("SELECT template_hash FROM requests WHERE stage = 'pivots'")}
+        others = {r["template_hash"] for r in cat.query("SELECT template_hash FROM requests WHERE stage = 'dimension'")}
+    assert hashes == {user_template_hash(mine)}
+    assert others and not any(h.startswith("user-") for h in others)
+    assert "(mine)" in backend.calls[0][0].messages[0]["content"]
+    plain = load_recipe(write_recipe(tmp_path / "plain" if (tmp_path / "plain").mkdir() is None else tmp_path,
+                                     tree={"max_depth": 1}))
+    from synth.tree import tree_id_for
+
+    assert tree.tree_id != tree_id_for(plain.task, plain.tree, backend.model)  # another prompt: another tree
+
+
+def test_the_chunk_pipeline_is_pure_and_its_context_travels(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path))
+    from synth.seeds import load_seeds
+
+    ctx = ChunkContext.from_recipe(recipe, load_seeds(recipe), "run-x")
+    copy = pickle.loads(pickle.dumps(ctx))  # what a Ray replica receives
+    slots = [Slot(index=i, strategy="new_question", example_rows=(0,)) for i in range(3)]
+    backend = ScriptedBackend(lambda r: json.dumps(fill_schema(r.json_schema, r.key)))
+    first = run_chunk(new_attempts([(s, 0) for s in slots], ctx), backend, ctx)
+    again = run_chunk(new_attempts([(s, 0) for s in slots], copy), backend, copy)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "latency_s"} for r in rows]  # noqa: E731
+    assert strip(first.requests) == strip(again.requests) and first.samples == again.samples
+    assert not (tmp_path / "catalog.duckdb").exists()  # nothing was written anywhere
+
+
+def test_run_to_end_is_the_shared_life_cycle(recipe_path):
+    run, summary = run_to_end(recipe_path)
+    assert summary["status"] == "finished" and run.catalog.integrity_problems() == []
