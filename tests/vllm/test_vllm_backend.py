@@ -15,7 +15,7 @@ from synth.backends import make_backend
 from synth.backends.base import Backend, BackendUnavailable
 from synth.backends.vllm import VLLMBackend
 from synth.backends.embedded import EMBEDDED_MODEL_NAME
-from synth.recipe import BackendSettings
+from synth.backends.vllm import VLLMSettings
 from synth.backends.base import GenerationRequest, Sampling
 from tests.vllm.support import MAX_MODEL_LEN, engine, require_vllm  # noqa: F401  (engine is a fixture)
 
@@ -41,7 +41,7 @@ def chat(key: str, text: str, **sampling) -> GenerationRequest:
 
 def test_settings_build_a_cheap_backend_through_the_registry():
     require_vllm()
-    settings = BackendSettings(kind="vllm", model="embedded", max_model_len=1024, gpu_memory_utilization=0.5,
+    settings = VLLMSettings(model="embedded", max_model_len=1024, gpu_memory_utilization=0.5,
                                tensor_parallel_size=2, dtype="bfloat16")
     backend = make_backend(settings)
     assert isinstance(backend, VLLMBackend) and isinstance(backend, Backend)

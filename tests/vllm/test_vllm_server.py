@@ -19,7 +19,7 @@ import yaml
 from synth.backends import make_backend
 from synth.backends.openai import OpenAIBackend
 from synth.backends.embedded import EMBEDDED_MODEL_NAME
-from synth.recipe import BackendSettings
+from synth.backends.openai import OpenAISettings
 from synth.backends.base import GenerationRequest, Sampling
 from tests.conftest import base_recipe
 from tests.vllm.support import ROOT, VLLMServer, embedded_model_dir
@@ -60,7 +60,7 @@ def request_errors(python: Path, catalog: Path, env: dict) -> str:
 
 
 def test_openai_backend_talks_to_vllm_serve(server):
-    backend = make_backend(BackendSettings(kind="openai", base_url=server.url, model="embedded", concurrency=4,
+    backend = make_backend(OpenAISettings(base_url=server.url, model="embedded", concurrency=4,
                                            timeout_s=300, max_retries=1))
     assert isinstance(backend, OpenAIBackend) and backend.model == EMBEDDED_MODEL_NAME
     requests = [
