@@ -50,11 +50,11 @@ PREFECT_PORT ?= 4200
 demo: $(STAMP)
 	$(BIN)/synth server start --port $(PREFECT_PORT)
 	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/synth run recipes/gsm8k.yaml
-	$(BIN)/synth tree show --catalog data/gsm8k.duckdb
-	$(BIN)/synth stats --catalog data/gsm8k.duckdb
-	$(BIN)/synth report --catalog data/gsm8k.duckdb --plot out/gsm8k/leaf_distribution.png > out/gsm8k/REPORT.md
+	$(BIN)/synth tree show
+	$(BIN)/synth stats
+	$(BIN)/synth report --plot out/gsm8k/leaf_distribution.png > out/gsm8k/REPORT.md
 	@echo
-	@echo "catalog:  data/gsm8k.duckdb"
+	@echo "catalog:  data/catalog.duckdb (grow the dataset: synth run recipes/gsm8k.yaml --grow-by 8)"
 	@echo "dataset:  out/gsm8k/ (data/*.parquet, jsonl/, README.md card, REPORT.md)"
 	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)  (stop the server with: $(BIN)/synth server stop)"
 

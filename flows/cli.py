@@ -16,6 +16,26 @@ EXIT_BAD_INPUT = 2
 DEFAULT_CATALOG = "data/catalog.duckdb"
 
 
+def find_catalog(given: str | None) -> str:
+    """--catalog, else $SYNTH_CATALOG, else data/catalog.duckdb, else the one catalog under
+    data/ (what `make demo` made); several there: the caller is asked to choose."""
+    if given:
+        return given
+    if os.environ.get("SYNTH_CATALOG"):
+        return os.environ["SYNTH_CATALOG"]
+    if Path(DEFAULT_CATALOG).exists():
+        return DEFAULT_CATALOG
+    found = sorted(str(p) for p in Path("data").glob("*.duckdb")) if Path("data").is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        from storage.catalog import CatalogError
+
+        raise CatalogError(f"several catalogs under data/ ({', '.join(found)}): pass --catalog PATH "
+                           "or set SYNTH_CATALOG")
+    return DEFAULT_CATALOG
+
+
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
@@ -34,20 +54,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.run import run_recipe
 
     summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
-                         export=not args.no_export)
-    print(json.dumps({k: summary[k] for k in ("run_id", "status", "message", "catalog")}, indent=2))
+                         export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait)
+    print(json.dumps({k: summary[k] for k in ("run_id", "dataset", "status", "message", "growth", "catalog")},
+                     indent=2))
+    reused = [c for c in summary.get("reused", []) if not c["this_run"] and c["counted"]]
+    if reused:
+        print("reused: " + ", ".join(f"{c['counted']} from {c['run_id']} ({c['model']}, {c['strategy']})"
+                                     for c in reused))
+    version = (summary.get("export") or {}).get("version")
+    if version:
+        change = f"new: +{version['added']} -{version['removed']}" if version["new"] else "unchanged"
+        print(f"version: {version['name']} ({change}, {version['rows']} rows)")
     exported = summary.get("export") or {}
     for kind, path in exported.get("paths", {}).items():
         print(f"{kind}: {path}")
     return 0 if summary["status"] in {"finished", "short"} else 1
 
 
+def _dataset_views(cat) -> list[dict]:
+    """Every dataset: target, total and per leaf on its current tree, per contribution."""
+    from storage.datasets import leaf_labels, list_datasets, summary
+    from storage.trees import load_tree
+
+    views = []
+    for row in list_datasets(cat):
+        tree = load_tree(cat, row["tree_id"]) if row["tree_id"] else None
+        state = summary(cat, row["dataset"], tree)
+        labels = leaf_labels(tree)
+        view = state.as_dict()
+        view["per_leaf"] = {labels.get(leaf, leaf or "(all)"): n for leaf, n in sorted(
+            state.per_leaf.items(), key=lambda kv: labels.get(kv[0], kv[0] or ""))}
+        views.append(view)
+    return views
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from storage.catalog import Catalog
 
+    args.catalog = find_catalog(args.catalog)
     with Catalog(args.catalog, read_only=True) as cat:
         stats = cat.stats(args.run)
-        stats["runs"] = cat.query("SELECT run_id, name, status, strategy, message FROM runs ORDER BY started_at")
+        stats["runs"] = cat.query("SELECT run_id, name, dataset, status, strategy, message FROM runs "
+                                  "ORDER BY started_at")
+        stats["datasets"] = _dataset_views(cat)
         if args.check:
             stats["integrity_problems"] = cat.integrity_problems()
     if args.check and not args.json:
@@ -63,6 +112,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
               f"({stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion tokens)")
         for reason, n in stats["reject_reasons"].items():
             print(f"  {n:6d}  {reason}")
+        for view in stats["datasets"]:
+            print(f"\ndataset {view['dataset']}: {view['total']} samples (target {view['target']})")
+            for label, n in view["per_leaf"].items():
+                print(f"  {n:6d}  {label}")
+            for c in view["contributions"]:
+                print(f"  run {c['run_id']}  {c['model']}  {c['strategy'] or '-'}  {c['status']}: "
+                      f"{c['accepted']} accepted")
     return 1 if stats.get("integrity_problems") else 0
 
 
@@ -99,6 +155,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from storage.catalog import Catalog
     from storage.report import build_report, plot_leaf_distribution, render_markdown
 
+    args.catalog = find_catalog(args.catalog)
     with Catalog(args.catalog, read_only=True) as cat:
         run_id = args.run or cat.latest_run_id()
         if run_id is None:
@@ -130,10 +187,27 @@ def _pick_tree(cat, args):
     return tree
 
 
+def _tree_counts(cat, tree) -> dict[str, int]:
+    """Samples per leaf: of the datasets counted on this tree, else of the runs that used it."""
+    from storage.datasets import Scope, leaf_counts
+
+    counts: dict[str, int] = {}
+    for row in cat.query("SELECT dataset FROM datasets WHERE tree_id = ?", [tree.tree_id]):
+        for leaf, n in leaf_counts(cat, Scope(row["dataset"]), tree).items():
+            if leaf:
+                counts[leaf] = counts.get(leaf, 0) + n
+    if counts:
+        return counts
+    return {r["leaf_id"]: int(r["n"]) for r in cat.query(
+        """SELECT s.leaf_id, count(*) AS n FROM samples s JOIN runs r USING (run_id)
+           WHERE r.tree_id = ? AND s.status = 'accepted' GROUP BY 1""", [tree.tree_id])}
+
+
 def cmd_tree(args: argparse.Namespace) -> int:
     from storage.catalog import Catalog
     from synth.tree import render_tree, tree_to_yaml
 
+    args.catalog = find_catalog(args.catalog)
     if args.action == "import":
         from storage.trees import save_tree
         from synth.tree import tree_from_yaml
@@ -149,9 +223,7 @@ def cmd_tree(args: argparse.Namespace) -> int:
             tree = _pick_tree(cat, args)
         except LookupError as exc:
             return _fail(str(exc), 1)
-        counts = {r["leaf_id"]: int(r["n"]) for r in cat.query(
-            """SELECT s.leaf_id, count(*) AS n FROM samples s JOIN runs r USING (run_id)
-               WHERE r.tree_id = ? AND s.status = 'accepted' GROUP BY 1""", [tree.tree_id])}
+        counts = _tree_counts(cat, tree)
     if args.action == "show":
         print(render_tree(tree, counts))
     else:
@@ -170,6 +242,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from storage.publish import tree_text_of_run
     from storage.snapshots import SnapshotError, create_snapshot, get_snapshot
 
+    args.catalog = find_catalog(args.catalog)
     with Catalog(args.catalog) as cat:
         existing = None
         if args.snapshot:
@@ -177,6 +250,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                 existing = get_snapshot(cat, args.snapshot)["snapshot_id"]
             except SnapshotError:
                 pass  # a new name: take the snapshot below
+        if existing is None and args.dataset:
+            from storage.versions import latest_version
+
+            version = latest_version(cat, args.dataset)
+            if version is None:
+                return _fail(f"dataset {args.dataset!r} has no version yet: `synth run` its recipe first", 1)
+            existing = version["snapshot_id"]
         if existing is not None:
             snapshot_id = existing
         else:
@@ -208,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--catalog", help="catalog DuckDB file (default: the recipe's `catalog`)")
     run.add_argument("--out", help="export folder (default: the recipe's `export.dir`)")
     run.add_argument("--target", type=int, help="accepted samples wanted (overrides generation.target)")
+    run.add_argument("--grow-by", type=int, metavar="N",
+                     help="grow the dataset by N accepted samples (its target so far + N, thinnest leaves first)")
+    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="if another run holds the catalog, wait this long for it (default: fail at once)")
     run.add_argument("--no-export", action="store_true", help="stop after generation")
     run.set_defaults(func=cmd_run)
 
@@ -219,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=cmd_plan)
 
     report = sub.add_parser("report", help="the dataset report of a run (markdown or JSON), with a plot")
-    report.add_argument("--catalog", default=DEFAULT_CATALOG)
+    report.add_argument("--catalog", help="catalog (default: data/catalog.duckdb, or the one catalog under data/)")
     report.add_argument("--run", help="run id (default: the latest run)")
     report.add_argument("--plot", help="write the leaf-distribution PNG here")
     report.add_argument("--json", action="store_true")
@@ -228,16 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     tree = sub.add_parser("tree", help="show, export or import a TreeSynth tree")
     tree.add_argument("action", choices=["show", "export", "import"])
     tree.add_argument("file", nargs="?", help="import: the tree YAML to import")
-    tree.add_argument("--catalog", default=DEFAULT_CATALOG)
+    tree.add_argument("--catalog", help="catalog (default: data/catalog.duckdb, or the one catalog under data/)")
     tree.add_argument("--tree", help="tree id (default: the newest tree)")
     tree.add_argument("--recipe", help="the tree this recipe uses")
     tree.add_argument("--out", help="export: write the YAML here (default: print it)")
     tree.set_defaults(func=cmd_tree)
 
     export = sub.add_parser("export", help="snapshot a run and export it (Parquet, JSONL, save_to_disk, the Hub)")
-    export.add_argument("--catalog", default=DEFAULT_CATALOG)
+    export.add_argument("--catalog", help="catalog (default: data/catalog.duckdb, or the one catalog under data/)")
     export.add_argument("--run", help="run id (default: the latest run)")
     export.add_argument("--snapshot", help="snapshot name: reuse it, or give a new snapshot this name")
+    export.add_argument("--dataset", help="export this dataset's latest version (v1, v2, ...)")
     export.add_argument("--test-fraction", type=float, default=0.0)
     export.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
     export.add_argument("--out", default="out/export")
@@ -248,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     stats = sub.add_parser("stats", help="counts from the catalog")
-    stats.add_argument("--catalog", default=DEFAULT_CATALOG)
+    stats.add_argument("--catalog", help="catalog (default: data/catalog.duckdb, or the one catalog under data/)")
     stats.add_argument("--run", help="one run id (default: every run in the catalog)")
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.add_argument("--check", action="store_true",

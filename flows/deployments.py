@@ -40,6 +40,7 @@ from synth.recipe import RecipeError, absolute_inputs, load_recipe, parse_recipe
 
 DERIVED_DIR = Path("data/recipes")
 NIGHTLY_CRON = "0 2 * * *"
+NIGHTLY_GROW_BY = 8  # the nightly run's default growth step (the form shows it; a person may change it)
 BackendKind = Literal[backend_kinds()]  # type: ignore[valid-type]  # the form's choices: the backend registry
 
 
@@ -55,12 +56,19 @@ class RunParameters(BaseModel):
     inline_recipe: str | None = Field(
         default=None, description="A whole recipe as YAML text; when given it is run instead of recipe_path's file.")
     target: int | None = Field(default=None, gt=0, description="Accepted samples wanted (generation.target).")
+    grow_by: int | None = Field(
+        default=None, gt=0,
+        description="Grow the dataset by this many accepted samples: its target so far plus this "
+                    "(generation.grow_by; capped at generation.max_target). Empty: the recipe's own.")
     backend: BackendKind | None = Field(default=None, description="Backend kind (backend.kind).")
     model: str | None = Field(default=None, min_length=1,
                               description="Model (backend.model): 'embedded', a GGUF path, or a served model name.")
     catalog: str | None = Field(default=None, description="Catalog DuckDB file (default: the recipe's).")
     out: str | None = Field(default=None, description="Export folder (default: the recipe's export.dir).")
-    export: bool = Field(default=True, description="Export a snapshot when generation ends.")
+    export: bool = Field(default=True, description="Export a new version of the dataset when generation ends "
+                                                   "(and push it to export.hub_repo, tagged, when the recipe names one).")
+    catalog_wait_s: float = Field(default=900, ge=0, le=86400,
+                                  description="If another run holds the catalog, wait this long for it, then fail.")
 
 
 def resolve_recipe(params: RunParameters, derived_dir: Path = DERIVED_DIR) -> str:
@@ -99,7 +107,7 @@ def run_recipe_deployment(params: RunParameters = RunParameters()) -> dict[str, 
     recipe_path = resolve_recipe(params)
     get_run_logger().info("recipe: %s", recipe_path)
     return run_recipe.fn(recipe_path, catalog=params.catalog, out=params.out, target=params.target,
-                         export=params.export)
+                         export=params.export, grow_by=params.grow_by, catalog_wait_s=params.catalog_wait_s)
 
 
 def build_deployments(schedule_paused: bool = False) -> list:
@@ -110,7 +118,9 @@ def build_deployments(schedule_paused: bool = False) -> list:
         # An inactive schedule, not a paused deployment: a paused schedule still lets a person run it by hand.
         run_recipe_deployment.to_deployment(
             "nightly", schedules=[Cron(NIGHTLY_CRON, timezone="UTC", active=not schedule_paused)],
-            description=f"The demo recipe every night ({NIGHTLY_CRON} UTC) while `synth serve` runs.", **common),
+            parameters={"params": RunParameters(grow_by=NIGHTLY_GROW_BY).model_dump()},
+            description=f"Grow the demo recipe's dataset by {NIGHTLY_GROW_BY} every night ({NIGHTLY_CRON} UTC) and "
+                        "export a new version, while `synth serve` runs.", **common),
     ]
 
 

@@ -63,11 +63,40 @@ def generate_chunk(work, backend, ctx) -> ChunkResult:
     return run_work(work, backend, ctx)
 
 
+@task(name="place-on-tree", cache_policy=NO_CACHE)
+def place_task(ledger: RunLedger, backend) -> dict[str, Any]:
+    """Earlier samples of the dataset made under another tree: classified onto this one."""
+    bar = tqdm(desc="placing earlier samples on the tree", unit="sample", disable=None, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        return ledger.place_on_tree(backend, on_progress=progress)
+    finally:
+        bar.close()
+
+
 @task(name="export", cache_policy=NO_CACHE)
 def export_task(ledger: RunLedger) -> dict[str, Any]:
+    """A new version of the dataset (when it changed), exported, and pushed when configured."""
     from storage.publish import export_run
 
-    return export_run(ledger.catalog, ledger.recipe, ledger.run_id)
+    return export_run(ledger.catalog, ledger.recipe, ledger.run_id, ledger.scope, ledger.tree, ledger.plan.targets)
+
+
+def dataset_artifact(ledger: RunLedger, when: str) -> dict[str, Any]:
+    """The dataset as a table artifact: per leaf, what it holds (`when`: before / after)."""
+    from storage.datasets import leaf_labels, summary
+
+    state = summary(ledger.catalog, ledger.dataset, ledger.tree, ledger.scope)
+    labels = leaf_labels(ledger.tree)
+    rows = [{"leaf": labels.get(leaf, leaf or "(all)"), "samples": n} for leaf, n in sorted(
+        state.per_leaf.items(), key=lambda kv: labels.get(kv[0], kv[0] or ""))]
+    create_table_artifact(table=rows or [{"leaf": "(none yet)", "samples": 0}], key=f"dataset-{when}-{ledger.run_id}",
+                          description=f"dataset {ledger.dataset} {when} this run: {state.total} samples")
+    return state.as_dict()
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -113,20 +142,30 @@ def generate_all(ledger: RunLedger, backend, on_chunk=None) -> None:
 
 @flow(name="synth-run")
 def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = None,
-               target: int | None = None, export: bool = True) -> dict[str, Any]:
-    """Run a recipe: build or reuse its tree, generate the missing samples, export."""
+               target: int | None = None, export: bool = True, grow_by: int | None = None,
+               catalog_wait_s: float = 0.0) -> dict[str, Any]:
+    """Run a recipe: build or reuse its tree, generate what the dataset lacks, version and export it."""
+    from storage.growth import plan_growth
+
     logger = get_run_logger()
     recipe = preflight(recipe_path, catalog, out, target)
     backend = recipe.backend.build()
-    with Catalog(recipe.catalog) as cat:
+    with Catalog(recipe.catalog, wait_s=catalog_wait_s) as cat:
+        growth = plan_growth(cat, recipe, grow_by)
+        recipe = growth.recipe
         ledger = RunLedger(recipe, cat, backend.name, backend.model, load_seeds(recipe))
         attempt = ledger.start()
-        logger.info("run %s (start #%d) of %s on %s/%s", ledger.run_id, attempt, recipe.task.name,
-                    backend.name, backend.model)
+        logger.info("run %s (start #%d) of dataset %s on %s/%s; %s", ledger.run_id, attempt, ledger.dataset,
+                    backend.name, backend.model, growth.note)
         try:
             backend.load()
             if recipe.tree is not None and recipe.tree.enabled:
                 tree_task(ledger, backend)
+                placed = place_task(ledger, backend)
+                if placed["placed"] or placed["unassigned"]:
+                    logger.info("placed %d earlier samples on the tree (%d nowhere): %s", placed["placed"],
+                                placed["unassigned"], placed["moves"])
+            before = dataset_artifact(ledger, "before")
             if recipe.balance.dataset is not None:
                 imported = import_task(ledger, backend)
                 logger.info("existing dataset: %d rows, %d unassigned, per leaf %s", imported["rows"],
@@ -143,6 +182,9 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
             generate_all(ledger, backend, on_chunk)
             summary = ledger.finish()
             logger.info(summary["message"])
+            summary["growth"] = growth.note
+            summary["dataset_before"], summary["dataset_after"] = before, dataset_artifact(ledger, "after")
+            summary["reused"] = ledger.reuse_report()
             if export:
                 summary["export"] = export_task(ledger)
             report_task(ledger, summary.get("export"))

@@ -193,11 +193,13 @@ def tree_summary(catalog: Catalog, tree_id: str | None, counts: dict[str, int],
 
 def snapshot_leaf_counts(catalog: Catalog, snapshot_id: str, tree_id: str | None) -> list[dict[str, Any]]:
     """Per leaf of the snapshot: label, samples, test samples; the tree's empty leaves included at 0."""
+    # a sample made under another tree counts where it was placed on this one (storage/placement.py)
     rows = catalog.query(
-        """SELECT s.leaf_id, any_value(s.leaf_path) AS leaf_path, count(*) AS n,
+        """SELECT coalesce(m.leaf_id, s.leaf_id) AS leaf_id, any_value(s.leaf_path) AS leaf_path, count(*) AS n,
                   count(*) FILTER (ss.split = 'test') AS n_test
            FROM snapshot_samples ss JOIN samples_text s USING (sample_id)
-           WHERE ss.snapshot_id = ? GROUP BY s.leaf_id""", [snapshot_id])
+           LEFT JOIN leaf_moves m ON m.tree_id = ? AND m.sample_id = s.sample_id
+           WHERE ss.snapshot_id = ? GROUP BY 1""", [tree_id, snapshot_id])
     labels: dict[str, str] = {}
     if tree_id:
         for node in catalog.query("SELECT node_id, path FROM tree_nodes WHERE tree_id = ? AND is_leaf", [tree_id]):
@@ -212,8 +214,22 @@ def snapshot_leaf_counts(catalog: Catalog, snapshot_id: str, tree_id: str | None
     return sorted(out.values(), key=lambda r: (-r["n"], r["label"]))
 
 
-def plot_leaf_distribution(leaves: list[tuple[str, int]], path: Path, title: str) -> Path:
-    """A horizontal bar chart of samples per leaf (largest first), as PNG."""
+def version_leaf_counts(catalog: Catalog, snapshot_id: str) -> dict[int, dict[str, int]]:
+    """Versioned snapshots: first version -> leaf_id -> rows (how the dataset grew, per leaf)."""
+    rows = catalog.query(
+        """SELECT ss.first_version AS v, s.leaf_id, count(*) AS n FROM snapshot_samples ss JOIN samples s USING (sample_id)
+           WHERE ss.snapshot_id = ? AND ss.first_version IS NOT NULL GROUP BY ALL""", [snapshot_id])
+    out: dict[int, dict[str, int]] = {}
+    for row in rows:
+        out.setdefault(int(row["v"]), {})[row["leaf_id"] or ""] = int(row["n"])
+    return out
+
+
+def plot_leaf_distribution(leaves: list[tuple[str, int]], path: Path, title: str,
+                           by_version: dict[int, dict[str, int]] | None = None) -> Path:
+    """A horizontal bar chart of samples per leaf (largest first), as PNG; with
+    `by_version` (version -> label -> rows it added), each bar is stacked by version, so
+    the plot shows how the dataset grew."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display here, in CI or in a Prefect worker
@@ -225,7 +241,16 @@ def plot_leaf_distribution(leaves: list[tuple[str, int]], path: Path, title: str
         leaves = leaves[:MAX_PLOT_LEAVES - 1] + [(f"({len(rest)} other leaves)", sum(n for _, n in rest))]
     labels = [label if len(label) <= 60 else label[:57] + "..." for label, _ in leaves]
     fig, ax = plt.subplots(figsize=(10, max(2.5, 0.3 * len(leaves) + 1.2)))
-    ax.barh(range(len(leaves)), [n for _, n in leaves], color="#4C72B0")
+    if by_version and len(by_version) > 1:
+        left = [0] * len(leaves)
+        colours = plt.get_cmap("tab10")
+        for i, version in enumerate(sorted(by_version)):
+            widths = [by_version[version].get(label, 0) for label, _ in leaves]
+            ax.barh(range(len(leaves)), widths, left=left, color=colours(i % 10), label=f"v{version}")
+            left = [a + b for a, b in zip(left, widths)]
+        ax.legend(title="added in", fontsize=8, loc="lower right")
+    else:
+        ax.barh(range(len(leaves)), [n for _, n in leaves], color="#4C72B0")
     ax.set_yticks(range(len(leaves)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("samples")
@@ -323,7 +348,27 @@ def card_context(catalog: Catalog, snapshot_id: str, *, output_fields: dict[str,
         "reject_reasons": [{"reason": cell(k), "n": v} for k, v in stats["reject_reasons"].items()],
         "quality": recipe.get("quality", {}),
         "verify": {"kind": "none", **(recipe.get("verify") or {})},
+        "changelog": _changelog(catalog, snapshot),
+        "plot_by_version": _plot_by_version(catalog, snapshot, leaves),
     }
+
+
+def _changelog(catalog: Catalog, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    row = catalog.query("SELECT dataset, version FROM snapshots WHERE snapshot_id = ?", [snapshot["snapshot_id"]])
+    if not row or row[0]["dataset"] is None:
+        return []
+    from storage.versions import changelog
+
+    return changelog(catalog, row[0]["dataset"], row[0]["version"])
+
+
+def _plot_by_version(catalog: Catalog, snapshot: dict[str, Any], leaves: list[dict[str, Any]]
+                     ) -> dict[int, dict[str, int]] | None:
+    counts = version_leaf_counts(catalog, snapshot["snapshot_id"])
+    if len(counts) < 2:
+        return None
+    label_of = {r["leaf_id"] or "": r["label"] for r in leaves}
+    return {v: {label_of.get(leaf, leaf): n for leaf, n in per.items()} for v, per in counts.items()}
 
 
 def card_variables(context: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +413,11 @@ def _example() -> dict[str, Any]:
         "strategies": [{"name": "new_question", "n": 2}], "stats": stats, "attempts": 3,
         "rates": {"accepted": "66.7%", "rejected": "33.3%", "duplicate": "0.0%", "filtered": "0.0%",
                   "dropped": "0.0%"},
-        "reject_reasons": [{"reason": "invalid_json", "n": 1}], "quality": {}, "verify": {"kind": "none"}})
+        "reject_reasons": [{"reason": "invalid_json", "n": 1}], "quality": {}, "verify": {"kind": "none"},
+        "changelog": [{"version": 1, "name": "gsm8k-v1", "rows": 2, "added": 2, "removed": 0,
+                       "created_at": "2026-12-02", "run_id": "r1",
+                       "by": [{"run_id": "r1", "model": "SmolLM2-135M-Instruct-Q4_1", "strategy": "new_question",
+                               "rows": 2}]}]})
 
 
 def write_card(catalog: Catalog, snapshot_id: str, out_dir: Path, renderer: Renderer | None = None,
@@ -379,7 +428,8 @@ def write_card(catalog: Catalog, snapshot_id: str, out_dir: Path, renderer: Rend
     written = []
     if context["plot"]:
         written.append(plot_leaf_distribution(context["plot_leaves"], out_dir / context["plot"],
-                                              f"{context['title']}: samples per leaf"))
+                                              f"{context['title']}: samples per leaf",
+                                              context.get("plot_by_version")))
     card = out_dir / "README.md"
     tmp = card.with_name("README.md.tmp")
     tmp.write_text(render_card(context, renderer), encoding="utf-8")

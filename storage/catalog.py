@@ -46,7 +46,7 @@ _REQUEST_COLUMNS: dict[str, pa.DataType] = {
     "strategy": pa.string(), "leaf_id": pa.string(), "template": pa.string(), "template_hash": pa.string(),
     "prompt_hash": pa.string(), "sampling": pa.string(), "raw_text": pa.string(), "finish_reason": pa.string(),
     "prompt_tokens": pa.int32(), "completion_tokens": pa.int32(), "latency_s": pa.float64(),
-    "error": pa.string(), "created_at": pa.timestamp("us"),
+    "error": pa.string(), "created_at": pa.timestamp("us"), "sample_id": pa.string(),
 }
 _SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "sample_id": pa.string(), "run_id": pa.string(), "slot": pa.int32(), "attempt": pa.int32(),
@@ -54,7 +54,7 @@ _SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "request_id": pa.string(), "fields": pa.string(), "raw_text": pa.string(), "content_hash": pa.string(),
     "status": pa.string(), "reason": pa.string(), "duplicate_of": pa.string(), "quality": pa.float64(),
     "judge_rationale": pa.string(), "verified": pa.bool_(), "created_at": pa.timestamp("us"),
-    "segment": pa.string(),
+    "segment": pa.string(), "seed_key": pa.string(),
 }
 # The text columns a bulk-ingested row keeps in its Parquet segment (see `samples_text`).
 SEGMENT_COLUMNS = ("fields", "raw_text", "leaf_path")
@@ -89,22 +89,33 @@ def _arrow(rows: list[dict[str, Any]], columns: dict[str, pa.DataType]) -> pa.Ta
 
 
 class Catalog:
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False, wait_s: float = 0.0) -> None:
+        """Open (or create) the catalog. Another process writing it: `CatalogBusy` at once, or
+        after waiting up to `wait_s` seconds for it to finish (a scheduled run that overlaps
+        another waits its turn instead of failing)."""
+        import time
+
         self.path = Path(path)
         self.read_only = read_only
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise CatalogError(f"no catalog at {self.path}: run `synth run RECIPE` first, or pass --catalog PATH")
-        try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise CatalogBusy(
-                    f"the catalog {self.path} is in use by another process ({exc}); wait for that run to finish "
-                    "or give this run its own catalog with --catalog PATH"
-                ) from None
-            raise
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while True:
+            try:
+                self.con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+                    raise CatalogBusy(
+                        f"the catalog {self.path} is in use by another process{waited} ({exc}); wait for that run "
+                        "to finish (or pass a longer wait) or give this run its own catalog with --catalog PATH"
+                    ) from None
+                time.sleep(min(2.0, max(0.05, deadline - time.monotonic())))
         self._lock = threading.RLock()  # one connection, used from the flow's task threads in turn
         if not read_only:
             schema.create_all(self.con)
@@ -186,28 +197,41 @@ class Catalog:
 
     def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
         with self._lock:
-            row = self.con.execute(sql, list(params)).fetchone()
-        return None if row is None else row[0]
+            rows = self.con.execute(sql, list(params)).fetchall()  # fetchone would leave the result open
+        return rows[0][0] if rows else None
 
     # -- runs -------------------------------------------------------------------------
 
     def start_run(self, run_id: str, name: str, recipe: dict[str, Any], recipe_hash: str,
-                  backend: str, model: str) -> int:
-        """Create the run, or mark a rerun of it; returns how many times it has started."""
+                  backend: str, model: str, *, dataset: str | None = None, kind: str = "generate",
+                  target: int | None = None, base_hash: str | None = None) -> int:
+        """Create the run, or mark a rerun of it; returns how many times it has started.
+        A run with a `dataset` is a contribution to it (the dataset is created if new)."""
+        import os
+        import socket
+
         stamp = now()
         with self.transaction() as con:
             con.execute(
                 """INSERT INTO runs (run_id, name, recipe, recipe_hash, backend, model, status, attempts,
-                                     started_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?)
+                                     started_at, updated_at, dataset, kind, target, base_hash, pid, host)
+                   VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (run_id) DO UPDATE SET attempts = runs.attempts + 1, status = 'running',
-                       updated_at = excluded.updated_at, finished_at = NULL, message = NULL""",
-                [run_id, name, _json(recipe), recipe_hash, backend, model, stamp, stamp],
+                       updated_at = excluded.updated_at, finished_at = NULL, message = NULL,
+                       pid = excluded.pid, host = excluded.host""",
+                [run_id, name, _json(recipe), recipe_hash, backend, model, stamp, stamp, dataset, kind, target,
+                 base_hash, os.getpid(), socket.gethostname()],
             )
+            if dataset is not None:
+                con.execute(
+                    """INSERT INTO datasets (dataset, task_name, target, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+                       ON CONFLICT (dataset) DO UPDATE SET target = greatest(datasets.target, excluded.target),
+                           updated_at = excluded.updated_at""",
+                    [dataset, name, int(target or 0), stamp, stamp])
             return con.execute("SELECT attempts FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        allowed = {"status", "strategy", "strategy_reason", "tree_id", "message", "finished_at"}
+        allowed = {"status", "strategy", "strategy_reason", "tree_id", "message", "finished_at", "target"}
         unknown = set(fields) - allowed
         if unknown:
             raise CatalogError(f"cannot update run columns {sorted(unknown)}")
@@ -225,13 +249,18 @@ class Catalog:
 
     # -- requests and samples -----------------------------------------------------------
 
+    @staticmethod
+    def commit_requests(con: duckdb.DuckDBPyConnection, requests: list[dict[str, Any]]) -> None:
+        """Insert request rows inside the caller's transaction; existing ids are skipped."""
+        con.register("incoming_requests", _arrow(requests, _REQUEST_COLUMNS))
+        con.execute("INSERT OR IGNORE INTO requests BY NAME SELECT * FROM incoming_requests")
+        con.unregister("incoming_requests")
+
     def commit_chunk(self, requests: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
         """Write one chunk's requests and samples in one transaction; existing ids are skipped."""
         with self.transaction() as con:
             if requests:
-                con.register("incoming_requests", _arrow(requests, _REQUEST_COLUMNS))
-                con.execute("INSERT OR IGNORE INTO requests BY NAME SELECT * FROM incoming_requests")
-                con.unregister("incoming_requests")
+                self.commit_requests(con, requests)
             if samples:
                 con.register("incoming_samples", _arrow(samples, _SAMPLE_COLUMNS))
                 self.insert_samples(con, "incoming_samples")

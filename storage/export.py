@@ -48,7 +48,9 @@ DEFAULT_SHARD_ROWS = 100_000  # rows per Parquet shard: a few tens of MB of text
 _VALUE_TYPES = {"string": "string", "integer": "int64", "number": "float64"}
 _LINEAGE_TYPES = {"sample_id": "string", "run_id": "string", "leaf_id": "string", "leaf_path": "string",
                   "strategy": "string", "seed_row": "int64", "request_id": "string"}
-SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
+# `train-00000-of-00002.parquet`, or for a version of a growing dataset `train-v0002-00000-of-00001.parquet`:
+# the rows a version added, so a later version that only adds rows adds only new shards
+SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)(?:-v(?P<version>\d{4}))?-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 
 
 class ExportError(ValueError):
@@ -138,16 +140,16 @@ def snapshot_table(catalog: Catalog, snapshot_id: str, output_fields: dict[str, 
         out += [f'__l_{name} AS "{column}"' for name, column in zip(_LINEAGE_SQL, list(columns)[len(fields):])]
     sql = f"""
         WITH base AS (
-            SELECT ss.split AS __split{lineage_sql}{raw}
+            SELECT ss.split AS __split, ss.first_version AS __version{lineage_sql}{raw}
             FROM snapshot_samples ss JOIN samples_text s USING (sample_id)
             WHERE ss.snapshot_id = ?
         ), typed AS (
             SELECT *{typed} FROM base
         )
-        SELECT __split, __l_sample_id AS __sample_id, {f"CASE {checks} END" if checks else "NULL"} AS __bad,
-               {', '.join(out)}
+        SELECT __split, __version, __l_sample_id AS __sample_id,
+               {f"CASE {checks} END" if checks else "NULL"} AS __bad, {', '.join(out)}
         FROM typed
-        ORDER BY CASE __split WHEN 'train' THEN 0 WHEN 'test' THEN 1 ELSE 2 END, __split, __l_sample_id"""
+        ORDER BY CASE __split WHEN 'train' THEN 0 WHEN 'test' THEN 1 ELSE 2 END, __split, __version, __l_sample_id"""
     with catalog.transaction() as con:  # the catalog's lock, and one consistent read
         table = con.sql(sql, params=[*params, snapshot_id]).to_arrow_table()
     bad = table.filter(table["__bad"].is_valid())
@@ -159,24 +161,29 @@ def snapshot_table(catalog: Catalog, snapshot_id: str, output_fields: dict[str, 
             f"sample {sample_id}: column {column!r} holds {str(value)[:60]!r}, which is not "
             f"{_VALUE_TYPES[output_fields[column]]}; fix the recipe's field type or mark the sample rejected, "
             "then take a new snapshot")
-    schema = pa.schema([pa.field("__split", pa.string()),
+    schema = pa.schema([pa.field("__split", pa.string()), pa.field("__version", pa.int32()),
                         *[pa.field(name, pa.string() if kind == "string" else pa.from_numpy_dtype(kind))
                           for name, kind in columns.items()]])
     return table.drop_columns(["__sample_id", "__bad"]).cast(schema)
 
 
 def build_dataset_dict(table) -> Any:
-    """`snapshot_table`'s table as a typed `datasets.DatasetDict`: train, and test when it has rows."""
+    """`snapshot_table`'s table as a typed `datasets.DatasetDict`: train, and test when it has rows.
+    Each split's dataset carries `versions`: the `first_version` of each row (None outside
+    a growing dataset's versions), in row order, for the version shards."""
     import pyarrow.compute as pc
     from datasets import Dataset, DatasetDict, DatasetInfo, Features  # heavy: only when exporting
 
-    data = table.drop_columns(["__split"])
+    data = table.drop_columns(["__split", "__version"])
     features = Features.from_arrow_schema(data.schema)
     splits = table["__split"].unique().to_pylist()
     ordered = [s for s in SPLITS if s in splits] + sorted(set(splits) - set(SPLITS))
-    return DatasetDict({split: Dataset(data.filter(pc.equal(table["__split"], split)),
-                                       info=DatasetInfo(features=features))
-                        for split in ordered})
+    out = DatasetDict({split: Dataset(data.filter(pc.equal(table["__split"], split)),
+                                      info=DatasetInfo(features=features))
+                       for split in ordered})
+    out.versions = {split: table["__version"].filter(pc.equal(table["__split"], split)).to_pylist()
+                    for split in ordered}  # type: ignore[attr-defined]
+    return out
 
 
 @contextmanager
@@ -197,17 +204,31 @@ def _replace(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)  # atomic on one filesystem: a reader sees the old file or the new one
 
 
+def _version_runs(versions: list[Any]) -> list[tuple[Any, int, int]]:
+    """(version, start, stop) of each run of equal versions (rows are ordered by version)."""
+    runs, start = [], 0
+    for i in range(1, len(versions) + 1):
+        if i == len(versions) or versions[i] != versions[start]:
+            runs.append((versions[start], start, i))
+            start = i
+    return runs or [(None, 0, 0)]
+
+
 def _write_parquet(dataset_dict, folder: Path, shard_rows: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    versions = getattr(dataset_dict, "versions", {})
     for split, dataset in dataset_dict.items():
-        count = max(1, math.ceil(len(dataset) / shard_rows))
-        for index in range(count):
-            final = folder / f"{split}-{index:05d}-of-{count:05d}.parquet"
-            tmp = final.with_name(final.name + ".tmp")
-            dataset.shard(num_shards=count, index=index, contiguous=True).to_parquet(str(tmp))
-            _replace(tmp, final)
-            written.append(final)
+        for version, start, stop in _version_runs(versions.get(split, [None] * len(dataset))):
+            part = dataset.select(range(start, stop)) if (start, stop) != (0, len(dataset)) else dataset
+            count = max(1, math.ceil(len(part) / shard_rows))
+            tag = f"-v{version:04d}" if version is not None else ""
+            for index in range(count):
+                final = folder / f"{split}{tag}-{index:05d}-of-{count:05d}.parquet"
+                tmp = final.with_name(final.name + ".tmp")
+                part.shard(num_shards=count, index=index, contiguous=True).to_parquet(str(tmp))
+                _replace(tmp, final)
+                written.append(final)
     keep = {p.name for p in written}
     for stale in folder.iterdir():  # shards of an earlier export with another count or split
         if SHARD_NAME.match(stale.name) and stale.name not in keep:

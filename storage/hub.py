@@ -104,9 +104,12 @@ def push_to_hub(catalog: Catalog, snapshot_id: str, repo_id: str, private: bool 
                 token: str | None = None, export_dir: Path | None = None, *,
                 endpoint: str | None = None, shards_per_commit: int = DEFAULT_SHARDS_PER_COMMIT,
                 shard_rows: int = DEFAULT_SHARD_ROWS, output_fields: dict[str, str] | None = None,
-                license: str = "other", tree_text: str | None = None) -> str:
+                license: str = "other", tree_text: str | None = None, tag: str | None = None,
+                renderer: Any = None) -> str:
     """Upload the snapshot (id or name) to the dataset repo `owner/name`; returns the commit id
-    the repo's main branch is at afterwards, and records it as a 'hub' export."""
+    the repo's main branch is at afterwards, and records it as a 'hub' export. With `tag`
+    (a version of a growing dataset: `v2`), that commit is tagged, so
+    `load_dataset(repo, revision="v2")` reads this version later."""
     if not _REPO_ID.match(repo_id or ""):
         raise HubError(f"repo id {repo_id!r} is not 'owner/name': write e.g. my-org/math-word-problems")
     if shards_per_commit <= 0:
@@ -118,11 +121,17 @@ def push_to_hub(catalog: Catalog, snapshot_id: str, repo_id: str, private: bool 
         out_dir = Path(export_dir) if export_dir is not None else Path(scratch)
         result = export_snapshot(catalog, snapshot["snapshot_id"], out_dir, formats=("parquet",),
                                  output_fields=output_fields, shard_rows=shard_rows, license=license,
-                                 tree_text=tree_text)
+                                 tree_text=tree_text, renderer=renderer)
         card_text = (result.out_dir / "README.md").read_text(encoding="utf-8")
         if token in card_text:  # cannot happen through redaction; refuse rather than publish it
             raise HubError("the dataset card would contain the token: refusing to upload; check the recipe")
         commit = _upload(result, repo_id, private, token, endpoint, shards_per_commit, snapshot["name"])
+        if tag:
+            from huggingface_hub import HfApi
+
+            api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
+            _call(f"tagging commit {commit} of {repo_id} as {tag}", token, api.create_tag, repo_id, tag=tag,
+                  revision=commit, repo_type="dataset", exist_ok=True)
 
     record_export(catalog, snapshot["snapshot_id"], "hub", repo_id, sum(result.n_rows.values()), revision=commit)
     return commit
@@ -132,7 +141,7 @@ def _upload(result: Any, repo_id: str, private: bool, token: str, endpoint: str 
             shards_per_commit: int, snapshot_name: str) -> str:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-    api = HfApi(endpoint=endpoint, token=token)
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
     _call(f"creating the dataset repo {repo_id}", token,
           api.create_repo, repo_id, repo_type="dataset", private=private, exist_ok=True)
     remote = _call(f"listing the files of {repo_id}", token, _remote_files, api, repo_id)

@@ -1,7 +1,9 @@
-"""Publish a run: freeze its accepted samples in a snapshot and export that snapshot.
+"""Publish a run's dataset: freeze what it holds as a version and export that version.
 
-The step the flow calls after generation. A rerun of an unchanged run finds the same
-snapshot (its name is derived from the content) and rewrites the same files.
+The step the flow calls after generation. The dataset's version (storage/versions.py)
+holds, per leaf, at most the run's target of the dataset's members; a rerun that changed
+nothing finds the same version and rewrites the same files. When the recipe names a Hub
+repo (`export.hub_repo`), a new version is pushed as a new commit tagged `v<N>`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from synth.recipe import Recipe
 from synth.render import Renderer
 
 
-def tree_text_of_run(catalog: Catalog, run_id: str) -> str | None:
+def tree_text_of_run(catalog: Catalog, run_id: str, snapshot_id: str | None = None) -> str | None:
+    """The run's tree as text, with the samples per leaf of `snapshot_id` (else of the run)."""
     tree_id = (catalog.run(run_id) or {}).get("tree_id")
     if not tree_id:
         return None
@@ -24,17 +27,45 @@ def tree_text_of_run(catalog: Catalog, run_id: str) -> str | None:
     from synth.tree import render_tree
 
     tree = load_tree(catalog, tree_id)
-    return render_tree(tree, leaf_counts(catalog, [run_id])) if tree is not None else None
+    if tree is None:
+        return None
+    if snapshot_id is None:
+        return render_tree(tree, leaf_counts(catalog, [run_id]))
+    from storage.card import snapshot_leaf_counts
+
+    counts = {r["leaf_id"]: r["n"] for r in snapshot_leaf_counts(catalog, snapshot_id, tree.tree_id) if r["leaf_id"]}
+    return render_tree(tree, counts)
 
 
-def export_run(catalog: Catalog, recipe: Recipe, run_id: str) -> dict[str, Any]:
-    snapshot_id = create_snapshot(catalog, run_id, test_fraction=recipe.export.test_fraction,
-                                  seed=recipe.backend.sampling.seed)
+def export_run(catalog: Catalog, recipe: Recipe, run_id: str, scope: Any = None, tree: Any = None,
+               targets: dict[str | None, int] | None = None, token: str | None = None) -> dict[str, Any]:
+    """Version the dataset (or, without `scope`, snapshot the run alone) and export it."""
+    renderer = Renderer(recipe.template_overrides())
+    version: dict[str, Any] | None = None
+    if scope is not None and targets is not None:
+        from storage.versions import create_version
+
+        version = create_version(catalog, scope, tree, targets, run_id, seed=recipe.backend.sampling.seed,
+                                 test_fraction=recipe.export.test_fraction)
+        snapshot_id = version["snapshot_id"]
+    else:
+        snapshot_id = create_snapshot(catalog, run_id, test_fraction=recipe.export.test_fraction,
+                                      seed=recipe.backend.sampling.seed)
+    tree_text = tree_text_of_run(catalog, run_id, snapshot_id)
     result = export_snapshot(catalog, snapshot_id, recipe.export.dir, formats=recipe.export.formats,
-                             lineage=recipe.export.lineage, tree_text=tree_text_of_run(catalog, run_id),
-                             renderer=Renderer(recipe.template_overrides()))
+                             lineage=recipe.export.lineage, tree_text=tree_text, renderer=renderer)
+    pushed = None
+    if recipe.export.hub_repo:
+        from storage.hub import push_to_hub
+
+        tag = f"v{version['version']}" if version is not None else None
+        pushed = {"repo": recipe.export.hub_repo, "tag": tag,
+                  "commit": push_to_hub(catalog, snapshot_id, recipe.export.hub_repo, private=recipe.export.private,
+                                        token=token, tree_text=tree_text, tag=tag, renderer=renderer)}
     return {
         "snapshot_id": snapshot_id,
+        "version": version,
+        "hub": pushed,
         "out_dir": str(result.out_dir),
         "rows": result.n_rows,
         "paths": {target: str(paths[0].parent if target == "parquet" else paths[0])

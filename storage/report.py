@@ -1,4 +1,5 @@
-"""The dataset report: what a run made, where it fell, what it cost, how diverse it is.
+"""The run report: what a run made, where it fell, what it cost, how diverse it is, and
+the dataset it contributes to (total, per leaf, per contribution, versions).
 
 Read-only over the catalog. `build_report` returns plain data (for JSON, artifacts and
 the dataset card); `render_markdown` and `plot_leaf_distribution` turn it into what a
@@ -122,7 +123,34 @@ def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
         "judge_scores": {int(r["score"]): int(r["n"]) for r in judged},
         "by_stage": [{k: (int(v) if isinstance(v, (int, float)) and k != "stage" else v) for k, v in r.items()}
                      for r in by_stage],
+        "dataset": _dataset_section(catalog, run, leaves),
     }
+
+
+def _dataset_section(catalog: Catalog, run: dict[str, Any], leaves: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The dataset the run contributes to: per leaf (the run's leaves gain `in_dataset` and
+    `reused`), per contribution, and its versions."""
+    dataset = run.get("dataset")
+    if not dataset:
+        return None
+    from storage.datasets import Scope, summary
+    from storage.trees import load_tree
+    from storage.versions import changelog
+
+    recipe = json.loads(run["recipe"]) if isinstance(run.get("recipe"), str) else (run.get("recipe") or {})
+    reuse = recipe.get("reuse") or {}
+    scope = Scope(dataset, tuple(reuse.get("exclude_runs") or ()), tuple(reuse.get("exclude_models") or ()),
+                  tuple(reuse.get("exclude_templates") or ()), (run["run_id"],) if reuse.get("fresh") else None)
+    tree = load_tree(catalog, run["tree_id"]) if run.get("tree_id") else None
+    state = summary(catalog, dataset, tree, scope)
+    for row in leaves:
+        key = row["leaf_id"] or None
+        row["in_dataset"] = state.per_leaf.get(key, 0)
+        row["reused"] = max(0, row["in_dataset"] - row["accepted"])
+    out = state.as_dict()
+    out["reused"] = sum(r["reused"] for r in leaves)
+    out["versions"] = changelog(catalog, dataset)
+    return out
 
 
 def _tolerance(run: dict[str, Any], leaves: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -184,7 +212,24 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {r['label']} | {'' if r['target'] is None else r['target']} | {r['before']} | {r['accepted']} | "
               f"{r['generated']} | {r['rejected']} | {r['filtered']} | {r['duplicate']} | {r['dropped']} |"
               for r in report["leaves"]]
+    lines += render_dataset(report.get("dataset"))
     return "\n".join(lines) + "\n"
+
+
+def render_dataset(dataset: dict[str, Any] | None) -> list[str]:
+    if not dataset:
+        return []
+    lines = ["", f"## Dataset {dataset['dataset']}", "",
+             f"{dataset['total']} accepted samples counted on the tree (target {dataset['target']}); "
+             f"{dataset['reused']} of this run's leaves' samples were reused from earlier contributions.",
+             "", "| contribution (run) | model | strategy | status | accepted | counted by this run |",
+             "|---|---|---|---|---:|---:|"]
+    lines += [f"| `{c['run_id']}` | {c['model']} | {c['strategy'] or ''} | {c['status']} | {c['accepted']} | "
+              f"{c['kept']} |" for c in dataset["contributions"]]
+    if dataset.get("versions"):
+        lines += ["", "| version | rows | added | removed |", "|---|---:|---:|---:|"]
+        lines += [f"| v{v['version']} | {v['rows']} | {v['added']} | {v['removed']} |" for v in dataset["versions"]]
+    return lines
 
 
 def plot_leaf_distribution(report: dict[str, Any], path: Path) -> Path:
@@ -197,7 +242,12 @@ def plot_leaf_distribution(report: dict[str, Any], path: Path) -> Path:
     labels = [r["label"] if len(r["label"]) <= 48 else r["label"][:45] + "..." for r in leaves]
     height = max(2.5, 0.35 * len(leaves) + 1.2)
     fig, ax = plt.subplots(figsize=(9, height))
-    if any(r["before"] for r in leaves):  # a rebalanced dataset: before next to after
+    if any(r.get("reused") for r in leaves) and not any(r["before"] for r in leaves):
+        # a growing dataset: what earlier contributions hold, and what this run added
+        ax.barh(labels, [r["reused"] for r in leaves], color="#8172B3", label="earlier contributions")
+        ax.barh(labels, [r["accepted"] for r in leaves], left=[r["reused"] for r in leaves], color="#4C72B0",
+                label="this run")
+    elif any(r["before"] for r in leaves):  # a rebalanced dataset: before next to after
         import numpy as np
 
         y = np.arange(len(leaves))

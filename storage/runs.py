@@ -1,9 +1,14 @@
 """The run ledger: what a run has done, what is left, and the one writer of its rows.
 
-What is left of the old engine once generation became a pure pipeline
-(synth/pipeline.py): everything here is derived from the recipe and the catalog, so a
-run that was killed and started again picks up exactly the slots that have no accepted
-sample yet and writes nothing twice:
+A run is one contribution to a dataset (storage/datasets.py). It plans against the
+dataset: per leaf, the target minus the accepted samples the dataset already holds
+there from any other run (whatever model, sampling or prompts made them, unless the
+recipe's `reuse:` excludes them), so raising a target generates only the difference
+and a changed parameter reuses what was paid for.
+
+Everything here is derived from the recipe and the catalog, so a run that was killed
+and started again picks up exactly the slots that have no accepted sample yet and
+writes nothing twice:
 
 - a slot is one planned sample (synth/plan.py); attempt n at slot s has id hash(run, s, n);
 - `pending()` lists the attempts to make now, within `generation.max_rounds` attempts a
@@ -24,8 +29,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from storage import bulk
+from storage import bulk, datasets
 from storage.catalog import Catalog, now
+from storage.datasets import Scope
 from storage.existing import STRATEGY as EXISTING
 from synth.balance import within_tolerance
 from synth.dedup import Candidate, Deduper
@@ -85,9 +91,12 @@ class RunLedger:
         self.recipe, self.catalog = recipe, catalog
         self.backend_name, self.model = backend_name, model
         self.run_id = recipe.hash()
+        self.dataset = recipe.dataset_name
+        self.scope = Scope.of(recipe, self.run_id)  # the members this run counts, its own included
         self.seeds = list(seeds)
         self.tree: Any = None
         self.plan: Plan | None = None
+        self.others: dict[str | None, int] = {}  # what other contributions hold, per leaf
         self.deduper = Deduper(recipe.quality.near_dup_threshold)
         self.ctx = ChunkContext.from_recipe(recipe, self.seeds, self.run_id)
 
@@ -97,17 +106,15 @@ class RunLedger:
         """Record the run (or its restart) and load the dedup index; returns the start number."""
         attempts = self.catalog.start_run(self.run_id, self.recipe.task.name,
                                           self.recipe.model_dump(mode="json", exclude={"base_dir"}),
-                                          self.recipe.hash(), self.backend_name, self.model)
+                                          self.recipe.hash(), self.backend_name, self.model, dataset=self.dataset,
+                                          target=self.recipe.generation.target, base_hash=self.recipe.base_hash())
         self.load_dedup_index()
         return attempts
 
     def load_dedup_index(self) -> None:
-        """Exact and near-duplicate checks cover this run and earlier runs of the same dataset."""
+        """Exact and near-duplicate checks cover the whole dataset (the members this run counts)."""
         self.deduper = Deduper(self.recipe.quality.near_dup_threshold)
-        rows = self.catalog.query(
-            """SELECT s.sample_id, s.content_hash, s.strategy, s.fields FROM samples_text s JOIN runs r USING (run_id)
-               WHERE r.name = ? AND s.status = 'accepted' ORDER BY s.created_at, s.sample_id""",
-            [self.recipe.task.name])
+        rows = datasets.dedup_rows(self.catalog, self.scope)
         task = self.recipe.task
         self.deduper.load((row["sample_id"], row["content_hash"],
                            dedup_text({"strategy": row["strategy"], "fields": json.loads(row["fields"] or "{}")}, task))
@@ -116,16 +123,38 @@ class RunLedger:
     def set_tree(self, tree: Any) -> None:
         self.tree = tree
         self.catalog.update_run(self.run_id, tree_id=tree.tree_id)
+        datasets.set_tree(self.catalog, self.dataset, tree.tree_id)
+
+    def place_on_tree(self, backend: Any, on_progress: Progress | None = None) -> dict[str, Any]:
+        """Earlier members of the dataset whose leaf this tree lacks are classified onto it
+        (storage/placement.py); the report says how many moved and where."""
+        from storage.placement import place_on_tree
+        from synth.backends.base import SamplingSettings
+
+        if self.tree is None:
+            return {"placed": 0, "unassigned": 0, "kept": 0, "moves": []}
+        # classification is a lookup, not writing: greedy, short answers
+        sampling = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=48, seed=self.recipe.backend.sampling.seed)
+        return place_on_tree(self.catalog, self.scope, self.tree, self.recipe.task, backend, sampling, self.run_id,
+                             self.ctx.renderer, self.recipe.generation.chunk_size, on_progress)
 
     def make_plan(self, record: bool = True) -> Plan:
-        """Each leaf's deficit against what it holds, as slots; recorded on the run."""
+        """Each leaf's deficit against what the dataset holds there, as slots; recorded on the run."""
+        from synth.seeds import seed_key
+
         rebalancing = self.recipe.balance.dataset is not None
-        have: dict[str | None, int] = {}
+        others = datasets.leaf_counts(self.catalog, self.scope.without(self.run_id), self.tree)
+        others.pop("", None)  # members no leaf of this tree holds (yet): they count nowhere
+        self.others = others
+        have = dict(others)
         if rebalancing:
             if record and self.recipe.balance.max_per_leaf is not None:
                 self.downsample_existing()
-            have = bulk.leaf_counts(self.catalog, [self.run_id], EXISTING)
-        plan = make_plan(self.recipe, self.tree, len(self.seeds), self.run_id, have)
+            for leaf, n in bulk.leaf_counts(self.catalog, [self.run_id], EXISTING).items():
+                have[leaf] = have.get(leaf, 0) + n
+        keys = [seed_key(row) for row in self.seeds]
+        usage = datasets.seed_usage(self.catalog, self.scope.without(self.run_id))
+        plan = make_plan(self.recipe, self.tree, len(self.seeds), self.run_id, have, keys, usage)
         self.plan = plan
         if record:
             self.catalog.update_run(self.run_id, strategy=plan.decision.label, strategy_reason=plan.decision.reason)
@@ -230,8 +259,11 @@ class RunLedger:
     # -- the end -------------------------------------------------------------------------
 
     def leaf_balance(self) -> list[dict[str, Any]]:
-        """Per leaf: target, accepted now (existing kept + generated), within tolerance or not."""
-        have = bulk.leaf_counts(self.catalog, [self.run_id])
+        """Per leaf: target, accepted now in the dataset (other contributions, existing rows
+        kept, generated), within tolerance or not."""
+        have = dict(self.others)
+        for leaf, n in bulk.leaf_counts(self.catalog, [self.run_id]).items():
+            have[leaf] = have.get(leaf, 0) + n
         tolerance, targets = self.recipe.balance.tolerance, self.plan.targets
         return [{"leaf_id": spec.leaf_id, "label": spec.label, "target": targets[spec.leaf_id],
                  "have": have.get(spec.leaf_id, 0),
@@ -246,8 +278,11 @@ class RunLedger:
         short = [leaf for leaf in leaves if not leaf["ok"]]
         total = sum(leaf["have"] for leaf in leaves)
         target = self.recipe.generation.target
-        existing = total - generated
-        made = f"{total} accepted samples" + (f" ({existing} existing + {generated} generated)" if existing else "")
+        reused = sum(self.others.values())
+        existing = total - generated - reused
+        parts = [f"{reused} reused" if reused else "", f"{existing} existing" if existing else "",
+                 f"{generated} generated" if reused or existing else ""]
+        made = f"{total} accepted samples" + (f" ({' + '.join(p for p in parts if p)})" if reused or existing else "")
         if not short:
             status = "finished"
             message = f"{made}, target {target} met" if generated >= goal else (
@@ -260,5 +295,12 @@ class RunLedger:
             status = "short"
             message = f"{made} of {target}: {why}; leaves below target: {named}{more}"
         self.catalog.update_run(self.run_id, status=status, message=message, finished_at=now())
-        return {"status": status, "message": message, "accepted": total, "generated": generated,
-                "target": target, "short_leaves": [leaf["label"] for leaf in short]}
+        return {"status": status, "message": message, "accepted": total, "generated": generated, "reused": reused,
+                "target": target, "dataset": self.dataset, "short_leaves": [leaf["label"] for leaf in short]}
+
+    def reuse_report(self) -> list[dict[str, Any]]:
+        """Every contribution to the dataset with the rows it holds and the rows this run counted."""
+        summary = datasets.summary(self.catalog, self.dataset, self.tree, self.scope)
+        return [{"run_id": c.run_id, "model": c.model, "strategy": c.strategy, "status": c.status,
+                 "accepted": c.accepted, "counted": c.kept, "this_run": c.run_id == self.run_id}
+                for c in summary.contributions]

@@ -3,6 +3,12 @@
 Ids are deterministic hashes made by the writers, and every insert ignores an id that
 exists, so a retried chunk or a rerun after a crash never writes a row twice.
 
+Version 4 made the dataset the unit: `datasets` (one row a dataset: its current target
+and tree), `runs.dataset` (a run is one contribution to it; import staging runs have
+none), `leaf_moves` (where samples made under another tree sit on a dataset's current
+tree), `samples.seed_key` (the seed row a sample came from, by content), and versioned
+snapshots (`snapshots.dataset`, `version`).
+
 `samples` has no PRIMARY KEY (since version 3): keeping DuckDB's index on 10 M ids cost
 more than half of a bulk ingest. Its ids stay unique because every insert goes through
 `Catalog.insert_samples`, which skips ids that exist, under the catalog's lock, in a
@@ -11,7 +17,7 @@ process that holds the file alone (DuckDB's one writer per file).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES: dict[str, str] = {
     "schema_version": """
@@ -19,10 +25,25 @@ TABLES: dict[str, str] = {
             version INTEGER PRIMARY KEY,
             applied_at TIMESTAMP DEFAULT current_timestamp
         )""",
+    "datasets": """
+        CREATE TABLE IF NOT EXISTS datasets (
+            dataset VARCHAR PRIMARY KEY,         -- the recipe's `dataset` (default: task.name)
+            task_name VARCHAR NOT NULL,
+            target INTEGER NOT NULL DEFAULT 0,   -- accepted samples the dataset is growing to
+            tree_id VARCHAR,                     -- the tree its leaves are counted on now
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )""",
     "runs": """
         CREATE TABLE IF NOT EXISTS runs (
             run_id VARCHAR PRIMARY KEY,          -- the recipe hash: a rerun resumes the same run
             name VARCHAR NOT NULL,
+            dataset VARCHAR,                     -- the dataset this run contributes to (NULL: an import's staging run)
+            kind VARCHAR NOT NULL DEFAULT 'generate', -- generate / import
+            target INTEGER,                      -- the dataset target this run planned for
+            base_hash VARCHAR,                   -- the recipe hash without the target: growth steps share it
+            pid INTEGER,                         -- the process that last started it, and where
+            host VARCHAR,
             recipe JSON NOT NULL,                -- the recipe as validated (no secrets: keys are env var names)
             recipe_hash VARCHAR NOT NULL,
             backend VARCHAR NOT NULL,
@@ -85,7 +106,8 @@ TABLES: dict[str, str] = {
             completion_tokens INTEGER NOT NULL DEFAULT 0,
             latency_s DOUBLE,
             error VARCHAR,
-            created_at TIMESTAMP NOT NULL
+            created_at TIMESTAMP NOT NULL,
+            sample_id VARCHAR                    -- the attempt it was made for (generation requests, schema >= 4)
         )""",
     "samples": """
         CREATE TABLE IF NOT EXISTS samples (
@@ -113,7 +135,8 @@ TABLES: dict[str, str] = {
             judge_rationale VARCHAR,             -- the judge's one-sentence reason (or why it failed)
             -- bulk-ingested rows: the Parquet segment (table `segments`) that holds their
             -- fields, raw_text and leaf_path, NULL in this table; read them via `samples_text`
-            segment VARCHAR
+            segment VARCHAR,
+            seed_key VARCHAR                     -- content hash of its seed row (schema >= 4)
         )""",
     "segments": """
         CREATE TABLE IF NOT EXISTS segments (
@@ -131,11 +154,24 @@ TABLES: dict[str, str] = {
             existing INTEGER NOT NULL DEFAULT 0, -- rows of the rebalanced dataset it held before
             PRIMARY KEY (run_id, leaf_id)
         )""",
+    "leaf_moves": """
+        CREATE TABLE IF NOT EXISTS leaf_moves (
+            tree_id VARCHAR NOT NULL,            -- the tree the sample is placed on
+            sample_id VARCHAR NOT NULL,          -- made under another tree (or none)
+            leaf_id VARCHAR,                     -- its leaf on this tree; NULL: the classifier placed it nowhere
+            from_leaf VARCHAR,                   -- its leaf where it was made
+            request_id VARCHAR,                  -- the last classify request
+            reason VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (tree_id, sample_id)
+        )""",
     "snapshots": """
         CREATE TABLE IF NOT EXISTS snapshots (
             snapshot_id VARCHAR PRIMARY KEY,
             name VARCHAR NOT NULL UNIQUE,
             run_id VARCHAR NOT NULL,
+            dataset VARCHAR,                     -- versioned snapshots of a dataset: v1, v2, ...
+            version INTEGER,
             n_samples INTEGER NOT NULL,
             test_fraction DOUBLE NOT NULL DEFAULT 0,  -- the split's settings, so it can be retaken exactly
             seed BIGINT NOT NULL DEFAULT 0,
@@ -146,6 +182,7 @@ TABLES: dict[str, str] = {
             snapshot_id VARCHAR NOT NULL,
             sample_id VARCHAR NOT NULL,
             split VARCHAR NOT NULL DEFAULT 'train',
+            first_version INTEGER,               -- versioned snapshots: the version that first held the row
             PRIMARY KEY (snapshot_id, sample_id)
         )""",
     "exports": """
@@ -172,6 +209,28 @@ MIGRATIONS: dict[int, list[str]] = {
         "DROP TABLE samples",
         "ALTER TABLE samples_v3 RENAME TO samples",
         "CREATE INDEX IF NOT EXISTS samples_run_slot ON samples (run_id, slot)",
+    ],
+    # the dataset becomes the unit: each task's runs become contributions to the dataset named
+    # after the task; an import's staging run (recipe kind 'import') contributes nothing itself
+    4: [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS dataset VARCHAR",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'generate'",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS target INTEGER",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS base_hash VARCHAR",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid INTEGER",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS host VARCHAR",
+        "UPDATE runs SET kind = CASE WHEN json_extract_string(recipe, '$.kind') = 'import' THEN 'import' ELSE 'generate' END",
+        "UPDATE runs SET dataset = name WHERE kind = 'generate' AND dataset IS NULL",
+        "UPDATE runs SET target = TRY_CAST(json_extract_string(recipe, '$.generation.target') AS INTEGER) WHERE target IS NULL",
+        """INSERT OR IGNORE INTO datasets (dataset, task_name, target, tree_id, created_at, updated_at)
+           SELECT dataset, any_value(name), coalesce(max(target), 0), arg_max(tree_id, updated_at),
+                  min(started_at), max(updated_at)
+           FROM runs WHERE dataset IS NOT NULL GROUP BY dataset""",
+        "ALTER TABLE requests ADD COLUMN IF NOT EXISTS sample_id VARCHAR",
+        "ALTER TABLE samples ADD COLUMN IF NOT EXISTS seed_key VARCHAR",
+        "ALTER TABLE snapshots ADD COLUMN IF NOT EXISTS dataset VARCHAR",
+        "ALTER TABLE snapshots ADD COLUMN IF NOT EXISTS version INTEGER",
+        "ALTER TABLE snapshot_samples ADD COLUMN IF NOT EXISTS first_version INTEGER",
     ],
 }
 

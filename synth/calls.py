@@ -31,9 +31,11 @@ class Call:
     tree_id: str | None = None
     strategy: str | None = None
     leaf_id: str | None = None  # generation: the sample's leaf; tree/classify: the node asked about
+    sample_id: str | None = None  # generation: the attempt it is for
 
     def row(self) -> dict[str, Any]:
         return {"request_id": self.request.key, "run_id": self.run_id, "tree_id": self.tree_id,
+                "sample_id": self.sample_id,
                 "stage": self.stage, "strategy": self.strategy, "leaf_id": self.leaf_id,
                 "template": self.template, "template_hash": self.template_hash,
                 "prompt_hash": prompt_hash(self.request.messages), "sampling": self.request.sampling.as_dict()}

@@ -134,7 +134,7 @@ def _request(attempt: Attempt, strategy: Strategy, stage: Stage, ctx: ChunkConte
                                 sampling=ctx.sampling.for_request(stable_seed(ctx.sampling.seed, *parts)),
                                 json_schema=ctx.generation.schema_for(stage))
     return Call(request, stage.name, stage.template, ctx.renderer.template_hash(stage.template), run_id=ctx.run_id,
-                strategy=attempt.slot.strategy, leaf_id=attempt.slot.leaf_id)
+                strategy=attempt.slot.strategy, leaf_id=attempt.slot.leaf_id, sample_id=attempt.sample_id)
 
 
 def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
@@ -216,7 +216,8 @@ def _judge(attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
             .for_request(stable_seed(ctx.sampling.seed, key)),
             json_schema=JUDGE_SCHEMA)
         calls.append((attempt, Call(request, "judge", JUDGE_TEMPLATE, template_hash, run_id=ctx.run_id,
-                                    strategy=attempt.slot.strategy, leaf_id=attempt.slot.leaf_id)))
+                                    strategy=attempt.slot.strategy, leaf_id=attempt.slot.leaf_id,
+                                    sample_id=attempt.sample_id)))
     for (attempt, _), (result, row) in zip(calls, call_batch(backend, [call for _, call in calls])):
         request_rows.append(row)
         verdict = (Reject("judge_error", result.error[:500]) if result.error is not None
@@ -237,7 +238,8 @@ def _sample_row(attempt: Attempt, ctx: ChunkContext) -> dict[str, Any]:
     slot = attempt.slot
     row = {"sample_id": attempt.sample_id, "run_id": ctx.run_id, "slot": slot.index, "attempt": attempt.attempt,
            "leaf_id": slot.leaf_id, "leaf_path": [list(pair) for pair in slot.constraints],
-           "strategy": slot.strategy, "seed_row": slot.seed_row, "request_id": attempt.request_id,
+           "strategy": slot.strategy, "seed_row": slot.seed_row, "seed_key": slot.seed_key,
+           "request_id": attempt.request_id,
            "verified": attempt.verified, "quality": attempt.quality, "judge_rationale": attempt.judge_rationale}
     if attempt.reject is not None:
         return {**row, "status": "rejected", "reason": str(attempt.reject), "raw_text": attempt.raw_text,

@@ -9,15 +9,19 @@ counts by the run ledger (storage/runs.py); `synth plan` calls this directly.
   within min/max per leaf);
 - strategy: fixed, mixed by `strategy_weights`, or `auto` from the budget ratio
   (synth/budget.py);
-- slots: one per sample to generate (each leaf's target minus what it holds), the
-  strategies shuffled over them reproducibly, a seed row for strategies that need one,
-  example rows for every slot, and the leaf's constraints with infinite values drawn;
+- slots: one per sample to generate (each leaf's target minus what it holds), ordered
+  thinnest leaf first (so a budget that runs out leaves the dataset as even as it can),
+  the strategies shuffled over them reproducibly, a seed row for strategies that need
+  one (the rows the dataset has used least first: rows added to the seed file come
+  before rows already augmented), example rows for every slot, and the leaf's
+  constraints with infinite values drawn;
 - attempts: which (slot, attempt) pairs to run now, within the rounds per slot and the
   request budget (`pending_attempts`).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from dataclasses import dataclass
@@ -92,12 +96,16 @@ def leaf_targets(recipe: "Recipe", tree: "Tree | None") -> dict[str | None, int]
 
 
 def make_plan(recipe: "Recipe", tree: "Tree | None", n_seeds: int, run_id: str,
-              have: Mapping[str | None, int] | None = None) -> Plan:
-    """The run's plan: slots for each leaf's deficit against what it holds (`have`)."""
+              have: Mapping[str | None, int] | None = None, seed_keys: Sequence[str] | None = None,
+              seed_usage: Mapping[str, int] | None = None) -> Plan:
+    """The run's plan: slots for each leaf's deficit against what it holds (`have`);
+    `seed_keys` name the seed rows by content and `seed_usage` says how often the dataset
+    used each already."""
     targets = leaf_targets(recipe, tree)
     have = {leaf: int((have or {}).get(leaf, 0)) for leaf in targets}
     deficits = {leaf: max(0, target - have[leaf]) for leaf, target in targets.items()}
     decision = decide_strategy(recipe, n_seeds, sum(deficits.values()))
+    usage = [int((seed_usage or {}).get(key, 0)) for key in seed_keys] if seed_keys else None
     constraints_for = None
     if tree is not None:
         from synth.tree import leaf_constraints
@@ -105,11 +113,42 @@ def make_plan(recipe: "Recipe", tree: "Tree | None", n_seeds: int, run_id: str,
         leaves_by_id = {leaf.node_id: leaf for leaf in tree.leaves()}
 
         def constraints_for(leaf_id: str | None, index: int) -> tuple[tuple[str, str], ...]:
-            return tuple(tuple(pair) for pair in leaf_constraints(leaves_by_id[leaf_id], stable_seed(run_id, index)))
+            leaf = leaves_by_id[leaf_id]
+            if not leaf.any_of:  # nothing to draw: no seed to derive (most of a large plan's cost)
+                return tuple(tuple(pair) for pair in leaf.path)
+            return tuple(tuple(pair) for pair in leaf_constraints(leaf, stable_seed(run_id, index)))
     slots = plan_slots(per_leaf=deficits, strategy_counts=decision.counts, n_seeds=n_seeds,
                        examples_per_prompt=recipe.generation.examples_per_prompt, seed=recipe.backend.sampling.seed,
-                       constraints_for=constraints_for)
+                       constraints_for=constraints_for, have=have, targets=targets, seed_usage=usage,
+                       seed_keys=seed_keys)
     return Plan(targets, have, decision, slots)
+
+
+def thinnest_first(per_leaf: Mapping[str | None, int], have: Mapping[str | None, int] | None = None,
+                   targets: Mapping[str | None, int] | None = None) -> list[str | None]:
+    """The leaf of each slot, in order: always the leaf furthest below its target so far
+    (have + slots given / target), ties in leaf order. Without `have`/`targets` the leaves
+    are filled one after the other, as given.
+
+    >>> thinnest_first({"a": 2, "b": 1}, have={"a": 0, "b": 3}, targets={"a": 2, "b": 4})
+    ['a', 'a', 'b']
+    """
+    if have is None or targets is None:
+        return [leaf for leaf, count in per_leaf.items() for _ in range(count)]
+    order = {leaf: i for i, leaf in enumerate(per_leaf)}
+    heap = [(have.get(leaf, 0) / max(targets.get(leaf, 1), 1), order[leaf], leaf)
+            for leaf, count in per_leaf.items() if count > 0]
+    heapq.heapify(heap)
+    given = {leaf: 0 for leaf in per_leaf}
+    out: list[str | None] = []
+    while heap:
+        _, i, leaf = heapq.heappop(heap)
+        out.append(leaf)
+        given[leaf] += 1
+        if given[leaf] < per_leaf[leaf]:
+            fill = (have.get(leaf, 0) + given[leaf]) / max(targets.get(leaf, 1), 1)
+            heapq.heappush(heap, (fill, i, leaf))
+    return out
 
 
 def plan_slots(
@@ -119,27 +158,38 @@ def plan_slots(
     examples_per_prompt: int,
     seed: int,
     constraints_for: Callable[[str | None, int], tuple[tuple[str, str], ...]] | None = None,
+    have: Mapping[str | None, int] | None = None,
+    targets: Mapping[str | None, int] | None = None,
+    seed_usage: Sequence[int] | None = None,
+    seed_keys: Sequence[str] | None = None,
 ) -> list[Slot]:
     """One slot per sample to generate: `per_leaf` says how many each leaf gets
-    (synth/balance.py decides), `strategy_counts` how they split over strategies."""
+    (synth/balance.py decides), `strategy_counts` how they split over strategies; with
+    `have`/`targets`, the thinnest leaves come first; with `seed_usage` (per seed row), the
+    least-used seed rows are rewritten first."""
     total = sum(per_leaf.values())
     if sum(strategy_counts.values()) != total:
         raise ValueError(f"strategy counts {dict(strategy_counts)} do not add up to the {total} samples planned")
     rng = random.Random(seed)
-    leaf_of_slot = [lid for lid, count in per_leaf.items() for _ in range(count)]
+    leaf_of_slot = thinnest_first(per_leaf, have, targets)
     strategies = [name for name, count in strategy_counts.items() for _ in range(count)]
     rng.shuffle(strategies)  # mix strategies across leaves, reproducibly
     seed_order = list(range(n_seeds))
     rng.shuffle(seed_order)
-    slots = []
+    if seed_usage is not None:
+        seed_order.sort(key=lambda row: seed_usage[row])  # stable: ties keep the shuffled order
+    slots, seeded = [], 0
     for index, (leaf_id, strategy) in enumerate(zip(leaf_of_slot, strategies)):
         leaf_id = leaf_id or None
-        slot_rng = random.Random(f"{seed}/{index}")
-        examples = tuple(slot_rng.sample(range(n_seeds), min(examples_per_prompt, n_seeds))) if n_seeds else ()
-        seed_row = seed_order[index % n_seeds] if n_seeds and STRATEGIES[strategy].needs_seed else None
+        examples = tuple(random.Random(f"{seed}/{index}").sample(range(n_seeds), min(examples_per_prompt, n_seeds))
+                         ) if n_seeds and examples_per_prompt else ()
+        seed_row = None
+        if n_seeds and STRATEGIES[strategy].needs_seed:
+            seed_row, seeded = seed_order[seeded % n_seeds], seeded + 1
         constraints = constraints_for(leaf_id, index) if constraints_for else ()
         slots.append(Slot(index=index, strategy=strategy, leaf_id=leaf_id, constraints=constraints,
-                          seed_row=seed_row, example_rows=examples))
+                          seed_row=seed_row, example_rows=examples,
+                          seed_key=seed_keys[seed_row] if seed_keys is not None and seed_row is not None else None))
     return slots
 
 

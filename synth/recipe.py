@@ -137,6 +137,15 @@ class Generation(_Strict):
     examples_per_prompt: int = Field(default=3, ge=0, le=20)
     chunk_size: int = Field(default=64, gt=0, le=100_000)  # requests per backend call and commit
     max_rounds: int = Field(default=3, ge=1, le=50)  # generate-missing rounds before giving up
+    # growth: each `synth run --grow-by N` (or scheduled run) raises the dataset's target by N
+    grow_by: int | None = Field(default=None, gt=0)
+    max_target: int | None = Field(default=None, gt=0)  # growth stops here
+
+    @model_validator(mode="after")
+    def _growth(self) -> "Generation":
+        if self.max_target is not None and self.max_target < self.target:
+            raise ValueError(f"max_target ({self.max_target}) must be >= target ({self.target})")
+        return self
 
     @field_validator("strategy")
     @classmethod
@@ -201,10 +210,30 @@ class Export(_Strict):
     formats: list[Literal["parquet", "jsonl", "save_to_disk"]] = Field(default_factory=lambda: ["parquet", "jsonl"])
     test_fraction: float = Field(default=0.0, ge=0, lt=1)
     lineage: bool = True  # include leaf, strategy, seed row and request columns
+    # publish each new version to this Hub dataset repo (token from HF_TOKEN), tagged v1, v2, ...
+    hub_repo: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    private: bool = False
+
+
+class Reuse(_Strict):
+    """Which earlier contributions to the dataset this run counts (and keeps in its export).
+    By default every accepted sample the dataset holds counts, whatever made it."""
+
+    fresh: bool = False  # count none: a clean start (earlier samples stay in the catalog)
+    exclude_models: list[str] = Field(default_factory=list)  # as the catalog records them (`synth stats`)
+    exclude_templates: list[str] = Field(default_factory=list)  # template hashes (requests.template_hash)
+    exclude_runs: list[str] = Field(default_factory=list)
+
+    @property
+    def excludes_anything(self) -> bool:
+        return self.fresh or bool(self.exclude_models or self.exclude_templates or self.exclude_runs)
 
 
 class Recipe(_Strict):
     task: Task
+    # the dataset this recipe grows (default: task.name); every run of it is one contribution
+    dataset: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    reuse: Reuse = Field(default_factory=Reuse)
     seeds: Seeds | None = None
     generation: Generation = Field(default_factory=Generation)
     backend: BackendSettings = Field(default_factory=BACKENDS[DEFAULT_BACKEND])
@@ -249,9 +278,15 @@ class Recipe(_Strict):
     def resolve_input(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.base_dir / path)
 
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset or self.task.name
+
     def identity(self) -> dict[str, Any]:
-        """What defines the dataset: everything except where outputs go (user templates by content)."""
+        """What defines a run: everything except where outputs go and how growth is scheduled
+        (user templates by content)."""
         data = self.model_dump(mode="json", exclude={"catalog", "export", "base_dir", "templates"})
+        data["generation"] = {k: v for k, v in data["generation"].items() if k not in ("grow_by", "max_target")}
         if self.templates:
             data["templates"] = {name: hashlib.sha256(self.resolve_input(path).read_bytes()).hexdigest()[:16]
                                  for name, path in sorted(self.templates.items())}
@@ -263,6 +298,17 @@ class Recipe(_Strict):
     def hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def base_hash(self) -> str:
+        """The run's hash without its target: the growth steps of one recipe share it."""
+        data = self.identity()
+        data["generation"] = {k: v for k, v in data["generation"].items() if k not in ("target", "budget")}
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_target(self, target: int) -> "Recipe":
+        """This recipe aiming at `target` accepted samples (a budget left implicit follows it)."""
+        return self.model_copy(update={"generation": self.generation.model_copy(update={"target": target})})
 
 
 def _with_kind(value: Any, registry: dict[str, Any], default: str, what: str) -> Any:

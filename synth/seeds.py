@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synth.ids import content_hash
 from synth.recipe import Recipe, Seeds
 
 
@@ -112,3 +113,9 @@ def load_rows(recipe: Recipe, spec: Seeds, where: str) -> list[dict[str, Any]]:
     for row in rows:
         out.append({name: row.get(col) for name, col in mapping.items() if col in columns})
     return out
+
+
+def seed_key(row: dict[str, Any]) -> str:
+    """A seed row by content (its task fields, normalised): rows added to a seed file, or
+    moved within it, are told apart from the rows a dataset has already used."""
+    return content_hash({k: v for k, v in row.items() if v is not None})

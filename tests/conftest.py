@@ -108,3 +108,33 @@ def run_to_end(recipe_or_path, backend=None, catalog=None, tree=None) -> tuple[R
     run = start_run(recipe_or_path, backend, catalog, tree)
     run.generate()
     return run, run.finish()
+
+
+def run_dataset(recipe_or_path, backend=None, catalog=None, tree=None, grow_by=None, export: bool = False,
+                **recipe_update) -> tuple[RunHarness, dict]:
+    """One contribution to the recipe's dataset, as the flow makes it without Prefect: the
+    growth step, start, tree (and placing earlier samples on it), plan, generate, finish,
+    and optionally a new version exported. `recipe_update` replaces top-level recipe keys."""
+    from storage.catalog import Catalog
+    from storage.growth import plan_growth
+    from storage.publish import export_run
+    from synth.recipe import load_recipe
+
+    recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path
+    if recipe_update:
+        recipe = recipe.model_copy(update=recipe_update)
+    catalog = catalog or Catalog(recipe.catalog)
+    growth = plan_growth(catalog, recipe, grow_by)
+    run = RunHarness(growth.recipe, catalog, backend)
+    run.start()
+    placed = None
+    if tree is not None:
+        run.set_tree(tree)
+        placed = run.ledger.place_on_tree(run.backend)
+    run.plan()
+    run.generate()
+    summary = run.finish()
+    summary["growth"], summary["placed"] = growth.note, placed
+    if export:
+        summary["export"] = export_run(catalog, growth.recipe, run.run_id, run.scope, run.tree, run.ledger.plan.targets)
+    return run, summary

@@ -64,7 +64,13 @@ class Repo:
     repo_id: str
     private: bool
     files: dict[str, StoredFile] = field(default_factory=dict)
-    commits: list[dict[str, Any]] = field(default_factory=list)  # {oid, summary, paths, deleted}
+    commits: list[dict[str, Any]] = field(default_factory=list)  # {oid, summary, paths, deleted, files}
+    tags: dict[str, str] = field(default_factory=dict)  # tag -> commit oid
+
+    def files_at(self, revision: str) -> dict[str, StoredFile]:
+        """The files at a commit, a tag or `main`."""
+        oid = self.tags.get(revision, self.head if revision == "main" else revision)
+        return next(c["files"] for c in self.commits if c["oid"] == oid)
 
     @property
     def head(self) -> str:
@@ -158,6 +164,8 @@ class HubStub:
             ("POST", rf"/datasets/{REPO}\.git/info/lfs/objects/batch", self._lfs_batch),
             ("POST", rf"/api/datasets/{REPO}/commit/(?P<rev>[^/]+)", self._commit),
             ("GET", rf"/api/datasets/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?", self._tree),
+            ("POST", rf"/api/datasets/{REPO}/tag/(?P<rev>[^/]+)", self._tag),
+            ("GET", rf"/api/datasets/{REPO}/refs", self._refs),
             ("GET", rf"/api/datasets/{REPO}(?:/revision/(?P<rev>[^/]+))?", self._info),
         ]
         for verb, pattern, handler in routes:
@@ -182,7 +190,7 @@ class HubStub:
         attributes = b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"
         repo.files[".gitattributes"] = StoredFile(len(attributes), data=attributes)
         repo.commits.append({"oid": hashlib.sha1(repo_id.encode()).hexdigest(), "summary": "initial commit",
-                             "paths": [".gitattributes"], "deleted": []})
+                             "paths": [".gitattributes"], "deleted": [], "files": dict(repo.files)})
         self.repos[repo_id] = repo
         return 200, {"url": self._repo_url(repo_id), "name": repo_id, "id": repo_id}, {}
 
@@ -262,7 +270,7 @@ class HubStub:
         oid = hashlib.sha1(target.head.encode() + body).hexdigest()
         target.files = staged
         target.commits.append({"oid": oid, "summary": lines[0]["value"]["summary"], "paths": added,
-                               "deleted": deleted})
+                               "deleted": deleted, "files": dict(staged)})
         return 200, {"commitUrl": f"{self._repo_url(repo)}/commit/{oid}", "commitOid": oid,
                      "success": True}, {}
 
@@ -286,6 +294,22 @@ class HubStub:
         entries += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f}
                     for f in sorted(folders)]
         return 200, entries, {}
+
+    def _tag(self, repo: str, rev: str, body: bytes, **_: Any):
+        target, tag = self.repos[repo], json.loads(body)["tag"]
+        oid = target.head if rev == "main" else rev
+        if not any(c["oid"] == oid for c in target.commits):
+            return 404, {"error": f"revision {rev} not found"}, {"X-Error-Code": "RevisionNotFound"}
+        if tag in target.tags:
+            return 409, {"error": f"tag {tag} already exists"}, {}
+        target.tags[tag] = oid
+        return 200, {}, {}
+
+    def _refs(self, repo: str, **_: Any):
+        target = self.repos[repo]
+        ref = lambda kind, name, oid: {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": oid}  # noqa: E731
+        return 200, {"branches": [ref("heads", "main", target.head)], "converts": [],
+                     "tags": [ref("tags", name, oid) for name, oid in sorted(target.tags.items())]}, {}
 
     def _info(self, repo: str, **_: Any):
         target = self.repos[repo]

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT, base_recipe, write_recipe
@@ -78,3 +79,27 @@ def test_export_command_writes_a_loadable_dataset(tmp_path):
     again = synth("export", "--catalog", str(tmp_path / "catalog.duckdb"), "--out", str(tmp_path / "exp"),
                   "--snapshot", "v1", cwd=tmp_path)
     assert again.returncode == 0 and "snapshot v1 (" in again.stdout
+
+
+@pytest.mark.slow
+def test_grow_by_on_the_command_line_adds_exactly_n_and_stats_find_the_catalog(tmp_path):
+    """`synth run RECIPE --grow-by 4` adds exactly 4; `synth stats` with no flag finds the catalog
+    under data/ and shows the dataset per contribution; the export has each sample once."""
+    import pyarrow.parquet as pq
+
+    (tmp_path / "data").mkdir()
+    path = write_recipe(tmp_path, catalog="data/growing.duckdb", generation={"target": 6, "budget": 60},
+                        export={"dir": "out", "formats": ["parquet"]})
+    assert synth("run", str(path), cwd=tmp_path).returncode == 0
+    grown = synth("run", str(path), "--grow-by", "4", cwd=tmp_path)
+    assert grown.returncode == 0, grown.stderr[-2000:]
+    assert "grows by 4: 6 -> 10" in grown.stdout and "reused: 6 from" in grown.stdout
+    assert "version: math-test-v2 (new: +4 -0, 10 rows)" in grown.stdout
+    stats = json.loads(synth("stats", "--json", cwd=tmp_path).stdout)
+    (dataset,) = stats["datasets"]
+    assert dataset["total"] == 10 and [c["accepted"] for c in dataset["contributions"]] == [6, 4]
+    table = pq.read_table(tmp_path / "out" / "data")
+    ids = table.column("sample_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 10
+    text = synth("stats", cwd=tmp_path)
+    assert "dataset math-test: 10 samples" in text.stdout

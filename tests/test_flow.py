@@ -65,3 +65,44 @@ def test_flow_rebalances_an_existing_dataset(tmp_path):
     assert 2 <= kinds["existing"] <= 10  # the scripted classifier may overfill one topic: capped at 8
     loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"))["train"]
     assert loaded.num_rows == 16
+
+
+def test_two_nightly_runs_give_two_versions_and_two_hub_tags(tmp_path, monkeypatch):
+    """The nightly deployment's flow twice, against the offline Hub stand-in: each night
+    grows the dataset, exports a new version and pushes it as a commit tagged v1, v2;
+    the second commit adds only the new version's shards (v1's are left as they were)."""
+    import io
+
+    import huggingface_hub.constants
+    import pyarrow.parquet as pq
+
+    from flows.deployments import RunParameters, run_recipe_deployment
+    from hub_stub import HubStub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the stub speaks LFS
+    repo = "synth-org/nightly"
+    path = write_recipe(tmp_path, generation={"target": 6, "budget": 60, "chunk_size": 6},
+                        export={"dir": str(tmp_path / "out"), "formats": ["parquet"], "hub_repo": repo})
+    with HubStub(token="hf_test_token_0123456789") as hub:
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        nights = [run_recipe_deployment(RunParameters(recipe_path=str(path), grow_by=3)) for _ in range(2)]
+        stored = hub.repos[repo]
+        assert [n["export"]["version"]["version"] for n in nights] == [1, 2]
+        assert [n["export"]["hub"]["tag"] for n in nights] == ["v1", "v2"]
+        assert set(stored.tags) == {"v1", "v2"} and stored.tags["v2"] == stored.head
+
+        def rows_at(tag: str) -> int:
+            files = stored.files_at(tag)
+            return sum(pq.read_table(io.BytesIO(hub.lfs[f.lfs_oid])).num_rows
+                       for name, f in files.items() if name.endswith(".parquet"))
+
+        assert (rows_at("v1"), rows_at("v2")) == (6, 9)
+        v1_files, v2_files = stored.files_at("v1"), stored.files_at("v2")
+        v1_shards = {n for n in v1_files if n.endswith(".parquet")}
+        assert v1_shards and all(v2_files[n].lfs_oid == v1_files[n].lfs_oid for n in v1_shards)  # untouched
+        night_two = [c for c in stored.commits if c["oid"] != stored.tags["v1"]][-2:]
+        added = {p for c in night_two for p in c["paths"] if p.endswith(".parquet")}
+        assert added and all("-v0002-" in p for p in added)  # only the new version's shards went up
+        card = hub.file_bytes(repo, "README.md").decode()
+        assert "## Versions" in card and "| v2 | 9 | 3 | 0 |" in card

@@ -99,6 +99,17 @@ def test_parse_judgement_cases():
         assert isinstance(parse_judgement(text), Reject), text
 
 
+V1_RUNS = """CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, recipe JSON NOT NULL,
+    recipe_hash VARCHAR NOT NULL, backend VARCHAR NOT NULL, model VARCHAR NOT NULL, status VARCHAR NOT NULL,
+    strategy VARCHAR, strategy_reason VARCHAR, tree_id VARCHAR, attempts INTEGER NOT NULL DEFAULT 1,
+    started_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, message VARCHAR)"""
+V1_REQUESTS = """CREATE TABLE requests (request_id VARCHAR PRIMARY KEY, run_id VARCHAR, tree_id VARCHAR,
+    stage VARCHAR NOT NULL, strategy VARCHAR, leaf_id VARCHAR, template VARCHAR, template_hash VARCHAR,
+    prompt_hash VARCHAR NOT NULL, sampling JSON, raw_text VARCHAR, finish_reason VARCHAR,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0, latency_s DOUBLE,
+    error VARCHAR, created_at TIMESTAMP NOT NULL)"""
+
+
 def test_an_old_catalog_gains_the_judge_column(tmp_path):
     """A catalog written before the judge existed (schema 1) is migrated when opened."""
     path = tmp_path / "old.duckdb"
@@ -110,8 +121,8 @@ def test_an_old_catalog_gains_the_judge_column(tmp_path):
                 " seed_row INTEGER, request_id VARCHAR, fields JSON, raw_text VARCHAR, content_hash VARCHAR,"
                 " status VARCHAR NOT NULL, reason VARCHAR, duplicate_of VARCHAR, quality DOUBLE, verified BOOLEAN,"
                 " created_at TIMESTAMP NOT NULL)")
-    con.execute(TABLES["runs"])  # unchanged since schema 1
-    con.execute(TABLES["requests"])
+    con.execute(V1_RUNS)
+    con.execute(V1_REQUESTS)
     con.execute("INSERT INTO samples (sample_id, run_id, slot, attempt, strategy, fields, status, created_at) "
                 "VALUES ('s1', 'r1', 0, 0, 'new_question', '{\"q\": \"kept\"}', 'accepted', now())")
     con.close()
@@ -121,8 +132,8 @@ def test_an_old_catalog_gains_the_judge_column(tmp_path):
     with Catalog(path) as cat:
         columns = {r["column_name"] for r in cat.query(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'samples'")}
-        assert {"judge_rationale", "segment"} <= columns  # versions 2 and 3
-        assert cat.scalar("SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 3
+        assert {"judge_rationale", "segment", "seed_key"} <= columns  # versions 2, 3 and 4
+        assert cat.scalar("SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 4
         assert cat.scalar("SELECT fields->>'q' FROM samples_text WHERE sample_id = 's1'") == "kept"
         # version 3 has no key on samples (see storage/schema.py); ids stay unique through inserts
         assert cat.scalar("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'samples' "
