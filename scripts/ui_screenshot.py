@@ -55,6 +55,39 @@ CLICK_TAB = """(() => {
 # Images the page could not load (e.g. a file:// plot in a markdown artifact: a browser refuses those).
 BROKEN_IMAGES = "[...document.images].filter(i => i.complete && i.naturalWidth === 0).map(i => i.src.slice(0, 200))"
 VIEWPORT = {"width": 1440, "height": 1400}
+# The Prefect UI's run form: each field is a block holding a <label> and its controls. These
+# functions find the smallest element that holds the label and the wanted control; they are
+# called as `(function)(json args...)` by Browser.js.
+FOCUS_FIELD = """(label, selector) => {
+  for (const l of document.querySelectorAll('label')) {
+    if (!l.innerText.trim().startsWith(label)) continue;
+    let e = l; while (e && !e.querySelector(selector)) e = e.parentElement;
+    if (!e) continue;
+    const control = e.querySelector(selector); control.focus(); if (control.select) control.select();
+    return true;
+  }
+  return false; }"""
+CLICK_IN_FIELD = """(label, text) => {
+  const match = e => [...e.querySelectorAll('button')].find(b => b.innerText.trim() === text);
+  for (const l of document.querySelectorAll('label')) {
+    if (!l.innerText.trim().startsWith(label)) continue;
+    let e = l; while (e && !match(e)) e = e.parentElement;
+    if (e) { match(e).click(); return true; }
+  }
+  return false; }"""
+FIELD_VALUE = """(label, selector) => {
+  for (const l of document.querySelectorAll('label')) {
+    if (!l.innerText.trim().startsWith(label)) continue;
+    let e = l; while (e && !e.querySelector(selector)) e = e.parentElement;
+    if (e) return e.querySelector(selector).value;
+  }
+  return null; }"""
+CLICK_LINK = """(text) => {
+  const a = [...document.querySelectorAll('a')].find(a => a.innerText.trim() === text);
+  if (!a) return false; a.click(); return true; }"""
+CLICK_BUTTON = """(text) => {
+  const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === text);
+  if (!b) return false; b.click(); return true; }"""
 
 
 class ScreenshotError(RuntimeError):
@@ -152,6 +185,44 @@ class Browser:
         return {"url": url, "tab": tab, "path": str(path), "bytes": len(png), "waited_for": expect,
                 "broken_images": broken.get("result", {}).get("value") or []}
 
+    # -- filling a form as a person would: focus a field, type, click --------------------------
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True).get("result", {}).get("value")
+
+    def js(self, function: str, *args):
+        """Call a JavaScript function expression with JSON arguments; returns its value."""
+        return self.evaluate(f"({function})({', '.join(json.dumps(a) for a in args)})")
+
+    def type_into(self, label: str, selector: str, text: str) -> None:
+        """Focus the first `selector` control of the form field whose label starts with `label`,
+        select what it holds, and type `text` (DevTools' Input.insertText: the page's own input
+        events fire, as for a person typing)."""
+        found = self.js(FOCUS_FIELD, label, selector)
+        if not found:
+            raise ScreenshotError(f"no {selector} in the form field {label!r}; the page said: {self.text()[:300]!r}")
+        self.call("Input.insertText", text=text)
+
+    def click_in_field(self, label: str, text: str) -> None:
+        """Click the button whose text is `text` inside the form field labelled `label`
+        (e.g. the `int` choice of an optional number)."""
+        if not self.js(CLICK_IN_FIELD, label, text):
+            raise ScreenshotError(f"no button {text!r} in the form field {label!r}")
+
+    def click_button(self, text: str) -> None:
+        if not self.js(CLICK_BUTTON, text):
+            raise ScreenshotError(f"no button {text!r} on the page; the page said: {self.text()[:300]!r}")
+
+    def wait_for_url(self, part: str) -> str:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            href = self.evaluate("location.href") or ""
+            if part in href:
+                return href
+            time.sleep(0.5)
+        raise ScreenshotError(f"the page did not go to a URL with {part!r} within {self.timeout:.0f} s "
+                              f"(it is at {self.evaluate('location.href')}); it said: {self.text()[:300]!r}")
+
     def close(self) -> None:
         ws = getattr(self, "ws", None)
         if ws is not None:
@@ -199,6 +270,58 @@ def screenshot_run(api: str, flow_run_id: str, out: Path, chromium: str | None =
     finally:
         browser.close()
     return shots
+
+
+def run_from_form(api: str, deployment_id: str, fields: list[tuple[str, str | None, str, str]], out: Path,
+                  chromium: str | None = None, timeout: float = 60.0) -> dict:
+    """Open the deployment's run form (Run > Custom run), fill `fields`, press Submit, open
+    the new run from the deployment's runs list (by the name the form gave it), and return
+    its id once its page shows a final state.
+
+    Each field is (label, choice, selector, text): `choice` is the type button to press
+    first for an optional field that starts empty (`int`, `str`), else None; `selector`
+    the control to type into (`input`, `textarea`). Saves `run-form.png` (the filled form)
+    and `triggered-run.png` (the run's page once it shows a final state)."""
+    ui = api[: -len("/api")] if api.endswith("/api") else api
+    browser = Browser(find_chromium(chromium), timeout)
+    try:
+        url = f"{ui}/deployments/deployment/{deployment_id}/run"
+        browser.call("Page.navigate", url=url)
+        browser._wait_for(url, [label for label, *_ in fields] + ["Submit"])
+        for label, choice, selector, text in fields:
+            if choice:
+                browser.click_in_field(label, choice)
+                time.sleep(0.5)  # the control for that type appears
+            browser.type_into(label, selector, text)
+        time.sleep(1)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run-form.png").write_bytes(base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"]))
+        name = browser.js(FIELD_VALUE, "Run Name", "input")  # the UI names the run before it is sent
+        browser.click_button("Submit")
+        # the UI goes back to the deployment's Runs tab, where the new run is listed by its name
+        browser._wait_for(url, [name])
+        if not browser.js(CLICK_LINK, name):
+            raise ScreenshotError(f"the deployment's runs list has no link to the new run {name!r}")
+        href = browser.wait_for_url("/runs/flow-run/")
+        flow_run_id = href.rsplit("/runs/flow-run/", 1)[1].split("?")[0].split("/")[0]
+        run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+        final = ("Completed", "Failed", "Crashed", "Cancelled")
+        deadline = time.monotonic() + 10 * timeout
+        while time.monotonic() < deadline:
+            body = browser.text()
+            shown = [state for state in final if state in body]
+            if shown:
+                break
+            time.sleep(2)
+        else:
+            raise ScreenshotError(f"the run page of {run['name']} showed no final state within {10 * timeout:.0f} s")
+        time.sleep(browser.settle_s)
+        (out / "triggered-run.png").write_bytes(
+            base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"]))
+        return {"flow_run_id": flow_run_id, "name": run["name"], "shown_state": shown[0],
+                "shots": [str(out / "run-form.png"), str(out / "triggered-run.png")]}
+    finally:
+        browser.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,6 +150,28 @@ def _dataset_section(catalog: Catalog, run: dict[str, Any], leaves: list[dict[st
     out = state.as_dict()
     out["reused"] = sum(r["reused"] for r in leaves)
     out["versions"] = changelog(catalog, dataset)
+    if out["versions"]:
+        by_leaf = _latest_version_by_leaf(catalog, dataset, tree)
+        for row in leaves:
+            row["by_version"] = by_leaf.get(row["leaf_id"] or None, {})
+    return out
+
+
+def _latest_version_by_leaf(catalog: Catalog, dataset: str, tree: Any | None) -> dict[str | None, dict[int, int]]:
+    """Per leaf of `tree`, the rows of the dataset's latest version by the version that first
+    held them: the leaf plot shows how each leaf grew."""
+    leaf_ids = [leaf.node_id for leaf in tree.leaves()] if tree is not None else []
+    rows = catalog.query(
+        """SELECT CASE WHEN ? THEN coalesce(CASE WHEN list_contains(?::VARCHAR[], s.leaf_id) THEN s.leaf_id END,
+                                             m.leaf_id) END AS leaf,
+                  ss.first_version AS version, count(*) AS n
+           FROM snapshot_samples ss JOIN samples s USING (sample_id)
+           LEFT JOIN leaf_moves m ON m.tree_id = ? AND m.sample_id = s.sample_id
+           WHERE ss.snapshot_id = (SELECT snapshot_id FROM snapshots WHERE dataset = ? ORDER BY version DESC LIMIT 1)
+           GROUP BY ALL""", [tree is not None, leaf_ids, tree.tree_id if tree is not None else None, dataset])
+    out: dict[str | None, dict[int, int]] = {}
+    for r in rows:
+        out.setdefault(r["leaf"], {})[int(r["version"] or 0)] = int(r["n"])
     return out
 
 
@@ -242,7 +264,17 @@ def plot_leaf_distribution(report: dict[str, Any], path: Path) -> Path:
     labels = [r["label"] if len(r["label"]) <= 48 else r["label"][:45] + "..." for r in leaves]
     height = max(2.5, 0.35 * len(leaves) + 1.2)
     fig, ax = plt.subplots(figsize=(9, height))
-    if any(r.get("reused") for r in leaves) and not any(r["before"] for r in leaves):
+    versions = sorted({v for r in leaves for v in r.get("by_version", {})})
+    if len(versions) > 1 and not any(r["before"] for r in leaves):
+        # a growing dataset with versions: each leaf's rows in the latest version, by the version that added them
+        colours = plt.get_cmap("viridis")
+        left = [0] * len(leaves)
+        for i, version in enumerate(versions):
+            counts = [r.get("by_version", {}).get(version, 0) for r in leaves]
+            ax.barh(labels, counts, left=left, color=colours(i / max(1, len(versions) - 1) * 0.85),
+                    label=f"added in v{version}")
+            left = [a + b for a, b in zip(left, counts)]
+    elif any(r.get("reused") for r in leaves) and not any(r["before"] for r in leaves):
         # a growing dataset: what earlier contributions hold, and what this run added
         ax.barh(labels, [r["reused"] for r in leaves], color="#8172B3", label="earlier contributions")
         ax.barh(labels, [r["accepted"] for r in leaves], left=[r["reused"] for r in leaves], color="#4C72B0",

@@ -129,6 +129,9 @@ def run_dataset(recipe_or_path, backend=None, catalog=None, tree=None, grow_by=N
     run.start()
     placed = None
     if tree is not None:
+        from storage.trees import save_tree
+
+        save_tree(catalog, tree)  # as the flow's tree step does: reports and cards read it back
         run.set_tree(tree)
         placed = run.ledger.place_on_tree(run.backend)
     run.plan()
@@ -138,3 +141,47 @@ def run_dataset(recipe_or_path, backend=None, catalog=None, tree=None, grow_by=N
     if export:
         summary["export"] = export_run(catalog, growth.recipe, run.run_id, run.scope, run.tree, run.ledger.plan.targets)
     return run, summary
+
+
+# --- one real Prefect server and one `synth serve` for every test that needs them -------------
+# (a server takes 20-40 s to start on 2 cores: shared across modules to keep CI time down)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """(api, port, state_dir) of a real Prefect server on loopback, stopped at the end."""
+    import time
+
+    from flows.server import ensure_server, is_healthy, stop_server
+    from tests.prefect_live import free_port
+
+    state = tmp_path_factory.mktemp("prefect-state")
+    port = free_port()
+    started = time.monotonic()
+    try:
+        api = ensure_server(port=port, timeout=300, state_dir=state)
+        print(f"prefect server up in {time.monotonic() - started:.1f} s")
+        yield api, port, state
+    finally:
+        stop_server(state)
+    assert not is_healthy(api)
+
+
+@pytest.fixture(scope="session")
+def prefect_served(prefect_server, tmp_path_factory):
+    """(client, {name: deployment}, serve's working folder): `synth serve` against the server."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    from tests.prefect_live import start_serve, stop_process, wait_for_deployment
+
+    api, port, state = prefect_server
+    work = tmp_path_factory.mktemp("serve-cwd")
+    log = work / "serve.log"
+    process = start_serve(port, state, work, log)
+    try:
+        with SyncPrefectClient(api) as client:
+            deployments = {name: wait_for_deployment(client, f"synth-deployment/{name}", process, log)
+                           for name in ("on-demand", "nightly")}
+            yield client, deployments, work
+    finally:
+        stop_process(process)

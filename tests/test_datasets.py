@@ -214,3 +214,24 @@ def test_a_second_writer_waits_for_the_catalog_then_fails_clearly(tmp_path):
     with Catalog(catalog, wait_s=30) as cat:  # the holder lets go after ~3 s: this one gets its turn
         assert cat.integrity_problems() == []
     holder.wait(10)
+
+
+def test_the_report_shows_each_leaf_grown_by_version(tmp_path):
+    from storage.report import build_report, plot_leaf_distribution, render_markdown
+
+    path = write_recipe(tmp_path, generation={"target": 4, "budget": 40, "chunk_size": 4},
+                        export={"dir": str(tmp_path / "out"), "formats": ["parquet"]})
+    recipe = load_recipe(path)
+    tree = tree_from_yaml(TOPICS)
+    with Catalog(recipe.catalog) as cat:
+        run_dataset(recipe, catalog=cat, tree=tree, export=True)
+        second, _ = run_dataset(recipe, catalog=cat, tree=tree, export=True, grow_by=2)
+        report = build_report(cat, second.run_id)
+    by_version = [leaf["by_version"] for leaf in report["leaves"]]
+    assert by_version == [{1: 2, 2: 1}, {1: 2, 2: 1}]  # 2 a leaf in v1, one more each in v2
+    assert "| v2 | 6 | 2 | 0 |" in render_markdown(report)
+    png = plot_leaf_distribution(report, tmp_path / "leaf.png")
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50

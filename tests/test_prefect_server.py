@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from flows.deployments import NIGHTLY_CRON, BackendKind, RunParameters, resolve_recipe
-from flows.server import ServerError, add_server_commands, ensure_server, is_healthy, stop_server
+from flows.server import ServerError, add_server_commands, ensure_server
 from synth.backends import BACKENDS
 from synth.recipe import RecipeError, load_recipe
 from tests.conftest import base_recipe, write_recipe
-from tests.prefect_live import free_port, start_serve, stop_process, wait_final, wait_for_deployment
+from tests.prefect_live import wait_final
 
 # --- the form and its mapping onto a recipe (no server) -----------------------------------------
 
@@ -92,35 +92,14 @@ def test_server_commands_parse():
 # --- a real server, `synth serve`, runs triggered through the API -------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    state = tmp_path_factory.mktemp("prefect-state")
-    port = free_port()
-    started = time.monotonic()
-    try:
-        api = ensure_server(port=port, timeout=300, state_dir=state)
-        print(f"prefect server up in {time.monotonic() - started:.1f} s")
-        yield api, port, state
-    finally:
-        stop_server(state)
-    assert not is_healthy(api)
+@pytest.fixture
+def server(prefect_server):
+    return prefect_server
 
 
-@pytest.fixture(scope="module")
-def served(server, tmp_path_factory):
-    from prefect.client.orchestration import SyncPrefectClient
-
-    api, port, state = server
-    work = tmp_path_factory.mktemp("serve-cwd")
-    log = work / "serve.log"
-    process = start_serve(port, state, work, log)
-    try:
-        with SyncPrefectClient(api) as client:
-            deployments = {name: wait_for_deployment(client, f"synth-deployment/{name}", process, log)
-                           for name in ("on-demand", "nightly")}
-            yield client, deployments, work
-    finally:
-        stop_process(process)
+@pytest.fixture
+def served(prefect_served):
+    return prefect_served
 
 
 @pytest.mark.slow
