@@ -61,6 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if reused:
         print("reused: " + ", ".join(f"{c['counted']} from {c['run_id']} ({c['model']}, {c['strategy']})"
                                      for c in reused))
+    placed = summary.get("placed") or {}
+    if placed.get("placed") or placed.get("unassigned"):
+        print(f"placed on the tree: {placed['placed']} earlier samples ({placed['unassigned']} nowhere): "
+              + ", ".join(f"{m['samples']} {m['from']} -> {m['to']}" for m in placed["moves"]))
     version = (summary.get("export") or {}).get("version")
     if version:
         change = f"new: +{version['added']} -{version['removed']}" if version["new"] else "unchanged"

@@ -159,6 +159,7 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
                     backend.name, backend.model, growth.note)
         try:
             backend.load()
+            placed = None
             if recipe.tree is not None and recipe.tree.enabled:
                 tree_task(ledger, backend)
                 placed = place_task(ledger, backend)
@@ -184,7 +185,7 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
             logger.info(summary["message"])
             summary["growth"] = growth.note
             summary["dataset_before"], summary["dataset_after"] = before, dataset_artifact(ledger, "after")
-            summary["reused"] = ledger.reuse_report()
+            summary["reused"], summary["placed"] = ledger.reuse_report(), placed
             if export:
                 summary["export"] = export_task(ledger)
             report_task(ledger, summary.get("export"))

@@ -37,7 +37,7 @@ def place_on_tree(catalog: Catalog, scope: Scope, tree: Any, task: Any, backend:
     carried = [row for row in todo if row["carried_leaf"]]  # placed on an earlier tree, on a leaf this one has
     if carried:
         _record(catalog, [{"tree_id": tree.tree_id, "sample_id": row["sample_id"], "leaf_id": row["carried_leaf"],
-                           "from_leaf": row["native_leaf"], "request_id": None,
+                           "from_leaf": row["native_leaf"], "request_id": None, "run_id": run_id,
                            "reason": "kept the leaf an earlier tree gave it", "created_at": now()} for row in carried], [])
     todo = [row for row in todo if not row["carried_leaf"]]
     for start in range(0, len(todo), chunk_size):
@@ -53,8 +53,8 @@ def place_on_tree(catalog: Catalog, scope: Scope, tree: Any, task: Any, backend:
         moves = []
         for row, a in zip(part, assignments):
             moves.append({"tree_id": tree.tree_id, "sample_id": row["sample_id"], "leaf_id": a.leaf_id,
-                          "from_leaf": row["native_leaf"], "request_id": a.request_id, "reason": a.reason,
-                          "created_at": stamp})
+                          "from_leaf": row["native_leaf"], "request_id": a.request_id, "run_id": run_id,
+                          "reason": a.reason, "created_at": stamp})
             origin = _origin(row)
             if a.leaf_id is None:
                 unassigned += 1
@@ -77,7 +77,8 @@ def _record(catalog: Catalog, moves: list[dict[str, Any]], requests: list[dict[s
 
 
 _MOVES = pa.schema([("tree_id", pa.string()), ("sample_id", pa.string()), ("leaf_id", pa.string()),
-                    ("from_leaf", pa.string()), ("request_id", pa.string()), ("reason", pa.string()),
+                    ("from_leaf", pa.string()), ("request_id", pa.string()), ("run_id", pa.string()),
+                    ("reason", pa.string()),
                     ("created_at", pa.timestamp("us"))])
 
 

@@ -150,10 +150,28 @@ def _dataset_section(catalog: Catalog, run: dict[str, Any], leaves: list[dict[st
     out = state.as_dict()
     out["reused"] = sum(r["reused"] for r in leaves)
     out["versions"] = changelog(catalog, dataset)
+    out["placed"] = _placed_by_run(catalog, run["run_id"], tree)
     if out["versions"]:
         by_leaf = _latest_version_by_leaf(catalog, dataset, tree)
         for row in leaves:
             row["by_version"] = by_leaf.get(row["leaf_id"] or None, {})
+    return out
+
+
+def _placed_by_run(catalog: Catalog, run_id: str, tree: Any | None) -> list[dict[str, Any]]:
+    """Earlier samples this run placed on its tree (storage/placement.py): from where they
+    were made to the leaf they landed on (or nowhere), with counts."""
+    labels = {leaf.node_id: leaf.label for leaf in tree.leaves()} if tree is not None else {}
+    rows = catalog.query(
+        """SELECT t.leaf_path AS made_on, m.leaf_id, m.request_id IS NULL AS kept, count(*) AS n
+           FROM leaf_moves m JOIN samples_text t USING (sample_id) WHERE m.run_id = ?
+           GROUP BY ALL ORDER BY n DESC, made_on, m.leaf_id""", [run_id])
+    out = []
+    for r in rows:
+        path = json.loads(r["made_on"]) if isinstance(r["made_on"], str) else (r["made_on"] or [])
+        out.append({"from": " / ".join(f"{d}={v}" for d, v in path) or "(no tree)",
+                    "to": labels.get(r["leaf_id"], r["leaf_id"]) if r["leaf_id"] else "(nowhere)",
+                    "how": "kept from an earlier placement" if r["kept"] else "classified", "samples": int(r["n"])})
     return out
 
 
@@ -248,6 +266,11 @@ def render_dataset(dataset: dict[str, Any] | None) -> list[str]:
              "|---|---|---|---|---:|---:|"]
     lines += [f"| `{c['run_id']}` | {c['model']} | {c['strategy'] or ''} | {c['status']} | {c['accepted']} | "
               f"{c['kept']} |" for c in dataset["contributions"]]
+    if dataset.get("placed"):
+        moved = sum(p["samples"] for p in dataset["placed"])
+        lines += ["", f"{moved} earlier samples were placed on this run's tree (made under another tree or none):",
+                  "", "| made on | placed on | how | samples |", "|---|---|---|---:|"]
+        lines += [f"| {p['from']} | {p['to']} | {p['how']} | {p['samples']} |" for p in dataset["placed"]]
     if dataset.get("versions"):
         lines += ["", "| version | rows | added | removed |", "|---|---:|---:|---:|"]
         lines += [f"| v{v['version']} | {v['rows']} | {v['added']} | {v['removed']} |" for v in dataset["versions"]]

@@ -161,6 +161,7 @@ TABLES: dict[str, str] = {
             leaf_id VARCHAR,                     -- its leaf on this tree; NULL: the classifier placed it nowhere
             from_leaf VARCHAR,                   -- its leaf where it was made
             request_id VARCHAR,                  -- the last classify request
+            run_id VARCHAR,                      -- the run that placed it (its report says what moved)
             reason VARCHAR,
             created_at TIMESTAMP NOT NULL,
             PRIMARY KEY (tree_id, sample_id)

@@ -157,6 +157,12 @@ def test_a_rebuilt_tree_keeps_leaves_that_still_exist_and_places_the_rest(tmp_pa
         assert (s3["placed"]["placed"], s3["placed"]["kept"], s3["generated"]) == (0, 8, 5)
         placed_requests = cat.scalar("SELECT count(*) FROM requests WHERE stage = 'classify'")
         assert placed_requests == 8  # one per placed sample, and never again
+        from storage.report import build_report, render_markdown
+
+        report = build_report(cat, run.run_id)  # the run that placed them says what moved where
+        assert report["dataset"]["placed"] == [
+            {"from": "(no tree)", "to": "topic=money", "how": "classified", "samples": 8}]
+        assert "8 earlier samples were placed on this run's tree" in render_markdown(report)
 
 
 def test_seed_rows_added_to_the_file_are_used_first(tmp_path):
