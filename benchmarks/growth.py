@@ -95,7 +95,8 @@ def plan_on_a_large_catalog(rows: int, leaves: int) -> dict:
             scope = datasets.Scope(recipe.dataset_name)
             # the dataset as a finished growth step leaves it: every leaf at least at its target
             # (the bulk rows are skewed over the leaves; the thinnest leaf sets the target)
-            thinnest = min(datasets.leaf_counts(cat, scope, tree).get(i, 0) for i in ids)
+            counts = datasets.leaf_counts(cat, scope, tree)
+            thinnest = min(counts.get(i, 0) for i in ids)
             datasets.set_target(cat, recipe.dataset_name, thinnest * leaves)
             timings = {}
             started = time.perf_counter()
