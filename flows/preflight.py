@@ -2,8 +2,9 @@
 the recipe and its overrides are valid, its input files read, every overridden prompt
 renders in the sandbox, a tree file parses, and the catalog is not busy, before
 anything is written or any request is made. Bad input raises the error the command
-line turns into exit code 2 (RecipeError, SeedError, PromptError, TreeError); a busy
-catalog raises CatalogBusy (exit 1).
+line turns into exit code 2 (RecipeError, SeedError, PromptError, TreeError); then the
+catalog is opened (created if new), so that a busy, damaged or unwritable one raises
+CatalogBusy / CatalogError (exit 1) before the flow starts.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         from storage.recipe_tree import tree_from_file
 
         tree_from_file(recipe)  # so is a malformed tree file
-    if Path(recipe.catalog).exists():
-        from storage.catalog import Catalog
+    from storage.catalog import Catalog
 
-        Catalog(recipe.catalog).close()  # busy? say so now, not after the flow has started
+    # busy, damaged, not a catalog, not writable? say so now, not after the flow has started
+    Catalog(recipe.catalog).close()
     return recipe
