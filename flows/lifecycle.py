@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 POLL_S = 2.0  # at most one state read per this many seconds (chunks are usually longer)
-STOP_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+STOP_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 TAG_PREFIX = "synth-run:"
 
 last_stop: dict[str, Any] = {}  # the latest stop in this process: {"signal": signum or None, "why": text}
