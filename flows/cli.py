@@ -423,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (SystemExit, GeneratorExit):
         raise
+    except BrokenPipeError:  # `synth stats | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BaseException as exc:
         explained = explain(exc, catalog=getattr(args, "catalog_path", None) or getattr(args, "catalog", None),
                             out=getattr(args, "out", None))

@@ -118,5 +118,5 @@ def quiet_prefect_console(after_flow: bool = False) -> None:
                 seen.add(id(handler))
                 if not isinstance(handler.formatter, _NoTraceback):
                     handler.setFormatter(_NoTraceback(handler.formatter))
-                if after_flow:
-                    handler.setLevel(logging.ERROR)
+                    handler.formatter.level = handler.level
+                handler.setLevel(logging.ERROR if after_flow else handler.formatter.level)

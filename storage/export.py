@@ -201,20 +201,6 @@ def _quiet_progress():
             datasets.enable_progress_bars()
 
 
-@contextmanager
-def _staged(final: Path):
-    """A temporary name beside `final`, renamed to it when the block succeeds (atomic on one
-    filesystem: a reader sees the old file or the new one), removed when it fails (a full
-    disk: the partial file would keep the space)."""
-    tmp = final.with_name(final.name + ".tmp")
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, final)
-
-
 def prepare_out_dir(out_dir: Path) -> Path:
     """The export folder, created; one line naming it when it cannot be (a file on its path,
     no permission, a full disk)."""
@@ -248,7 +234,7 @@ def _write_parquet(dataset_dict, folder: Path, shard_rows: int) -> list[Path]:
             tag = f"-v{version:04d}" if version is not None else ""
             for index in range(count):
                 final = folder / f"{split}{tag}-{index:05d}-of-{count:05d}.parquet"
-                with _staged(final) as tmp:
+                with faults.staged(final) as tmp:
                     part.shard(num_shards=count, index=index, contiguous=True).to_parquet(str(tmp))
                 written.append(final)
     keep = {p.name for p in written}
@@ -263,7 +249,7 @@ def _write_jsonl(dataset_dict, folder: Path) -> list[Path]:
     written: list[Path] = []
     for split, dataset in dataset_dict.items():
         final = folder / f"{split}.jsonl"
-        with _staged(final) as tmp, tmp.open("w", encoding="utf-8") as out:
+        with faults.staged(final) as tmp, tmp.open("w", encoding="utf-8") as out:
             # Arrow batches to Python rows: ten times faster than iterating the Dataset
             for batch in dataset.data.table.to_batches(max_chunksize=10_000):
                 out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist())

@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import errno
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -110,6 +111,20 @@ def raising(error: type[Exception], path: str | Path | None = None, what: str = 
         if translated is exc:
             raise
         raise translated from exc
+
+
+@contextmanager
+def staged(final: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary name beside `final`, renamed to it when the block succeeds (atomic on one
+    filesystem: a reader sees the old file or the new one) and removed when it fails, so a
+    full disk keeps no partial file (nor the space it holds)."""
+    tmp = final.with_name(final.name + suffix)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)
 
 
 def _reason(exc: BaseException) -> str:

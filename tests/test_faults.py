@@ -211,15 +211,16 @@ def test_backup_is_refused_while_a_run_writes(made, tmp_path, capsys):
 
 # -- a full disk ------------------------------------------------------------------------------------
 
-def test_disk_full_while_exporting(made, tmp_path, capsys):
+@pytest.mark.parametrize("free_kb", [0, 8, 24])  # full before the folder, after a shard, in the card
+def test_disk_full_while_exporting(made, tmp_path, capsys, free_kb):
     _, catalog = made
     with small_fs(tmp_path / "fs", 8) as fs:
         filler = fill(fs)
+        os.truncate(filler, filler.stat().st_size - free_kb * 1024)
         assert main(["export", "--catalog", str(catalog), "--out", str(fs / "out")]) == 1
         line = last_error(capsys)
         assert f"no space left on device writing the export folder {fs}/out" in line
-        leftovers = [p.name for p in fs.rglob("*") if p.name.endswith(".tmp") or p.name.endswith(".partial")]
-        assert leftovers == []
+        assert [p.name for p in fs.rglob("*") if ".tmp" in p.name or ".partial" in p.name] == []
         with Catalog(catalog, read_only=True) as cat:
             assert cat.scalar("SELECT count(*) FROM exports WHERE location LIKE ?", [f"{fs}%"]) == 0
         filler.unlink()
