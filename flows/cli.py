@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.lifecycle import last_stop
     from flows.preflight import preflight
 
-    recipe = preflight(args.recipe, args.catalog, args.out, args.target)  # bad input: exit 2 before Prefect starts
+    recipe = preflight(args.recipe, args.catalog, args.out, args.target, args.wait)  # bad input: exit 2 first
     args.catalog_path = recipe.catalog
     from flows.server import prefect_api_for_run
 

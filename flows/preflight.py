@@ -34,8 +34,9 @@ def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None 
 
 
 def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | None = None,
-              target: int | None = None) -> Recipe:
-    """The recipe as it will run, checked; nothing is written."""
+              target: int | None = None, catalog_wait_s: float = 0.0) -> Recipe:
+    """The recipe as it will run, checked; nothing is written but a new, empty catalog. A busy
+    catalog is an error here only when the run would not wait for it (`catalog_wait_s`)."""
     recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
     check_overrides(Renderer(recipe.template_overrides()))
@@ -43,8 +44,12 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         from storage.recipe_tree import tree_from_file
 
         tree_from_file(recipe)  # so is a malformed tree file
-    from storage.catalog import Catalog
+    from storage.catalog import Catalog, CatalogBusy
 
     # busy, damaged, not a catalog, not writable? say so now, not after the flow has started
-    Catalog(recipe.catalog).close()
+    try:
+        Catalog(recipe.catalog).close()
+    except CatalogBusy:
+        if catalog_wait_s <= 0:
+            raise  # else the run waits its turn when it opens the catalog
     return recipe

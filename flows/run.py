@@ -164,7 +164,7 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
     from storage.growth import plan_growth
 
     logger = get_run_logger()
-    recipe = preflight(recipe_path, catalog, out, target)
+    recipe = preflight(recipe_path, catalog, out, target, catalog_wait_s)
     backend = recipe.backend.build()
     with Catalog(recipe.catalog, wait_s=catalog_wait_s) as cat:
         growth = plan_growth(cat, recipe, grow_by)

@@ -315,3 +315,25 @@ def test_damaged_catalog_during_a_run_is_one_line(made, tmp_path):
     damage_table(catalog, "samples")
     line = error_line(synth(["run", str(path), "--no-export", "--target", "9"], tmp_path), 1)
     assert f"the catalog {catalog} is damaged (Corrupt database file" in line
+
+
+@pytest.mark.slow
+def test_a_run_that_may_wait_waits_for_a_busy_catalog(made, tmp_path, monkeypatch, capsys):
+    """--wait: the pre-flight does not refuse a busy catalog; the run waits its turn, then runs."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path, catalog = made
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
+         "from storage.catalog import Catalog; c = Catalog(sys.argv[1]); print('held', flush=True); time.sleep(4)",
+         str(catalog), str(ROOT)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.chdir(tmp_path)
+        assert main(["run", str(path), "--no-export", "--target", "8", "--wait", "120"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
