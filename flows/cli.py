@@ -270,11 +270,9 @@ def cmd_tree(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from storage.catalog import Catalog
-    from storage.export import export_snapshot
+    from storage.export import export_snapshot, prepare_out_dir
     from storage.publish import tree_text_of_run
     from storage.snapshots import SnapshotError, create_snapshot, get_snapshot
-
-    from storage.export import prepare_out_dir
 
     args.catalog = find_catalog(args.catalog)
     prepare_out_dir(Path(args.out))  # a folder that cannot be written: say so before a snapshot is taken
