@@ -337,3 +337,24 @@ def test_a_run_that_may_wait_waits_for_a_busy_catalog(made, tmp_path, monkeypatc
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_backup_of_a_catalog_left_with_a_write_ahead_log(made, tmp_path):
+    """A writer killed before DuckDB folded its log into the file: the backup carries the log, and
+    the copy holds what was committed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    _, catalog = made
+    subprocess.run([sys.executable, "-c", "import os, sys; sys.path.insert(0, sys.argv[2]);"
+                    "from storage.catalog import Catalog; c = Catalog(sys.argv[1]);"
+                    "c.update_run(c.latest_run_id(), message='after the checkpoint'); os._exit(0)",
+                    str(catalog), str(ROOT)], check=True)
+    assert catalog.with_name(catalog.name + ".wal").exists()
+    copy = tmp_path / "copy.duckdb"
+    assert main(["catalog", "backup", str(copy), "--catalog", str(catalog)]) == 0
+    assert copy.with_name("copy.duckdb.wal").exists()
+    with Catalog(copy, read_only=True) as cat:
+        assert cat.scalar("SELECT message FROM runs") == "after the checkpoint"
