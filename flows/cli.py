@@ -1,7 +1,11 @@
 """The `synth` command line.
 
 Bad input (a broken recipe, missing seeds, a malformed tree file) exits with code 2
-and a message that names the field; it is checked before anything is written.
+and a message that names the field; it is checked before anything is written. A broken
+environment (a damaged or busy catalog, a full disk, a server that does not answer)
+exits with code 1 and one line; Ctrl-C / SIGTERM stop a run after its chunk in flight
+(130 / 143). flows/errors.py maps every known fault to its line and code; `--debug` or
+`SYNTH_DEBUG=1` adds the traceback.
 """
 
 from __future__ import annotations
@@ -48,13 +52,33 @@ def _load(path: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from flows.lifecycle import last_stop
     from flows.preflight import preflight
 
-    preflight(args.recipe, args.catalog, args.out, args.target)  # bad input: exit 2 before Prefect starts
+    recipe = preflight(args.recipe, args.catalog, args.out, args.target, args.wait)  # bad input: exit 2 first
+    args.catalog_path = recipe.catalog
+    from flows.server import prefect_api_for_run
+
+    prefect_api_for_run()  # an API that does not answer: one line now, not a traceback after retries
+    from prefect.exceptions import CancelledRun
+
+    from flows.errors import EXIT_SIGINT, EXIT_SIGTERM, debug_enabled, quiet_prefect_console
     from flows.run import run_recipe
 
-    summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
-                         export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait)
+    quiet = not debug_enabled(args.debug)
+    if quiet:
+        quiet_prefect_console()
+    try:
+        summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
+                             export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait)
+    except CancelledRun as exc:
+        import signal
+
+        print(f"stopped: {exc}", file=sys.stderr)
+        return EXIT_SIGTERM if last_stop.get("signal") == signal.SIGTERM else EXIT_SIGINT
+    finally:
+        if quiet:
+            quiet_prefect_console(after_flow=True)  # shutdown chatter would bury the command's last line
     print(json.dumps({k: summary[k] for k in ("run_id", "dataset", "status", "message", "growth", "catalog")},
                      indent=2))
     reused = [c for c in summary.get("reused", []) if not c["this_run"] and c["counted"]]
@@ -96,7 +120,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from storage.catalog import Catalog
 
     args.catalog = find_catalog(args.catalog)
-    with Catalog(args.catalog, read_only=True) as cat:
+    with Catalog(args.catalog, read_only=True, allow_missing_segments=args.check) as cat:
+        if args.check:  # damaged blocks first: every other check reads the same tables
+            physical = cat.physical_problems()
+            if physical:
+                for problem in physical:
+                    print(f"integrity: {problem}", file=sys.stderr)
+                print(f"integrity: PROBLEMS FOUND: the catalog {args.catalog} is damaged; see README > Reliability "
+                      "to recover it")
+                return 1
         stats = cat.stats(args.run)
         stats["runs"] = cat.query("SELECT run_id, name, dataset, status, strategy, message FROM runs "
                                   "ORDER BY started_at")
@@ -242,11 +274,12 @@ def cmd_tree(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from storage.catalog import Catalog
-    from storage.export import export_snapshot
+    from storage.export import export_snapshot, prepare_out_dir
     from storage.publish import tree_text_of_run
     from storage.snapshots import SnapshotError, create_snapshot, get_snapshot
 
     args.catalog = find_catalog(args.catalog)
+    prepare_out_dir(Path(args.out))  # a folder that cannot be written: say so before a snapshot is taken
     with Catalog(args.catalog) as cat:
         existing = None
         if args.snapshot:
@@ -283,8 +316,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from storage.backup import backup_catalog
+
+    args.catalog = find_catalog(args.catalog)
+    done = backup_catalog(args.catalog, args.path)
+    print(f"backup of {args.catalog}: {done['path']} ({done['bytes']} bytes, {done['segments']} segments, "
+          f"{done['runs']} runs, {done['samples']} samples; checked)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synth", description="The synthetic data factory.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (anywhere on the line; or SYNTH_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a recipe: tree, generation, curation, export")
@@ -344,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also run the integrity checks (exit 1 if any fails): after a crash or a kill")
     stats.set_defaults(func=cmd_stats)
 
+    catalog = sub.add_parser("catalog", help="catalog upkeep: `synth catalog backup PATH`")
+    catalog.add_argument("action", choices=["backup"])
+    catalog.add_argument("path", help="backup: where the copy goes (a new file; its segments go beside it)")
+    catalog.add_argument("--catalog", help="catalog (default: data/catalog.duckdb, or the one catalog under data/)")
+    catalog.set_defaults(func=cmd_catalog)
+
     from flows.server import add_server_commands
 
     add_server_commands(sub)  # synth server [start|stop|status], synth serve
@@ -356,32 +407,38 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    # heartbeats let the server mark a killed run Crashed (flows/server.py adds the automation)
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    from storage.catalog import CatalogBusy, CatalogError
-    from storage.export import ExportError
-    from storage.hub import HubError
-    from storage.snapshots import SnapshotError
-    from synth.balance import BalanceError
-    from synth.render import PromptError
-    from synth.recipe import RecipeError
-    from synth.seeds import SeedError
-    from synth.tree import TreeError
-    from synth.allocate import AllocationError
+    from flows.errors import debug_enabled, explain
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted after the command too: `synth run r.yaml --debug`
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         return args.func(args)
-    except (RecipeError, SeedError, PromptError, TreeError, BalanceError, AllocationError) as exc:
-        return _fail(str(exc))
-    except (ExportError, SnapshotError, HubError) as exc:
-        return _fail(str(exc), 1)
-    except (CatalogBusy, CatalogError) as exc:
-        return _fail(str(exc), 1)
+    except (SystemExit, GeneratorExit):
+        raise
+    except BrokenPipeError:  # `synth stats | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except BaseException as exc:
+        explained = explain(exc, catalog=getattr(args, "catalog_path", None) or getattr(args, "catalog", None),
+                            out=getattr(args, "out", None))
+        if explained is None:
+            raise  # not a known fault: a bug, whose traceback is what a report needs
+        code, message = explained
+        if debug_enabled(args.debug):
+            import traceback
+
+            traceback.print_exception(exc)
+        return _fail(message, code)
 
 
 if __name__ == "__main__":

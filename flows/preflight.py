@@ -2,8 +2,9 @@
 the recipe and its overrides are valid, its input files read, every overridden prompt
 renders in the sandbox, a tree file parses, and the catalog is not busy, before
 anything is written or any request is made. Bad input raises the error the command
-line turns into exit code 2 (RecipeError, SeedError, PromptError, TreeError); a busy
-catalog raises CatalogBusy (exit 1).
+line turns into exit code 2 (RecipeError, SeedError, PromptError, TreeError); then the
+catalog is opened (created if new), so that a busy, damaged or unwritable one raises
+CatalogBusy / CatalogError (exit 1) before the flow starts.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None 
 
 
 def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | None = None,
-              target: int | None = None) -> Recipe:
-    """The recipe as it will run, checked; nothing is written."""
+              target: int | None = None, catalog_wait_s: float = 0.0) -> Recipe:
+    """The recipe as it will run, checked; nothing is written but a new, empty catalog. A busy
+    catalog is an error here only when the run would not wait for it (`catalog_wait_s`)."""
     recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
     check_overrides(Renderer(recipe.template_overrides()))
@@ -42,8 +44,12 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         from storage.recipe_tree import tree_from_file
 
         tree_from_file(recipe)  # so is a malformed tree file
-    if Path(recipe.catalog).exists():
-        from storage.catalog import Catalog
+    from storage.catalog import Catalog, CatalogBusy
 
-        Catalog(recipe.catalog).close()  # busy? say so now, not after the flow has started
+    # busy, damaged, not a catalog, not writable? say so now, not after the flow has started
+    try:
+        Catalog(recipe.catalog).close()
+    except CatalogBusy:
+        if catalog_wait_s <= 0:
+            raise  # else the run waits its turn when it opens the catalog
     return recipe

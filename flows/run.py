@@ -25,11 +25,14 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import ExternalSignal
+from prefect.states import Cancelled
 from tqdm import tqdm
 
+from flows.lifecycle import stop_between_chunks, supersede
 from flows.preflight import preflight
 from storage.catalog import Catalog
-from storage.runs import LocalExecutor, RunLedger
+from storage.runs import LocalExecutor, RunLedger, superseded_note
 from synth.pipeline import ChunkResult, run_work
 from synth.seeds import load_seeds
 
@@ -123,8 +126,9 @@ def report_task(ledger: RunLedger, exported: dict[str, Any] | None) -> dict[str,
     return report
 
 
-def generate_all(ledger: RunLedger, backend, on_chunk=None) -> None:
-    """The ledger's rounds, each chunk a retried Prefect task, with a progress bar in the terminal."""
+def generate_all(ledger: RunLedger, backend, on_chunk=None, stop=None) -> None:
+    """The ledger's rounds, each chunk a retried Prefect task, with a progress bar in the terminal;
+    `stop` is asked after each committed chunk (flows/lifecycle.py)."""
     target = ledger.goal()
     bar = tqdm(total=target, initial=min(ledger.accepted_count(), target), desc="accepted samples",
                unit="sample", disable=None, file=sys.stderr)
@@ -135,9 +139,21 @@ def generate_all(ledger: RunLedger, backend, on_chunk=None) -> None:
             on_chunk(accepted, total)
 
     try:
-        ledger.generate(LocalExecutor(backend, ledger.ctx, run=generate_chunk), on_progress=progress)
+        ledger.generate(LocalExecutor(backend, ledger.ctx, run=generate_chunk), on_progress=progress, stop=stop)
     finally:
         bar.close()
+
+
+def record_failure(cat: Catalog, run_id: str, exc: BaseException, logger) -> None:
+    """Mark the run failed (or interrupted, for a signal), unless the catalog itself is what failed."""
+    stopped = isinstance(exc, (KeyboardInterrupt, ExternalSignal))
+    status = "interrupted" if stopped else "failed"
+    message = (f"interrupted by {type(exc).__name__} at once (the chunk in flight is lost); run the same recipe "
+               "again to resume") if stopped else f"{type(exc).__name__}: {exc}"[:2000]
+    try:
+        cat.update_run(run_id, status=status, message=message)
+    except Exception as second:  # noqa: BLE001 - a full disk or a damaged file: the first error is the one to show
+        logger.warning("could not record the run as %s in the catalog: %s", status, second)
 
 
 @flow(name="synth-run")
@@ -148,7 +164,7 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
     from storage.growth import plan_growth
 
     logger = get_run_logger()
-    recipe = preflight(recipe_path, catalog, out, target)
+    recipe = preflight(recipe_path, catalog, out, target, catalog_wait_s)
     backend = recipe.backend.build()
     with Catalog(recipe.catalog, wait_s=catalog_wait_s) as cat:
         growth = plan_growth(cat, recipe, grow_by)
@@ -157,6 +173,9 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
         attempt = ledger.start()
         logger.info("run %s (start #%d) of dataset %s on %s/%s; %s", ledger.run_id, attempt, ledger.dataset,
                     backend.name, backend.model, growth.note)
+        if ledger.superseded:
+            logger.warning(superseded_note(ledger.superseded))
+        supersede(ledger.run_id, logger)
         try:
             backend.load()
             placed = None
@@ -180,7 +199,12 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
             def on_chunk(accepted: int, total: int) -> None:
                 update_progress_artifact(progress_id, progress=100.0 * min(accepted, total) / max(total, 1))
 
-            generate_all(ledger, backend, on_chunk)
+            with stop_between_chunks() as stop:
+                generate_all(ledger, backend, on_chunk, stop)
+            if ledger.stopped:
+                message = ledger.interrupt(stop.why)
+                logger.warning(message)
+                return Cancelled(message=message)
             summary = ledger.finish()
             logger.info(summary["message"])
             summary["growth"] = growth.note
@@ -190,7 +214,7 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
                 summary["export"] = export_task(ledger)
             report_task(ledger, summary.get("export"))
         except BaseException as exc:
-            cat.update_run(ledger.run_id, status="failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+            record_failure(cat, ledger.run_id, exc, logger)
             raise
         finally:
             backend.close()

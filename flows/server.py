@@ -5,6 +5,12 @@ starts `prefect server start` detached, in its own process group, logging to
 `<state_dir>/prefect-server.log` with its pid in `<state_dir>/prefect-server.pid`,
 waits for `/api/health` and returns the API URL (`http://host:port/api`; the UI is at
 `http://host:port/`). Analytics and telemetry are off: there is no network here.
+It also makes sure the server holds the automation that marks a flow run Crashed when
+its heartbeats stop (`ensure_crash_automation`: a run whose process was killed would
+otherwise stay Running in the UI forever); `synth` turns heartbeats on.
+
+`prefect_api_for_run` is what `synth run` does first: a `PREFECT_API_URL` that does not
+answer is one line, and without one the temporary server is started shielded from Ctrl-C.
 
 The server's database is SQLite at `<state_dir>/prefect-server.db` unless
 `PREFECT_API_DATABASE_CONNECTION_URL` is set (PostgreSQL: see docs/prefect.md).
@@ -13,7 +19,7 @@ The server's database is SQLite at `<state_dir>/prefect-server.db` unless
 
 Leaves out: remote servers (point `PREFECT_API_URL` at them instead), auth and TLS,
 and anything but POSIX process groups. This module imports prefect only inside
-`serve`, so that `PREFECT_API_URL` is set before prefect reads its settings.
+`serve` and `prefect_api_for_run`, so that `PREFECT_API_URL` is set before prefect reads its settings.
 """
 
 from __future__ import annotations
@@ -110,9 +116,55 @@ def _wait_healthy(api: str, deadline: float, process: subprocess.Popen | None, l
                       "or pass a longer --timeout on a busy machine")
 
 
+CRASH_AUTOMATION = "synth: mark flow runs without heartbeats Crashed"
+CRASH_AFTER_S = 90  # three missed heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30, Prefect's minimum)
+
+
+def ensure_crash_automation(api: str, after_s: float | None = None) -> str:
+    """The server's automation that marks a flow run Crashed when its heartbeats stop for
+    `after_s` seconds (Prefect's "zombie flow" recipe; a self-hosted server has none by
+    default): created, or updated when `after_s` changed. Returns its id."""
+    after_s = float(after_s if after_s is not None else os.environ.get("SYNTH_CRASH_AFTER_S", CRASH_AFTER_S))
+    body = {
+        "name": CRASH_AUTOMATION, "enabled": True,
+        "description": "A flow run whose process was killed sends no more heartbeats: mark it Crashed "
+                       "(created by `synth server start`).",
+        "trigger": {
+            "type": "event", "posture": "Proactive", "threshold": 1, "within": after_s,
+            "after": ["prefect.flow-run.heartbeat"],
+            "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                       "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"],
+            "match": {"prefect.resource.id": ["prefect.flow-run.*"]}, "for_each": ["prefect.resource.id"]},
+        "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
+                     "message": f"no heartbeat for {after_s:g} s: the process running it was killed or lost"}],
+    }
+    try:
+        found = httpx.post(f"{api}/automations/filter", timeout=10,
+                           json={"automations": {"name": {"any_": [CRASH_AUTOMATION]}}, "limit": 1})
+        found.raise_for_status()
+        if found.json():
+            existing = found.json()[0]
+            if float(existing["trigger"].get("within", 0)) != after_s:
+                httpx.put(f"{api}/automations/{existing['id']}", json=body, timeout=10).raise_for_status()
+            return existing["id"]
+        created = httpx.post(f"{api}/automations/", json=body, timeout=10)
+        created.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServerError(f"could not set up the crash detection automation on {api} ({exc}); "
+                          "is it a Prefect 3 server?") from None
+    return created.json()["id"]
+
+
 def ensure_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = DEFAULT_TIMEOUT_S,
                   state_dir: str | Path = DEFAULT_STATE_DIR) -> str:
-    """The API URL of a healthy Prefect server on host:port, started detached if none answers."""
+    """The API URL of a healthy Prefect server on host:port, started detached if none answers,
+    with the automation that marks killed runs Crashed."""
+    api = _ensure_server(host, port, timeout, state_dir)
+    ensure_crash_automation(api)
+    return api
+
+
+def _ensure_server(host: str, port: int, timeout: float, state_dir: str | Path) -> str:
     api = api_url(host, port)
     if is_healthy(api):
         return api
@@ -181,6 +233,27 @@ def stop_server(state_dir: str | Path = DEFAULT_STATE_DIR, timeout: float = 20.0
     return True
 
 
+def prefect_api_for_run() -> None:
+    """Before `synth run` starts its flow: a PREFECT_API_URL that does not answer is a
+    `ServerError` now. Without one, Prefect's temporary server is started here with SIGINT
+    blocked in it: a Ctrl-C in the terminal reaches the whole process group, and the run
+    still needs its API to stop cleanly after the chunk in flight."""
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        if not is_healthy(api, timeout=10):
+            raise ServerError(f"the Prefect API at {api} does not answer: start it (`synth server start`), "
+                              "or unset PREFECT_API_URL to run with a temporary server")
+        return
+    from prefect.client.orchestration import get_client
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        with get_client(sync_client=True):
+            pass  # creating the client starts the temporary server: a child, it inherits the mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 # --- the command line: `synth server start|stop|status` and `synth serve` ---------------------
 
 
@@ -221,6 +294,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 1
     # Before prefect is imported: the runner and its flow-run subprocesses read it from the environment.
     os.environ["PREFECT_API_URL"] = api
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")  # killed runs end Crashed (see above)
     for name, value in NO_TELEMETRY.items():
         os.environ.setdefault(name, value)
     print(f"Prefect UI: {ui_url(api)}  (deployments: {ui_url(api)}/deployments)", flush=True)

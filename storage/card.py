@@ -29,6 +29,7 @@ from typing import Any, Iterable
 import yaml
 
 from storage.catalog import Catalog
+from storage.faults import staged
 from storage.report import imbalance
 from storage.snapshots import get_snapshot
 from synth.render import Renderer, prompt_example
@@ -257,10 +258,11 @@ def plot_leaf_distribution(leaves: list[tuple[str, int]], path: Path, title: str
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})  # no version stamp: same input, same bytes
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with staged(path, ".tmp.png") as tmp:  # matplotlib reads the format from the suffix
+            fig.savefig(tmp, dpi=100, metadata={"Software": None})  # no version stamp: same input, same bytes
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -431,7 +433,6 @@ def write_card(catalog: Catalog, snapshot_id: str, out_dir: Path, renderer: Rend
                                               f"{context['title']}: samples per leaf",
                                               context.get("plot_by_version")))
     card = out_dir / "README.md"
-    tmp = card.with_name("README.md.tmp")
-    tmp.write_text(render_card(context, renderer), encoding="utf-8")
-    tmp.replace(card)
+    with staged(card) as tmp:
+        tmp.write_text(render_card(context, renderer), encoding="utf-8")
     return [card, *written]

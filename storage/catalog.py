@@ -7,6 +7,9 @@ parameters or registered Arrow tables, never pasted into SQL.
 
 DuckDB allows one read-write process per file: a second run on the same catalog gets
 `CatalogBusy` with a message saying so, instead of waiting forever or corrupting it.
+A damaged file, a file that is not a catalog, a folder that cannot be written, a full
+disk or a lost text segment raise `CatalogError` with one line that names the file and
+says what to do (storage/faults.py words them).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, Iterable, Iterator
 import duckdb
 import pyarrow as pa
 
-from storage import schema
+from storage import faults, schema
 
 
 class CatalogBusy(RuntimeError):
@@ -29,7 +32,8 @@ class CatalogBusy(RuntimeError):
 
 
 class CatalogError(RuntimeError):
-    pass
+    """The catalog cannot be used as asked; the message names the file and says what to do."""
+
 
 
 def now() -> datetime:
@@ -89,16 +93,20 @@ def _arrow(rows: list[dict[str, Any]], columns: dict[str, pa.DataType]) -> pa.Ta
 
 
 class Catalog:
-    def __init__(self, path: str | Path, read_only: bool = False, wait_s: float = 0.0) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False, wait_s: float = 0.0,
+                 allow_missing_segments: bool = False) -> None:
         """Open (or create) the catalog. Another process writing it: `CatalogBusy` at once, or
         after waiting up to `wait_s` seconds for it to finish (a scheduled run that overlaps
-        another waits its turn instead of failing)."""
+        another waits its turn instead of failing). A registered text segment missing from
+        the segments folder: `CatalogError`, unless `allow_missing_segments` (the integrity
+        check opens it that way, to list them)."""
         import time
 
         self.path = Path(path)
         self.read_only = read_only
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with faults.raising(CatalogError, self.path, "the catalog"):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise CatalogError(f"no catalog at {self.path}: run `synth run RECIPE` first, or pass --catalog PATH")
         deadline = time.monotonic() + max(0.0, wait_s)
@@ -106,9 +114,9 @@ class Catalog:
             try:
                 self.con = duckdb.connect(str(self.path), read_only=read_only)
                 break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise
+            except duckdb.Error as exc:
+                if not any(word in str(exc).lower() for word in ("could not set lock", "conflicting lock")):
+                    raise faults.as_error(exc, CatalogError, self.path, "the catalog") from None
                 if time.monotonic() >= deadline:
                     waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
                     raise CatalogBusy(
@@ -117,9 +125,21 @@ class Catalog:
                     ) from None
                 time.sleep(min(2.0, max(0.05, deadline - time.monotonic())))
         self._lock = threading.RLock()  # one connection, used from the flow's task threads in turn
-        if not read_only:
-            schema.create_all(self.con)
-        self.refresh_text_view()
+        self.missing_segments: list[str] = []
+        try:
+            with faults.raising(CatalogError, self.path, "the catalog"):
+                if not read_only:
+                    schema.create_all(self.con)
+                self.refresh_text_view()
+            if self.missing_segments and not allow_missing_segments:
+                shown = ", ".join(self.missing_segments[:3]) + (" ..." if len(self.missing_segments) > 3 else "")
+                raise CatalogError(
+                    f"the catalog {self.path} has lost {len(self.missing_segments)} text segment file(s) from "
+                    f"{self.segment_dir} ({shown}): put the folder back from a backup (`synth catalog backup`), "
+                    "or see README > Reliability; `synth stats --check` lists them")
+        except BaseException:
+            self.con.close()
+            raise
 
     @property
     def segment_dir(self) -> Path:
@@ -134,6 +154,10 @@ class Catalog:
         with self._lock:
             files = [str(self.segment_dir / row[0]) for row in self.con.execute(
                 "SELECT segment FROM segments ORDER BY segment").fetchall()] if self._has_segments_table() else []
+            # a lost file would fail every read of the view: it is left out here, and the
+            # catalog refuses to open with it missing unless asked to (see __init__)
+            self.missing_segments = [Path(f).name for f in files if not Path(f).exists()]
+            files = [f for f in files if Path(f).exists()]
             if not files:
                 sql = "SELECT * FROM samples"
             else:
@@ -180,25 +204,35 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._lock:
+        """One transaction; a COMMIT that fails (a full disk) leaves nothing of it behind."""
+        with self._lock, faults.raising(CatalogError, self.path, "the catalog"):
             self.con.execute("BEGIN TRANSACTION")
             try:
                 yield self.con
             except BaseException:
-                self.con.execute("ROLLBACK")
+                try:
+                    self.con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # DuckDB already ended it (a failed statement on a damaged file): keep the first error
                 raise
             self.con.execute("COMMIT")
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock, faults.raising(CatalogError, self.path, "the catalog"):
             cursor = self.con.execute(sql, list(params))
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        with self._lock:
+        with self._lock, faults.raising(CatalogError, self.path, "the catalog"):
             rows = self.con.execute(sql, list(params)).fetchall()  # fetchone would leave the result open
         return rows[0][0] if rows else None
+
+    def physical_problems(self) -> list[str]:
+        """Damaged blocks of the file, each as a sentence (storage/faults.py); [] when every table
+        and key index reads back."""
+        with self._lock:
+            return faults.physical_problems(self.con)
 
     # -- runs -------------------------------------------------------------------------
 
@@ -236,7 +270,7 @@ class Catalog:
         if unknown:
             raise CatalogError(f"cannot update run columns {sorted(unknown)}")
         sets = ", ".join(f"{name} = ?" for name in fields)  # names from the allow-list above
-        with self._lock:
+        with self._lock, faults.raising(CatalogError, self.path, "the catalog"):
             self.con.execute(f"UPDATE runs SET {sets}, updated_at = ? WHERE run_id = ?",
                              [*fields.values(), now(), run_id])
 

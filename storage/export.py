@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from storage import faults
 from storage.catalog import Catalog, now
 from storage.snapshots import SPLITS, get_snapshot
 from synth.ids import stable_id
@@ -200,8 +201,16 @@ def _quiet_progress():
             datasets.enable_progress_bars()
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)  # atomic on one filesystem: a reader sees the old file or the new one
+def prepare_out_dir(out_dir: Path) -> Path:
+    """The export folder, created; one line naming it when it cannot be (a file on its path,
+    no permission, a full disk)."""
+    out_dir = Path(out_dir).resolve()
+    with faults.raising(ExportError, out_dir, "the export folder"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")  # root-owned or read-only: find out now, not after the snapshot is built
+        probe.unlink()
+    return out_dir
 
 
 def _version_runs(versions: list[Any]) -> list[tuple[Any, int, int]]:
@@ -225,9 +234,8 @@ def _write_parquet(dataset_dict, folder: Path, shard_rows: int) -> list[Path]:
             tag = f"-v{version:04d}" if version is not None else ""
             for index in range(count):
                 final = folder / f"{split}{tag}-{index:05d}-of-{count:05d}.parquet"
-                tmp = final.with_name(final.name + ".tmp")
-                part.shard(num_shards=count, index=index, contiguous=True).to_parquet(str(tmp))
-                _replace(tmp, final)
+                with faults.staged(final) as tmp:
+                    part.shard(num_shards=count, index=index, contiguous=True).to_parquet(str(tmp))
                 written.append(final)
     keep = {p.name for p in written}
     for stale in folder.iterdir():  # shards of an earlier export with another count or split
@@ -241,12 +249,10 @@ def _write_jsonl(dataset_dict, folder: Path) -> list[Path]:
     written: list[Path] = []
     for split, dataset in dataset_dict.items():
         final = folder / f"{split}.jsonl"
-        tmp = final.with_name(final.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as out:
+        with faults.staged(final) as tmp, tmp.open("w", encoding="utf-8") as out:
             # Arrow batches to Python rows: ten times faster than iterating the Dataset
             for batch in dataset.data.table.to_batches(max_chunksize=10_000):
                 out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist())
-        _replace(tmp, final)
         written.append(final)
     keep = {p.name for p in written}
     for stale in folder.glob("*.jsonl"):
@@ -262,7 +268,11 @@ def _write_saved(dataset_dict, folder: Path) -> list[Path]:
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)  # left by an interrupted export
-    dataset_dict.save_to_disk(str(tmp))
+    try:
+        dataset_dict.save_to_disk(str(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
@@ -309,8 +319,7 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
     snapshot_id = snapshot["snapshot_id"]
     if output_fields is None:
         output_fields = output_fields_of_run(catalog, snapshot["run_id"])
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_out_dir(out_dir)
 
     dataset_dict = build_dataset_dict(snapshot_table(catalog, snapshot_id, output_fields, lineage))
     n_rows = {split: len(ds) for split, ds in dataset_dict.items()}
@@ -320,16 +329,16 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
         "save_to_disk": lambda: _write_saved(dataset_dict, out_dir / "hf"),
     }
     locations = {"parquet": out_dir / "data", "jsonl": out_dir / "jsonl", "save_to_disk": out_dir / "hf"}
-    with _quiet_progress():
+    # a full disk or a folder that turns read-only half way: one line naming the folder
+    with _quiet_progress(), faults.raising(ExportError, out_dir, "the export folder"):
         paths: dict[str, list[Path]] = {target: writers[target]() for target in formats}
+        if card:
+            from storage.card import write_card  # matplotlib and the card template: only when asked
 
-    if card:
-        from storage.card import write_card  # matplotlib and the card template: only when asked
-
-        paths["card"] = write_card(
-            catalog, snapshot_id, out_dir, renderer, output_fields=output_fields, n_rows=n_rows,
-            data_files=_card_data_files(paths, n_rows), formats=formats, lineage=lineage,
-            tree_text=tree_text, license=license)
+            paths["card"] = write_card(
+                catalog, snapshot_id, out_dir, renderer, output_fields=output_fields, n_rows=n_rows,
+                data_files=_card_data_files(paths, n_rows), formats=formats, lineage=lineage,
+                tree_text=tree_text, license=license)
 
     total = sum(n_rows.values())
     export_ids = {target: record_export(catalog, snapshot_id, target, str(locations[target]), total)

@@ -99,11 +99,15 @@ class RunLedger:
         self.others: dict[str | None, int] = {}  # what other contributions hold, per leaf
         self.deduper = Deduper(recipe.quality.near_dup_threshold)
         self.ctx = ChunkContext.from_recipe(recipe, self.seeds, self.run_id)
+        self.superseded: dict[str, Any] | None = None  # the earlier start this one replaced, left 'running'
 
     # -- set-up -----------------------------------------------------------------------
 
     def start(self) -> int:
-        """Record the run (or its restart) and load the dedup index; returns the start number."""
+        """Record the run (or its restart) and load the dedup index; returns the start number.
+        An earlier start still marked 'running' was killed or crashed (this process holds the
+        catalog, so no other writes it): it is kept in `superseded` for the log."""
+        self.superseded = stale_start(self.catalog.run(self.run_id))
         attempts = self.catalog.start_run(self.run_id, self.recipe.task.name,
                                           self.recipe.model_dump(mode="json", exclude={"base_dir"}),
                                           self.recipe.hash(), self.backend_name, self.model, dataset=self.dataset,
@@ -218,10 +222,13 @@ class RunLedger:
         return self.commit(run_work(work, backend, self.ctx))
 
     def generate(self, executor: Executor, on_progress: Progress | None = None,
-                 max_chunks: int | None = None) -> int:
+                 max_chunks: int | None = None, stop: Callable[[], bool] | None = None) -> int:
         """Rounds of generate-what-is-missing until every slot is done, out of rounds, or out
-        of budget; then keep one sample per slot. Returns the number of chunks run."""
+        of budget; then keep one sample per slot. Returns the number of chunks run.
+        `stop` is asked after each committed chunk: True ends generation there (a signal, a
+        cancel), `stopped` is set, and the run is left to `interrupt()`, to be resumed."""
         target, done = self.goal(), 0
+        self.stopped = False
         while True:
             work = self.pending()
             if not work:
@@ -235,6 +242,9 @@ class RunLedger:
                 done += 1
                 if on_progress:
                     on_progress(min(self.accepted_count(), target), target)
+                if stop is not None and stop():
+                    self.stopped = True
+                    return done
             if max_chunks is not None and done >= max_chunks:
                 return done
             if self.requests_used() == used:  # a round that made nothing new would repeat forever
@@ -298,9 +308,48 @@ class RunLedger:
         return {"status": status, "message": message, "accepted": total, "generated": generated, "reused": reused,
                 "target": target, "dataset": self.dataset, "short_leaves": [leaf["label"] for leaf in short]}
 
+    def interrupt(self, why: str) -> str:
+        """Mark the run 'interrupted' (stopped between chunks, everything committed kept)."""
+        message = (f"interrupted by {why} with {self.accepted_count()} of {self.goal()} samples generated; "
+                   "run the same recipe again to resume")
+        self.catalog.update_run(self.run_id, status="interrupted", message=message, finished_at=now())
+        return message
+
     def reuse_report(self) -> list[dict[str, Any]]:
         """Every contribution to the dataset with the rows it holds and the rows this run counted."""
         summary = datasets.summary(self.catalog, self.dataset, self.tree, self.scope)
         return [{"run_id": c.run_id, "model": c.model, "strategy": c.strategy, "status": c.status,
                  "accepted": c.accepted, "counted": c.kept, "this_run": c.run_id == self.run_id}
                 for c in summary.contributions]
+
+
+def stale_start(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's earlier start, if the catalog still marks it 'running': its process was killed
+    or crashed (a live one would hold the catalog). `alive` says whether its pid still runs
+    on this host (a reused pid, or another process); None when it ran on another host."""
+    import os
+    import socket
+
+    if row is None or row.get("status") != "running":
+        return None
+    pid, host = row.get("pid"), row.get("host")
+    alive = None
+    if pid and host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+            alive = int(pid) != os.getpid()
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+    return {"run_id": row["run_id"], "pid": pid, "host": host, "since": row.get("updated_at"), "alive": alive,
+            "attempts": row.get("attempts")}
+
+
+def superseded_note(old: dict[str, Any]) -> str:
+    """What the log says about a superseded start."""
+    where = f"pid {old['pid']} on {old['host']}" if old.get("pid") else "an unknown process"
+    state = {False: "is gone", True: "still runs but no longer holds the catalog",
+             None: "ran on another host"}[old["alive"]]
+    return (f"found run {old['run_id']} left 'running' by {where} (last update {old['since']}; that process {state}: "
+            "killed or crashed); superseded it and resuming from what it committed")

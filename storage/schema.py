@@ -48,7 +48,7 @@ TABLES: dict[str, str] = {
             recipe_hash VARCHAR NOT NULL,
             backend VARCHAR NOT NULL,
             model VARCHAR NOT NULL,
-            status VARCHAR NOT NULL,             -- running / finished / short / failed
+            status VARCHAR NOT NULL,             -- running / finished / short / failed / interrupted
             strategy VARCHAR,                    -- the strategy (or mix) actually used
             strategy_reason VARCHAR,             -- why: the budget rule's verdict, or 'fixed by recipe'
             tree_id VARCHAR,

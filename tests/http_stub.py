@@ -67,8 +67,9 @@ Handler = Callable[[StubRequest], StubResponse]
 
 
 class StubServer:
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, port: int = 0) -> None:
         self.handler = handler
+        self.port = port  # 0: any free port; a port again: the same server "back" after a stop
         self.requests: list[StubRequest] = []
         self.errors: list[str] = []  # exceptions raised by the handler (a bug in the test)
         self.in_flight = 0
@@ -109,7 +110,8 @@ class StubServer:
             def do_POST(self) -> None:
                 stub._serve(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._stopping.clear()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="http-stub", daemon=True)
         self._thread.start()

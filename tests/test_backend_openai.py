@@ -217,14 +217,16 @@ def test_a_server_that_drips_its_body_is_cut_off_by_the_attempt_deadline():
     assert time.monotonic() - started < 3
 
 
-def test_connection_refused_is_retried_then_an_error_value():
+def test_a_server_that_is_gone_is_retried_then_named():
+    """Connection refused for every request of a batch: the server is gone (not a batch of
+    rejects that would spend the budget); the error names it and what to do."""
     from tests.servers import free_port
 
-    backend = OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", max_retries=2,
-                            backoff_base_s=0.01, backoff_cap_s=0.02)
-    results = backend.generate([req("a")])
-    assert "connection failed" in results[0].error and "3 attempts" in results[0].error
-    assert backend.attempts == 3
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    backend = OpenAIBackend(url, max_retries=2, backoff_base_s=0.01, backoff_cap_s=0.02)
+    with pytest.raises(BackendUnavailable, match=rf"server at {url} does not answer \(connection failed.*3 attempts"):
+        backend.generate([req("a"), req("b")])
+    assert backend.attempts == 6
 
 
 # --- structured-output fallback --------------------------------------------------------

@@ -5,7 +5,9 @@ What it does: one `POST {base_url}/chat/completions` per request, at most
 `concurrency` in flight; retries with exponential backoff and jitter on 429, 5xx,
 timeouts and connection errors (honouring a capped `Retry-After`), at most
 `max_retries` times; every failure ends as an error value on that request's result,
-never as an exception that loses the batch. Structured output goes as
+never as an exception that loses the batch, except when no request of the batch got
+a connection at all (refused, reset): the server is gone, and `BackendUnavailable`
+names it instead of a batch of rejects (a slow server's timeouts stay error values). Structured output goes as
 `response_format` json_schema, falling back to json_object (+ schema, the
 llama-cpp-python server's dialect) and then to none when the server refuses it; the
 mode that works is remembered for the life of the instance.
@@ -104,7 +106,7 @@ class _Retryable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.wait_s = wait_s
-        self.status = status  # None: no HTTP answer (timeout, connection error)
+        self.status = status  # None: no HTTP answer in time; 0: no connection at all
         self.body = body
 
 
@@ -167,6 +169,7 @@ class OpenAIBackend:
         self._loaded = False
         self._format_mode = 0  # index into FORMAT_MODES
         self._format_confirmed = False  # a structured request succeeded in this mode
+        self._unanswered = 0
         self.attempts = 0  # HTTP attempts made, retries included (for reports and tests)
 
     @classmethod
@@ -216,14 +219,21 @@ class OpenAIBackend:
         requests = list(requests)
         if not requests:
             return []
+        self._unanswered = 0  # requests that never got a connection, retries spent
         try:
-            asyncio.get_running_loop()
+            in_loop = asyncio.get_running_loop() is not None
         except RuntimeError:
-            return asyncio.run(self._batch(requests))
-        # The caller runs a loop in this thread (an async Prefect task, a notebook):
-        # blocking it with asyncio.run is refused, so run ours in a worker thread.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="openai-backend") as pool:
-            return pool.submit(asyncio.run, self._batch(requests)).result()
+            in_loop = False
+        if in_loop:  # the caller runs a loop in this thread (an async Prefect task, a notebook):
+            # blocking it with asyncio.run is refused, so run ours in a worker thread.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="openai-backend") as pool:
+                results = pool.submit(asyncio.run, self._batch(requests)).result()
+        else:
+            results = asyncio.run(self._batch(requests))
+        if self._unanswered == len(requests):
+            raise BackendUnavailable(f"the server at {self.base_url} does not answer ({results[0].error}): start it or "
+                                     "fix backend.base_url, then rerun: the run resumes, nothing committed is lost")
+        return results
 
     # --- one batch -------------------------------------------------------------------
 
@@ -268,6 +278,7 @@ class OpenAIBackend:
                     mode = self._fall_back(mode)
                     continue
                 if retries >= self.max_retries:
+                    self._unanswered += exc.status == 0
                     return self._error(request, started, f"{exc.reason} (gave up after {retries + 1} attempts)")
                 await asyncio.sleep(self._backoff(retries, exc.wait_s))
                 retries += 1
@@ -318,7 +329,7 @@ class OpenAIBackend:
         except httpx.DecodingError as exc:
             raise _Refused(f"response body cannot be decoded ({exc})") from None
         except httpx.TransportError as exc:
-            raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from None
+            raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})", status=0) from None
 
     async def _post_inner(self, client: Any, payload: dict[str, Any]) -> _Attempt:
         async with client.stream("POST", f"{self.base_url}/chat/completions", json=payload) as response:
