@@ -112,6 +112,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
               f"({stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion tokens)")
         for reason, n in stats["reject_reasons"].items():
             print(f"  {n:6d}  {reason}")
+        if stats["failed_chunks"]:
+            print(f"failed chunks: {stats['failed_chunks']} (given up on by a Ray cluster; table failed_chunks; "
+                  "rerun the recipe to try them again)")
         for view in stats["datasets"]:
             print(f"\ndataset {view['dataset']}: {view['total']} samples (target {view['target']})")
             for label, n in view["per_leaf"].items():
