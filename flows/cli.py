@@ -50,11 +50,13 @@ def _load(path: str):
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.preflight import preflight
 
-    preflight(args.recipe, args.catalog, args.out, args.target)  # bad input: exit 2 before Prefect starts
+    # bad input: exit 2 before Prefect starts; an unreachable cluster: exit 1
+    preflight(args.recipe, args.catalog, args.out, args.target, args.ray_address)
     from flows.run import run_recipe
 
     summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
-                         export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait)
+                         export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait,
+                         ray_address=args.ray_address)
     print(json.dumps({k: summary[k] for k in ("run_id", "dataset", "status", "message", "growth", "catalog")},
                      indent=2))
     reused = [c for c in summary.get("reused", []) if not c["this_run"] and c["counted"]]
@@ -296,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                      help="if another run holds the catalog, wait this long for it (default: fail at once)")
     run.add_argument("--no-export", action="store_true", help="stop after generation")
+    run.add_argument("--ray-address", metavar="HOST:PORT",
+                     help="run the model in replicas on this Ray cluster (cluster.kind: ray; `local`: a Ray instance "
+                          "on this machine). A recipe with `cluster.kind: ray` and no address uses $RAY_ADDRESS")
     run.set_defaults(func=cmd_run)
 
     plan = sub.add_parser("plan", help="projected requests and tokens per stage, strategy and leaf")
@@ -366,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     from storage.hub import HubError
     from storage.snapshots import SnapshotError
     from synth.balance import BalanceError
+    from synth.cluster import ClusterError
     from synth.render import PromptError
     from synth.recipe import RecipeError
     from synth.seeds import SeedError
@@ -379,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except (ExportError, SnapshotError, HubError) as exc:
         return _fail(str(exc), 1)
-    except (CatalogBusy, CatalogError) as exc:
+    except (CatalogBusy, CatalogError, ClusterError) as exc:
         return _fail(str(exc), 1)
 
 

@@ -3,7 +3,8 @@ the recipe and its overrides are valid, its input files read, every overridden p
 renders in the sandbox, a tree file parses, and the catalog is not busy, before
 anything is written or any request is made. Bad input raises the error the command
 line turns into exit code 2 (RecipeError, SeedError, PromptError, TreeError); a busy
-catalog raises CatalogBusy (exit 1).
+catalog raises CatalogBusy (exit 1), Ray missing for a `cluster.kind: ray` run
+ClusterError (exit 1).
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import storage.card  # noqa: F401  (registers the card template's example variab
 import synth.classify  # noqa: F401  (the classification prompt's)
 import synth.judge  # noqa: F401  (the judge's)
 import synth.tree  # noqa: F401  (the tree prompts')
-from synth.recipe import Recipe, load_recipe
+from synth.recipe import Recipe, RecipeError, load_recipe
 from synth.render import Renderer, check_overrides
 from synth.seeds import load_seeds
 
 
 def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None = None,
-                    target: int | None = None) -> Recipe:
+                    target: int | None = None, ray_address: str | None = None) -> Recipe:
     update: dict[str, Any] = {}
+    if ray_address:
+        update["cluster"] = recipe.cluster.with_address(ray_address)
     if catalog:
         update["catalog"] = Path(catalog)
     if out:
@@ -33,9 +36,11 @@ def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None 
 
 
 def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | None = None,
-              target: int | None = None) -> Recipe:
+              target: int | None = None, ray_address: str | None = None) -> Recipe:
     """The recipe as it will run, checked; nothing is written."""
-    recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target)
+    recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target, ray_address)
+    if recipe.cluster.kind == "ray":
+        check_cluster(recipe)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
@@ -47,3 +52,17 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
 
         Catalog(recipe.catalog).close()  # busy? say so now, not after the flow has started
     return recipe
+
+
+def check_cluster(recipe: Recipe) -> None:
+    """A Ray run names its cluster (bad input: RecipeError), has Ray installed and its
+    cluster answers (environment faults: ClusterError), before anything is written."""
+    from synth.cluster import ClusterError
+    from synth.ray_replicas import import_ray, reachable
+
+    try:
+        address = recipe.cluster.resolved_address()
+    except ClusterError as exc:
+        raise RecipeError(str(exc)) from None
+    import_ray()
+    reachable(address)

@@ -25,6 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 
 
+class ClusterError(RuntimeError):
+    """The cluster cannot be reached, or cannot hold the replicas; the message says what to do."""
+
+
 class ClusterSettings(BaseModel):
     """`cluster: {kind: ray, address: HOST:6379, replicas: auto, gpus_per_replica: 1}`."""
 
@@ -52,10 +56,10 @@ class ClusterSettings(BaseModel):
         return self
 
     def resolved_address(self) -> str:
-        """The address to connect to; raises ValueError saying where to write one."""
+        """The address to connect to; ClusterError saying where to write one."""
         address = self.address or os.environ.get(RAY_ADDRESS_ENV)
         if not address:
-            raise ValueError(
+            raise ClusterError(
                 "cluster.address: a Ray run needs the head's address: write `address: HOST:6379` (or "
                 "`address: local` for a Ray instance on this machine), pass --ray-address, or set RAY_ADDRESS")
         return address
