@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 
@@ -49,11 +49,12 @@ class ClusterSettings(BaseModel):
     ready_timeout_s: float = Field(default=900, gt=0)  # a replica's start (model load) or restart
     object_store_mb: int = Field(default=512, ge=64)  # `address: local` only: the object store's size
 
-    @model_validator(mode="after")
-    def _replicas(self) -> "ClusterSettings":
-        if isinstance(self.replicas, int) and self.replicas < 1:
-            raise ValueError("replicas must be >= 1, or `auto` (one per GPU group or per cpus_per_replica cores)")
-        return self
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("write a number >= 1, or `auto` (one per GPU group or per cpus_per_replica cores)")
+        return value
 
     def resolved_address(self) -> str:
         """The address to connect to; ClusterError saying where to write one."""

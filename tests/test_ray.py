@@ -163,3 +163,58 @@ def test_auto_counts_one_replica_per_cpus_per_replica(ray_cluster, tmp_path):
     gpu = recipe.cluster.model_copy(update={"gpus_per_replica": 1})
     with pytest.raises(ClusterError, match="auto found no room for one replica of 1 GPU"):
         ReplicaPool(gpu, recipe.backend).start()
+
+
+@pytest.mark.slow
+def test_the_embedded_model_in_two_one_cpu_replicas(ray_cluster, tmp_path):
+    """SmolLM2 through llama.cpp, loaded once in each of two 1-CPU replicas on two nodes."""
+    recipe = ray_recipe(
+        tmp_path, ray_cluster,
+        generation={"target": 4, "budget": 30, "chunk_size": 2, "max_rounds": 6, "strategy": "answer_augmentation",
+                    "examples_per_prompt": 0},
+        quality={"min_chars": 1},
+        backend={"kind": "llamacpp", "n_ctx": 1024, "n_threads": 1,
+                 "sampling": {"max_tokens": 96, "temperature": 0.7, "seed": 5}})
+    with ReplicaPool(recipe.cluster, recipe.backend) as pool:
+        nodes = {h.name: h.info["node"] for h in pool.replicas}
+        assert {h.info["backend"] for h in pool.replicas} == {"llamacpp"}
+        summary, facts = run_on(pool, recipe)
+    assert summary["status"] == "finished", summary["message"]
+    assert facts["accepted"] == facts["slots"] == 4
+    assert facts["integrity"] == [] and facts["failed"] == []
+    assert set(facts["by_worker"]) == {(name, node) for name, node in nodes.items()}
+    with Catalog(recipe.catalog, read_only=True) as cat:
+        assert cat.scalar("SELECT count(*) FROM requests WHERE completion_tokens = 0 OR worker IS NULL") == 0
+        assert cat.scalar("SELECT DISTINCT model FROM runs") == "SmolLM2-135M-Instruct-Q4_1"
+
+
+@pytest.mark.slow
+def test_synth_run_on_the_cluster_from_the_command_line(ray_cluster, tmp_path):
+    """`synth run --ray-address`: the Prefect flow drives the replicas (tree and chunks), the
+    catalog passes `synth stats --check`, and every request names its replica."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = write_recipe(tmp_path, tree={"max_depth": 1}, generation={"target": 12, "budget": 60, "chunk_size": 4},
+                        backend={"kind": "scripted", "latency_s": 0.02, "sampling": {"max_tokens": 64, "seed": 1}},
+                        cluster={"kind": "ray", "replicas": 2})
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect")}
+
+    def synth(*args):
+        return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=600)
+
+    out = synth("run", str(path), "--no-export", "--ray-address", ray_cluster.address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout[:out.stdout.rindex("}") + 1])["status"] == "finished"
+    checked = synth("stats", "--check", "--catalog", str(tmp_path / "catalog.duckdb"))
+    assert checked.returncode == 0 and "integrity: ok" in checked.stdout, checked.stdout + checked.stderr
+    with Catalog(tmp_path / "catalog.duckdb", read_only=True) as cat:
+        workers = {r["stage"]: r["workers"] for r in cat.query(
+            "SELECT stage, list(DISTINCT worker ORDER BY worker) AS workers FROM requests GROUP BY stage")}
+        assert cat.scalar("SELECT count(*) FROM samples WHERE status = 'accepted'") == 12
+    assert workers["question"] == workers["answer"] == ["replica-0", "replica-1"]
+    assert {"pivots", "dimension"} <= set(workers)  # the tree was built on the replicas too
+    assert all(None not in w for w in workers.values())

@@ -1,0 +1,70 @@
+"""The recipe's `cluster:` section and the command line's --ray-address, without a cluster:
+bad input exits 2 naming the field, an unreachable cluster exits 1 in one line, and
+nothing is written either way. Where a run happens is not part of its identity."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from synth.recipe import RecipeError, load_recipe
+from tests.conftest import ROOT, write_recipe
+from tests.ray_cluster import free_port
+
+
+def synth(*args, cwd, **env):
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    environ.pop("RAY_ADDRESS", None) if "RAY_ADDRESS" not in env else None
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=environ, timeout=300)
+
+
+def test_cluster_is_not_part_of_the_run(tmp_path):
+    local = load_recipe(write_recipe(tmp_path))
+    ray = load_recipe(write_recipe(tmp_path, cluster={"kind": "ray", "address": "10.0.0.1:6379", "replicas": 8}))
+    assert local.cluster.kind == "local" and ray.cluster.replicas == 8
+    assert ray.hash() == local.hash()  # a run started here resumes on a cluster, and back
+
+
+@pytest.mark.parametrize("cluster, field", [
+    ({"kind": "ray", "replicas": 0}, "cluster.replicas"),
+    ({"kind": "slurm"}, "cluster.kind"),
+    ({"kind": "ray", "gpus": 2}, "cluster.gpus"),
+    ({"kind": "ray", "replicas": "many"}, "cluster.replicas"),
+])
+def test_bad_cluster_settings_name_the_field(tmp_path, cluster, field):
+    with pytest.raises(RecipeError, match=field.replace(".", r"\.")):
+        load_recipe(write_recipe(tmp_path, cluster=cluster))
+
+
+def test_ray_run_without_an_address_exits_2_and_writes_nothing(tmp_path):
+    path = write_recipe(tmp_path, cluster={"kind": "ray"})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = synth("run", str(path), cwd=tmp_path)
+    assert out.returncode == 2 and "cluster.address" in out.stderr and "RAY_ADDRESS" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_unreachable_cluster_exits_1_in_one_line_and_writes_nothing(tmp_path):
+    path = write_recipe(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
+    out = synth("run", str(path), "--ray-address", closed, cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and f"nothing answers at {closed}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    # the same address from the environment, for a recipe that asks for Ray
+    path = write_recipe(tmp_path, cluster={"kind": "ray"})
+    out = synth("run", str(path), cwd=tmp_path, RAY_ADDRESS=closed)
+    assert out.returncode == 1 and f"nothing answers at {closed}" in out.stderr
+
+
+def test_the_deployment_form_takes_a_ray_address():
+    from flows.deployments import RunParameters
+
+    assert RunParameters(ray_address="10.0.0.1:6379").ray_address == "10.0.0.1:6379"
+    assert RunParameters().ray_address is None
