@@ -68,3 +68,15 @@ def test_the_deployment_form_takes_a_ray_address():
 
     assert RunParameters(ray_address="10.0.0.1:6379").ray_address == "10.0.0.1:6379"
     assert RunParameters().ray_address is None
+
+
+def test_ray_is_pinned_alike_for_both_environments():
+    """The driver (.venv) and a vLLM node (.venv-vllm) must run the same Ray version."""
+    import re
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["ray"]
+    makefile = re.search(r"^RAY_PIN := (\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert extra == [makefile] and re.fullmatch(r"ray==\d+\.\d+\.\d+", makefile)
+    assert "$(RAY_PIN)" in (ROOT / "mk" / "vllm.mk").read_text()
+    assert "'.[dev,ray]'" in (ROOT / "Makefile").read_text()  # make install (and so make test) installs it
