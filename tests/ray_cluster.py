@@ -32,13 +32,14 @@ def free_port() -> int:
 
 
 class LocalCluster:
-    """Head (0 CPUs) + `workers` nodes of `cpus` CPU(s) each, on 127.0.0.1."""
+    """Head (0 CPUs) + `workers` nodes of `cpus` CPU(s) (and `gpus` GPUs: a GPU machine's
+    check) each, on 127.0.0.1."""
 
-    def __init__(self, workers: int = 2, cpus: int = 1) -> None:
+    def __init__(self, workers: int = 2, cpus: int = 1, gpus: int = 0) -> None:
         from ray.cluster_utils import Cluster
 
         started = time.monotonic()
-        self.cpus = cpus
+        self.cpus, self.gpus = cpus, gpus
         self.cluster = Cluster(initialize_head=True, head_node_args=dict(
             num_cpus=0, include_dashboard=False, dashboard_port=free_port(), object_store_memory=OBJECT_STORE,
             node_ip_address=LOOPBACK, gcs_server_port=free_port()))
@@ -55,8 +56,8 @@ class LocalCluster:
         return sorted(self.cluster.worker_nodes, key=lambda node: node.node_id)
 
     def add_worker(self):
-        return self.cluster.add_node(num_cpus=self.cpus, object_store_memory=OBJECT_STORE, node_ip_address=LOOPBACK,
-                                     include_dashboard=False)
+        return self.cluster.add_node(num_cpus=self.cpus, num_gpus=self.gpus, object_store_memory=OBJECT_STORE,
+                                     node_ip_address=LOOPBACK, include_dashboard=False)
 
     def ensure_workers(self, n: int) -> None:
         """Back to `n` worker nodes after a test removed some."""

@@ -34,7 +34,7 @@ def cluster():
     from tests.ray_cluster import LocalCluster
 
     embedded_model_dir()  # converted before a replica looks for it
-    started = LocalCluster(workers=1, cpus=2)
+    started = LocalCluster(workers=1, cpus=2, gpus=GPUS)
     yield started
     started.shutdown()
 
