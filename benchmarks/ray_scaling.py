@@ -106,21 +106,23 @@ def embedded(cluster: LocalCluster, root: Path, target: int) -> list[str]:
     return rows
 
 
-def overhead(cluster: LocalCluster, root: Path, latency: float) -> list[str]:
+def overhead(cluster: LocalCluster, root: Path, latency: float, chunk: int, rounds: int) -> list[str]:
     backend = {"kind": "scripted", "latency_s": latency, "sampling": {"max_tokens": 64, "seed": 1}}
     walls: dict[str, list[float]] = {"local": [], "ray": []}
     recipe = recipe_for(fresh(root, "ovh-"), cluster.address, 1, backend)
     with ReplicaPool(recipe.cluster, recipe.backend) as pool:
         one_pass(recipe_for(fresh(root, "warm-"), cluster.address, 1, backend, target=8), pool, True)
-        for side in ("local", "ray", "ray", "local"):
-            pass_recipe = recipe_for(fresh(root, f"{side}-"), cluster.address, 1, backend)
+        for side in ("local", "ray", "ray", "local") * rounds:
+            pass_recipe = recipe_for(fresh(root, f"{side}-"), cluster.address, 1, backend, target=192,
+                                     chunk_size=chunk)
             target = pool if side == "ray" else pass_recipe.backend.build()
             walls[side].append(one_pass(pass_recipe, target, side == "ray")["wall"])
             print(f"  {side}: {walls[side][-1]:.2f} s", flush=True)
     ratio = statistics.mean(walls["ray"]) / statistics.mean(walls["local"])
-    return [f"| Ray, 1 replica / local, scripted {latency * 1000:g} ms/request, ABBA | "
-            f"local {' / '.join(f'{w:.2f}' for w in walls['local'])} s, "
-            f"ray {' / '.join(f'{w:.2f}' for w in walls['ray'])} s | **{ratio:.3f}** |"]
+    median = statistics.median(walls["ray"]) / statistics.median(walls["local"])
+    return [f"| Ray, 1 replica / local; scripted {latency * 1000:g} ms/request, 384 requests in chunks of {chunk}, "
+            f"ABBA x {rounds} | local {' / '.join(f'{w:.2f}' for w in walls['local'])} s; "
+            f"ray {' / '.join(f'{w:.2f}' for w in walls['ray'])} s | **{ratio:.3f}** (medians {median:.3f}) |"]
 
 
 def recovery(cluster: LocalCluster, root: Path, latency: float, how: str, repeats: int) -> list[str]:
@@ -164,7 +166,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02, help="simulated seconds per request")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--embedded-target", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="recovery runs per kind of fault")
+    parser.add_argument("--overhead-chunk", type=int, default=32, help="chunk size of the overhead passes")
+    parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds of the overhead comparison")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     started = time.monotonic()
@@ -183,7 +187,7 @@ def main() -> None:
                 out += embedded(cluster, root, args.embedded_target)
             if "overhead" in args.parts:
                 out += ["", "| overhead | passes | ratio (ray / local) |", "|---|---|---:|"]
-                out += overhead(cluster, root, args.latency)
+                out += overhead(cluster, root, args.latency, args.overhead_chunk, args.rounds)
             if "recovery" in args.parts:
                 out += ["", "| fault | runs | kill -> its chunks done elsewhere |", "|---|---:|---|"]
                 out += recovery(cluster, root, args.latency, "node", args.repeats)

@@ -80,3 +80,21 @@ def test_ray_is_pinned_alike_for_both_environments():
     assert extra == [makefile] and re.fullmatch(r"ray==\d+\.\d+\.\d+", makefile)
     assert "$(RAY_PIN)" in (ROOT / "mk" / "vllm.mk").read_text()
     assert "'.[dev,ray]'" in (ROOT / "Makefile").read_text()  # make install (and so make test) installs it
+
+
+def test_llamacpp_threads_bound_prompt_processing_too(monkeypatch):
+    """A 1-CPU replica must use one thread: llama-cpp-python's own default for prompt
+    processing is every core, whatever n_threads says."""
+    import llama_cpp
+
+    from synth.backends.llamacpp import LlamaCppSettings
+
+    seen = {}
+
+    class FakeLlama:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr(llama_cpp, "Llama", FakeLlama)
+    LlamaCppSettings(n_threads=1).build().load()
+    assert seen["n_threads"] == seen["n_threads_batch"] == 1

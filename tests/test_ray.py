@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -218,3 +219,13 @@ def test_synth_run_on_the_cluster_from_the_command_line(ray_cluster, tmp_path):
     assert workers["question"] == workers["answer"] == ["replica-0", "replica-1"]
     assert {"pivots", "dimension"} <= set(workers)  # the tree was built on the replicas too
     assert all(None not in w for w in workers.values())
+
+
+def test_a_replica_that_cannot_load_its_model_fails_the_start_clearly(ray_cluster, tmp_path):
+    recipe = ray_recipe(tmp_path, ray_cluster, backend={"kind": "llamacpp", "model": str(tmp_path / "none.gguf")},
+                        cluster={"kind": "ray", "address": ray_cluster.address, "replicas": 1,
+                                 "ready_timeout_s": 120})
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match=r"replica-0 could not load the llamacpp backend.*no GGUF file at"):
+        ReplicaPool(recipe.cluster, recipe.backend).start()
+    assert time.monotonic() - started < 60  # an error in __init__ is not restarted forever
