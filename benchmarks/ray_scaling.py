@@ -90,7 +90,7 @@ def scaling(cluster: LocalCluster, root: Path, latency: float, counts: list[int]
 
 
 def embedded(cluster: LocalCluster, root: Path, target: int) -> list[str]:
-    backend = {"kind": "llamacpp", "n_ctx": 1024, "n_threads": 1,
+    backend = {"kind": "llamacpp", "n_ctx": 1024,  # 1 thread: the replica's CPU
                "sampling": {"max_tokens": 48, "temperature": 0.0, "seed": 3}}
     rows, base = [], None
     for n in (1, 2):

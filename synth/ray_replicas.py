@@ -11,7 +11,7 @@ task in flight when it died fails instead of being replayed behind our back.
 `ReplicaPool` is the driver's side (the Prefect flow's process). It connects to the
 cluster (always with an explicit address, `include_dashboard=False`), starts the
 replicas (one per GPU, a STRICT_PACK placement group for tensor parallel, or
-`cpus_per_replica` cores each), and is itself a `Backend`: tree building,
+`cpus_per_replica` cores each, a CPU backend's threads sized to them), and is itself a `Backend`: tree building,
 classification and the rest call `pool.generate(batch)` and the batch is split over
 the replicas. `dispatch(jobs)` is the one loop behind both:
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import socket
 import time
@@ -130,6 +131,14 @@ class Handle:
     ping: Any = None  # an ObjectRef of `ready()` while the replica is down
     ping_at: float = 0.0
     pings: int = 0
+
+
+def sized(settings: BackendSettingsBase, cpus: float) -> BackendSettingsBase:
+    """A CPU backend that would take every core of the machine (`n_threads` unset) takes its
+    replica's CPUs instead, so replicas sharing a node do not oversubscribe it."""
+    if "n_threads" in type(settings).model_fields and getattr(settings, "n_threads") is None:
+        return settings.model_copy(update={"n_threads": max(1, math.ceil(cpus))})
+    return settings
 
 
 def _one_line(exc: BaseException, limit: int = 500) -> str:
@@ -232,9 +241,10 @@ class ReplicaPool:
     def _start_replicas(self, n: int) -> None:
         ray = self._ray
         remote = ray.remote(Replica)
+        settings = sized(self.settings, self.cluster.cpus_per_replica)
         for i in range(n):
             name = f"replica-{i}"
-            actor = remote.options(**self._actor_options(i)).remote(self.settings, name)
+            actor = remote.options(**self._actor_options(i)).remote(settings, name)
             self.replicas.append(Handle(name, actor))
         refs = [h.actor.ready.remote() for h in self.replicas]
         waiting = dict(zip(refs, self.replicas))
@@ -255,6 +265,11 @@ class ReplicaPool:
                 raise ClusterError(f"cluster: {handle.name} could not load the {self.name} backend: "
                                    f"{_one_line(exc, 1500)}") from None
             self._event("ready", handle, f"node {handle.info['node'][:12]} pid {handle.info['pid']}")
+
+    def put(self, value: Any) -> Any:
+        """`value` in the cluster's object store (an ObjectRef)."""
+        self.load()
+        return self._ray.put(value)
 
     def close(self) -> None:
         ray = self._ray
@@ -411,7 +426,7 @@ class RayExecutor:
     def map(self, chunks: Sequence[list]) -> Iterator[ChunkResult | ChunkFailed]:
         self.pool.load()
         if self._boxed is None:
-            self._boxed = [self.pool._ray.put(self.ctx)]  # once per run; the replicas fetch it once
+            self._boxed = [self.pool.put(self.ctx)]  # once per run; the replicas fetch it once
         jobs = [Job(i, "run_work", (list(work), self._key, self._boxed)) for i, work in enumerate(chunks)]
         for job, result in self.pool.dispatch(jobs):
             if result is None:

@@ -98,3 +98,13 @@ def test_llamacpp_threads_bound_prompt_processing_too(monkeypatch):
     monkeypatch.setattr(llama_cpp, "Llama", FakeLlama)
     LlamaCppSettings(n_threads=1).build().load()
     assert seen["n_threads"] == seen["n_threads_batch"] == 1
+
+
+def test_a_cpu_replica_takes_its_own_cpus_not_the_machines():
+    from synth.backends.llamacpp import LlamaCppSettings
+    from synth.backends.scripted import ScriptedSettings
+    from synth.ray_replicas import sized
+
+    assert sized(LlamaCppSettings(), 2).n_threads == 2 and sized(LlamaCppSettings(), 0.5).n_threads == 1
+    assert sized(LlamaCppSettings(n_threads=4), 1).n_threads == 4  # what the recipe says wins
+    assert sized(ScriptedSettings(), 1) == ScriptedSettings()

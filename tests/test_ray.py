@@ -174,7 +174,7 @@ def test_the_embedded_model_in_two_one_cpu_replicas(ray_cluster, tmp_path):
         generation={"target": 4, "budget": 30, "chunk_size": 2, "max_rounds": 6, "strategy": "answer_augmentation",
                     "examples_per_prompt": 0},
         quality={"min_chars": 1},
-        backend={"kind": "llamacpp", "n_ctx": 1024, "n_threads": 1,
+        backend={"kind": "llamacpp", "n_ctx": 1024,  # threads: the replica's 1 CPU (synth.ray_replicas.sized)
                  "sampling": {"max_tokens": 96, "temperature": 0.7, "seed": 5}})
     with ReplicaPool(recipe.cluster, recipe.backend) as pool:
         nodes = {h.name: h.info["node"] for h in pool.replicas}
