@@ -108,3 +108,11 @@ def test_a_cpu_replica_takes_its_own_cpus_not_the_machines():
     assert sized(LlamaCppSettings(), 2).n_threads == 2 and sized(LlamaCppSettings(), 0.5).n_threads == 1
     assert sized(LlamaCppSettings(n_threads=4), 1).n_threads == 4  # what the recipe says wins
     assert sized(ScriptedSettings(), 1) == ScriptedSettings()
+
+
+def test_vllm_settings_can_ask_for_eager_mode():
+    """A replica builds its backend from the recipe's settings alone: eager mode must be one."""
+    from synth.backends.vllm import VLLMSettings
+
+    assert VLLMSettings(enforce_eager=True).build().engine_kwargs == {"enforce_eager": True}
+    assert VLLMSettings().build().engine_kwargs == {}
