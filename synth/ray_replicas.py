@@ -48,6 +48,8 @@ from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult, run_work
 
 log = logging.getLogger("synth.ray")
 PING_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+# a replica reports nothing anywhere (vLLM's usage statistics, Hugging Face telemetry) unless told to
+TELEMETRY_OFF = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
 def import_ray() -> Any:
@@ -84,6 +86,8 @@ class Replica:
     def __init__(self, settings: BackendSettingsBase, name: str) -> None:
         import ray
 
+        for key, value in TELEMETRY_OFF.items():
+            os.environ.setdefault(key, value)
         self.name = name
         self.node = ray.get_runtime_context().get_node_id()
         self.backend = _Stamped(settings.build(), name, self.node)
