@@ -1,12 +1,10 @@
-"""Model replicas on a Ray cluster: the actor, the pool that owns them, and the dispatch.
+"""Model replicas on a Ray cluster, seen from the driver: the pool, the dispatch, the executor.
 
-`Replica` is a long-lived Ray actor: it builds the recipe's backend (vllm, llamacpp,
-openai, scripted: any of them) and loads it ONCE in `__init__`, then runs the pure
-chunk pipeline (`synth.pipeline.run_work`) or a plain batch (`generate`) as often as
-it is asked, and returns plain rows stamped with its name and node (the requests
-table's `worker` and `node`). Actors are created with `max_restarts=-1,
-max_task_retries=0`: Ray restarts a dead replica (which reloads its model), and a
-task in flight when it died fails instead of being replayed behind our back.
+The driver's side of generation on a Ray cluster; what runs on the nodes is
+`synth.replica.Replica`, a long-lived actor that loads the recipe's backend once. Actors
+are created with `max_restarts=-1, max_task_retries=0`: Ray restarts a dead replica
+(which reloads its model), and a task in flight when it died fails instead of being
+replayed behind our back.
 
 `ReplicaPool` is the driver's side (the Prefect flow's process). It connects to the
 cluster (always with an explicit address, `include_dashboard=False`), starts the
@@ -22,7 +20,9 @@ the replicas. `dispatch(jobs)` is the one loop behind both:
   the replica gets no work until it answers a ping again (Ray restarts it, possibly
   on another node);
 - a job that failed `max_chunk_tries` times is given up: a chunk comes back as
-  `ChunkFailed` (the ledger records it), a part of a batch as error values;
+  `ChunkFailed` (the ledger records it), a part of a batch as error values. When a
+  replica dies, only the job it was running counts a try; the jobs queued behind it do
+  not, so a chunk that kills replicas cannot take innocent chunks down with it;
 - no replica alive for `ready_timeout_s`: `ClusterError`.
 
 Ids are deterministic, so a chunk that ran twice (a replica that died after finishing
@@ -31,9 +31,8 @@ it) is written once. Ray is imported only here and only when a pool starts.
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import logging
-import math
 import os
 import socket
 import time
@@ -44,14 +43,11 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from synth.backends.base import BackendSettingsBase, GenerationRequest, GenerationResult
 from synth.cluster import ClusterError, ClusterSettings
-from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult, run_work
+from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult
+from synth.replica import Replica, sized
 
 log = logging.getLogger("synth.ray")
 PING_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
-# a replica reports nothing anywhere (vLLM's usage statistics, Hugging Face telemetry) unless told to
-TELEMETRY_OFF = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-
-
 def import_ray() -> Any:
     """Ray, with its usage statistics off; a clear error where it is not installed."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -61,56 +57,6 @@ def import_ray() -> Any:
         raise ClusterError("cluster.kind: ray needs Ray in this environment: pip install '.[ray]' (the same "
                            "Ray version on the driver and on every node; docs/scaling.md)") from None
     return ray
-
-
-class _Stamped:
-    """The replica's backend, with every result stamped with where it was made."""
-
-    def __init__(self, backend: Any, worker: str, node: str) -> None:
-        self.backend, self.worker, self.node = backend, worker, node
-        self.name, self.model = backend.name, backend.model
-
-    def load(self) -> None:
-        self.backend.load()
-
-    def close(self) -> None:
-        self.backend.close()
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        return [dataclasses.replace(r, worker=self.worker, node=self.node) for r in self.backend.generate(requests)]
-
-
-class Replica:
-    """The actor's body (wrapped by `ray.remote` in `ReplicaPool.start`): one backend, loaded once."""
-
-    def __init__(self, settings: BackendSettingsBase, name: str) -> None:
-        import ray
-
-        for key, value in TELEMETRY_OFF.items():
-            os.environ.setdefault(key, value)
-        self.name = name
-        self.node = ray.get_runtime_context().get_node_id()
-        self.backend = _Stamped(settings.build(), name, self.node)
-        self.backend.load()  # minutes for a big model: once per replica (and per restart)
-        self.contexts: dict[str, ChunkContext] = {}
-
-    def ready(self) -> dict[str, Any]:
-        import ray
-
-        return {"name": self.name, "node": self.node, "ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
-                "host": socket.gethostname(), "backend": self.backend.name, "model": self.backend.model}
-
-    def run_work(self, work: list, key: str, boxed: list) -> ChunkResult:
-        """The pure pipeline on one chunk. The context travels once per run, boxed in a
-        list so Ray hands over the reference and the replica fetches it only when new."""
-        if key not in self.contexts:
-            import ray
-
-            self.contexts = {key: ray.get(boxed[0])}  # one run at a time: drop the previous one
-        return run_work(work, self.backend, self.contexts[key])
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        return self.backend.generate(requests)
 
 
 @dataclass
@@ -124,6 +70,7 @@ class Job:
     workers: list[str] = field(default_factory=list)
     error: str = ""
     retried: bool = False
+    sent: int = 0  # order of dispatch: a replica runs its jobs in this order
 
 
 @dataclass
@@ -135,14 +82,6 @@ class Handle:
     ping: Any = None  # an ObjectRef of `ready()` while the replica is down
     ping_at: float = 0.0
     pings: int = 0
-
-
-def sized(settings: BackendSettingsBase, cpus: float) -> BackendSettingsBase:
-    """A CPU backend that would take every core of the machine (`n_threads` unset) takes its
-    replica's CPUs instead, so replicas sharing a node do not oversubscribe it."""
-    if "n_threads" in type(settings).model_fields and getattr(settings, "n_threads") is None:
-        return settings.model_copy(update={"n_threads": max(1, math.ceil(cpus))})
-    return settings
 
 
 def _one_line(exc: BaseException, limit: int = 500) -> str:
@@ -177,6 +116,7 @@ class ReplicaPool:
         self.recovered: list[tuple[float, int, str]] = []  # (time, job, replica): a requeued job finished
         self._owns_connection = False
         self._ray: Any = None
+        self._sent = itertools.count()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -366,28 +306,65 @@ class ReplicaPool:
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
             finished: list[tuple[Job, Any]] = []
             for ref in ready:
+                if ref not in in_flight:
+                    continue  # settled with the other jobs of its lost replica
                 job, handle = in_flight.pop(ref)
                 load[handle.name] -= 1
                 try:
-                    finished.append((job, ray.get(ref)))
-                    if job.retried:
-                        self.recovered.append((time.time(), job.index, handle.name))
-                    continue
+                    self._done(job, handle, ray.get(ref), finished)
                 except RayActorError as exc:  # the replica died or is unreachable: it gets no work for now
                     self._mark_down(handle, _one_line(exc, 200))
-                    job.error = _one_line(exc)
+                    self._replica_lost(job, exc, handle, in_flight, load, queue, finished)
                 except RayError as exc:  # an error inside the job, or its result lost with a node
-                    job.error = _one_line(exc)
-                job.tries += 1
-                if job.tries >= self.cluster.max_chunk_tries:
-                    log.warning("job %d given up after %d tries: %s", job.index, job.tries, job.error)
-                    finished.append((job, None))
-                else:
-                    job.retried = True
-                    self.requeued += 1
-                    queue.appendleft(job)  # first in line for the next free replica
+                    self._failed(job, _one_line(exc), True, queue, finished)
             self._fill(queue, in_flight, load)  # keep the replicas busy while the caller commits
             yield from finished
+
+    def _done(self, job: Job, handle: Handle, result: Any, finished: list) -> None:
+        finished.append((job, result))
+        if job.retried:
+            self.recovered.append((time.time(), job.index, handle.name))
+
+    def _failed(self, job: Job, error: str, counts: bool, queue: deque, finished: list) -> None:
+        """Back to the front of the queue, or given up after its tries (`counts`: this failure is one)."""
+        job.error = error
+        job.tries += counts
+        if job.tries >= self.cluster.max_chunk_tries:
+            log.warning("job %d given up after %d tries: %s", job.index, job.tries, job.error)
+            finished.append((job, None))
+        else:
+            job.retried = True
+            self.requeued += 1
+            queue.appendleft(job)
+
+    def _replica_lost(self, job: Job, exc: BaseException, handle: Handle, in_flight: dict, load: dict,
+                      queue: deque, finished: list) -> None:
+        """A replica died with jobs in flight. It ran them one at a time in the order they were
+        sent, so the first sent that failed was the one running: it costs a try; the jobs queued
+        behind it go back without one. A chunk that kills every replica it reaches is given up
+        after its tries; the chunks that waited behind it are not."""
+        from ray.exceptions import RayError
+
+        ray = self._ray
+        mine = {ref: other for ref, (other, owner) in in_flight.items() if owner is handle}
+        for ref in mine:
+            del in_flight[ref]
+            load[handle.name] -= 1
+        if mine:
+            ray.wait(list(mine), num_returns=len(mine), timeout=30)  # they fail within seconds of it
+        outcomes: list[tuple[Job, Any]] = [(job, exc)]
+        for ref, other in mine.items():
+            try:
+                outcomes.append((other, ray.get(ref, timeout=0)))  # it may have finished before the loss
+            except RayError as error:  # lost with it (or still unresolved: sent again, written once)
+                outcomes.append((other, error))
+        running = True
+        for other, outcome in sorted(outcomes, key=lambda pair: pair[0].sent):
+            if isinstance(outcome, BaseException):
+                self._failed(other, _one_line(outcome), running, queue, finished)
+                running = False
+            else:
+                self._done(other, handle, outcome, finished)
 
     def _fill(self, queue: deque, in_flight: dict, load: dict[str, int]) -> None:
         while queue:
@@ -397,6 +374,7 @@ class ReplicaPool:
             handle = min(free, key=lambda h: load.get(h.name, 0))
             job = queue.popleft()
             job.workers.append(handle.name)
+            job.sent = next(self._sent)
             in_flight[getattr(handle.actor, job.method).remote(*job.args)] = (job, handle)
             load[handle.name] = load.get(handle.name, 0) + 1
 

@@ -103,7 +103,7 @@ def test_llamacpp_threads_bound_prompt_processing_too(monkeypatch):
 def test_a_cpu_replica_takes_its_own_cpus_not_the_machines():
     from synth.backends.llamacpp import LlamaCppSettings
     from synth.backends.scripted import ScriptedSettings
-    from synth.ray_replicas import sized
+    from synth.replica import sized
 
     assert sized(LlamaCppSettings(), 2).n_threads == 2 and sized(LlamaCppSettings(), 0.5).n_threads == 1
     assert sized(LlamaCppSettings(n_threads=4), 1).n_threads == 4  # what the recipe says wins
@@ -116,3 +116,39 @@ def test_vllm_settings_can_ask_for_eager_mode():
 
     assert VLLMSettings(enforce_eager=True).build().engine_kwargs == {"enforce_eager": True}
     assert VLLMSettings().build().engine_kwargs == {}
+
+
+def test_a_lost_replica_charges_a_try_only_to_the_job_it_was_running():
+    """The dispatch's rule, without a cluster (a stand-in for ray.wait/get): the replica ran
+    its jobs in the order they were sent, so the first sent that failed was running and
+    costs a try; a job that finished before the loss counts as done; the jobs queued
+    behind the running one go back to the queue for free."""
+    from collections import deque
+
+    from ray.exceptions import ActorDiedError
+
+    from synth.cluster import ClusterSettings
+    from synth.backends.scripted import ScriptedSettings
+    from synth.ray_replicas import Handle, Job, ReplicaPool
+
+    outcomes = {"r-done": "rows of job 1", "r-queued": ActorDiedError()}
+
+    class FakeRay:
+        def wait(self, refs, num_returns, timeout):
+            return refs, []
+
+        def get(self, ref, timeout=None):
+            if isinstance(outcomes[ref], BaseException):
+                raise outcomes[ref]
+            return outcomes[ref]
+
+    pool = ReplicaPool(ClusterSettings(kind="ray", address="127.0.0.1:1"), ScriptedSettings())
+    pool._ray = FakeRay()
+    handle, other = Handle("replica-0", actor=None), Handle("replica-1", actor=None)
+    done, running, queued, elsewhere = (Job(i, "run_work", (), sent=s) for i, s in ((1, 1), (2, 2), (3, 3), (4, 0)))
+    in_flight = {"r-done": (done, handle), "r-queued": (queued, handle), "r-else": (elsewhere, other)}
+    load, queue, finished = {"replica-0": 3, "replica-1": 1}, deque(), []
+    pool._replica_lost(running, ActorDiedError(), handle, in_flight, load, queue, finished)
+    assert finished == [(done, "rows of job 1")]
+    assert (running.tries, queued.tries) == (1, 0) and list(queue) == [queued, running]  # the innocent first
+    assert in_flight == {"r-else": (elsewhere, other)} and load == {"replica-0": 1, "replica-1": 1}
