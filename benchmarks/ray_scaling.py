@@ -72,12 +72,12 @@ def fresh(root: Path, name: str) -> Path:
     return folder
 
 
-def scaling(cluster: LocalCluster, root: Path, latency: float, counts: list[int]) -> list[str]:
+def scaling(cluster: LocalCluster, root: Path, latency: float, counts: list[int], target: int) -> list[str]:
     cluster.ensure_workers(max(counts))
     backend = {"kind": "scripted", "latency_s": latency, "sampling": {"max_tokens": 64, "seed": 1}}
     rows, base = [], None
     for n in counts:
-        recipe = recipe_for(fresh(root, f"scale{n}-"), cluster.address, n, backend)
+        recipe = recipe_for(fresh(root, f"scale{n}-"), cluster.address, n, backend, target=target)
         with ReplicaPool(recipe.cluster, recipe.backend) as pool:
             one_pass(recipe_for(fresh(root, "warm-"), cluster.address, n, backend, target=8), pool, True)
             result = one_pass(recipe, pool, True)
@@ -165,6 +165,8 @@ def main() -> None:
                         choices=["scaling", "embedded", "overhead", "recovery"])
     parser.add_argument("--latency", type=float, default=0.02, help="simulated seconds per request")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--scaling-target", type=int, default=384,
+                        help="samples of each scaling pass (2 requests each, chunks of 8)")
     parser.add_argument("--embedded-target", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3, help="recovery runs per kind of fault")
     parser.add_argument("--overhead-chunk", type=int, default=32, help="chunk size of the overhead passes")
@@ -182,7 +184,7 @@ def main() -> None:
                 out += ["", "| workload | replicas | requests | wall s | throughput | vs 1 replica |",
                         "|---|---:|---:|---:|---:|---:|"]
             if "scaling" in args.parts:
-                out += scaling(cluster, root, args.latency, args.replicas)
+                out += scaling(cluster, root, args.latency, args.replicas, args.scaling_target)
             if "embedded" in args.parts:
                 out += embedded(cluster, root, args.embedded_target)
             if "overhead" in args.parts:
