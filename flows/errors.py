@@ -3,7 +3,7 @@
     0    done
     1    a failed run or a broken environment: the catalog busy, damaged, not a catalog, not
          writable or on a full disk; an export folder that cannot be written; the backend's
-         server or the Prefect API not answering; a lost text segment
+         server, the Ray cluster or the Prefect API not answering; a lost text segment
     2    bad input: the recipe, its seeds, templates or tree file (the message names the field)
     130  stopped by Ctrl-C (SIGINT) or cancelled from the Prefect UI; 143 stopped by SIGTERM
 
@@ -54,8 +54,10 @@ def _environment() -> tuple[type[BaseException], ...]:
     from storage.hub import HubError
     from storage.snapshots import SnapshotError
     from synth.backends.base import BackendUnavailable
+    from synth.cluster import ClusterError
 
-    return CatalogBusy, CatalogError, ExportError, SnapshotError, HubError, BackendUnavailable, ServerError, BackupError
+    return (CatalogBusy, CatalogError, ExportError, SnapshotError, HubError, BackendUnavailable, ServerError,
+            BackupError, ClusterError)
 
 
 def explain(exc: BaseException, catalog: str | Path | None = None,

@@ -2,9 +2,10 @@
 the recipe and its overrides are valid, its input files read, every overridden prompt
 renders in the sandbox, a tree file parses, and the catalog is not busy, before
 anything is written or any request is made. Bad input raises the error the command
-line turns into exit code 2 (RecipeError, SeedError, PromptError, TreeError); then the
-catalog is opened (created if new), so that a busy, damaged or unwritable one raises
-CatalogBusy / CatalogError (exit 1) before the flow starts.
+line turns into exit code 2 (RecipeError, SeedError, PromptError, TreeError); Ray missing
+for a `cluster.kind: ray` run raises ClusterError (exit 1); then the catalog is opened
+(created if new), so that a busy, damaged or unwritable one raises CatalogBusy /
+CatalogError (exit 1) before the flow starts.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import storage.card  # noqa: F401  (registers the card template's example variab
 import synth.classify  # noqa: F401  (the classification prompt's)
 import synth.judge  # noqa: F401  (the judge's)
 import synth.tree  # noqa: F401  (the tree prompts')
-from synth.recipe import Recipe, load_recipe
+from synth.recipe import Recipe, RecipeError, load_recipe
 from synth.render import Renderer, check_overrides
 from synth.seeds import load_seeds
 
 
 def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None = None,
-                    target: int | None = None) -> Recipe:
+                    target: int | None = None, ray_address: str | None = None) -> Recipe:
     update: dict[str, Any] = {}
+    if ray_address:
+        update["cluster"] = recipe.cluster.with_address(ray_address)
     if catalog:
         update["catalog"] = Path(catalog)
     if out:
@@ -34,10 +37,12 @@ def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None 
 
 
 def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | None = None,
-              target: int | None = None, catalog_wait_s: float = 0.0) -> Recipe:
+              target: int | None = None, catalog_wait_s: float = 0.0, ray_address: str | None = None) -> Recipe:
     """The recipe as it will run, checked; nothing is written but a new, empty catalog. A busy
     catalog is an error here only when the run would not wait for it (`catalog_wait_s`)."""
-    recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target)
+    recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target, ray_address)
+    if recipe.cluster.kind == "ray":
+        check_cluster(recipe)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
@@ -53,3 +58,17 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         if catalog_wait_s <= 0:
             raise  # else the run waits its turn when it opens the catalog
     return recipe
+
+
+def check_cluster(recipe: Recipe) -> None:
+    """A Ray run names its cluster (bad input: RecipeError), has Ray installed and its
+    cluster answers (environment faults: ClusterError), before anything is written."""
+    from synth.cluster import ClusterError
+    from synth.ray_replicas import import_ray, reachable
+
+    try:
+        address = recipe.cluster.resolved_address()
+    except ClusterError as exc:
+        raise RecipeError(str(exc)) from None
+    import_ray()
+    reachable(address)

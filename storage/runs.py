@@ -17,7 +17,11 @@ writes nothing twice:
   replicas); `commit()` deduplicates each result against the dataset and writes its
   requests and samples in ONE transaction;
 - a slot is done when it has an accepted sample; a rejected, filtered or duplicate
-  attempt leaves it open for the next round.
+  attempt leaves it open for the next round;
+- a chunk the executor gave up on (a Ray cluster, after `cluster.max_chunk_tries`) is
+  recorded in `failed_chunks` (which holds the latest start's) and its slots are left
+  alone for the rest of this start, so it is not retried forever; a rerun tries them again. Every chunk failing is the
+  run failing (a broken backend on the replicas), not a short run.
 
 Leaves out: rendering, calling, parsing, verifying (the pipeline), and scheduling (the
 flows wrap `generate`'s chunks as tasks).
@@ -35,7 +39,8 @@ from storage.datasets import Scope
 from storage.existing import STRATEGY as EXISTING
 from synth.balance import within_tolerance
 from synth.dedup import Candidate, Deduper
-from synth.pipeline import ChunkContext, ChunkResult, dedup_text, run_work
+from synth.ids import stable_id
+from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult, dedup_text, run_work
 from synth.plan import Plan, attempt_cost, chunks, leaf_specs, make_plan, pending_attempts
 from synth.recipe import Recipe
 from synth.reject import reason_of
@@ -68,9 +73,10 @@ class ChunkOutcome:
 
 
 class Executor(Protocol):
-    """Runs chunks of attempts and yields their results (in any order)."""
+    """Runs chunks of attempts and yields their results (in any order), or a `ChunkFailed`
+    for a chunk it gave up on."""
 
-    def map(self, chunks: Sequence[Work]) -> Iterable[ChunkResult]: ...
+    def map(self, chunks: Sequence[Work]) -> Iterable[ChunkResult | ChunkFailed]: ...
 
 
 class LocalExecutor:
@@ -100,6 +106,8 @@ class RunLedger:
         self.deduper = Deduper(recipe.quality.near_dup_threshold)
         self.ctx = ChunkContext.from_recipe(recipe, self.seeds, self.run_id)
         self.superseded: dict[str, Any] | None = None  # the earlier start this one replaced, left 'running'
+        self.given_up: set[int] = set()  # slots of chunks the executor gave up on, this start
+        self.failures: list[ChunkFailed] = []
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -112,6 +120,8 @@ class RunLedger:
                                           self.recipe.model_dump(mode="json", exclude={"base_dir"}),
                                           self.recipe.hash(), self.backend_name, self.model, dataset=self.dataset,
                                           target=self.recipe.generation.target, base_hash=self.recipe.base_hash())
+        with self.catalog.transaction() as con:  # failed_chunks: what the latest start gave up on
+            con.execute("DELETE FROM failed_chunks WHERE run_id = ?", [self.run_id])
         self.load_dedup_index()
         return attempts
 
@@ -201,8 +211,17 @@ class RunLedger:
 
     def pending(self) -> Work:
         gen = self.recipe.generation
-        return pending_attempts(self.slots, self.catalog.slot_states(self.run_id), self.catalog.leaf_yield(self.run_id),
+        slots = [slot for slot in self.slots if slot.index not in self.given_up]
+        return pending_attempts(slots, self.catalog.slot_states(self.run_id), self.catalog.leaf_yield(self.run_id),
                                 gen.request_budget - self.requests_used(), gen.max_rounds, self.attempt_cost)
+
+    def record_failure(self, failed: ChunkFailed) -> None:
+        """A chunk the executor gave up on: into `failed_chunks`; its slots wait for a rerun."""
+        pairs = [[slot.index, attempt] for slot, attempt in failed.work]
+        self.catalog.record_failed_chunk(self.run_id, stable_id(self.run_id, pairs), pairs, failed.tries,
+                                         failed.workers, failed.error)
+        self.given_up.update(slot.index for slot, _ in failed.work)
+        self.failures.append(failed)
 
     def commit(self, result: ChunkResult) -> ChunkOutcome:
         """Deduplicate the chunk's accepted candidates against the dataset, then write the
@@ -227,19 +246,23 @@ class RunLedger:
         of budget; then keep one sample per slot. Returns the number of chunks run.
         `stop` is asked after each committed chunk: True ends generation there (a signal, a
         cancel), `stopped` is set, and the run is left to `interrupt()`, to be resumed."""
-        target, done = self.goal(), 0
+        target, done, committed = self.goal(), 0, 0
         self.stopped = False
         while True:
             work = self.pending()
             if not work:
                 break
-            used = self.requests_used()
+            used, failed = self.requests_used(), len(self.failures)
             batch = chunks(work, self.recipe.generation.chunk_size)
             if max_chunks is not None:
                 batch = batch[:max_chunks - done]
             for result in executor.map(batch):
-                self.commit(result)
                 done += 1
+                if isinstance(result, ChunkFailed):
+                    self.record_failure(result)
+                    continue
+                self.commit(result)
+                committed += 1
                 if on_progress:
                     on_progress(min(self.accepted_count(), target), target)
                 if stop is not None and stop():
@@ -247,9 +270,13 @@ class RunLedger:
                     return done
             if max_chunks is not None and done >= max_chunks:
                 return done
-            if self.requests_used() == used:  # a round that made nothing new would repeat forever
+            if self.requests_used() == used and len(self.failures) == failed:
+                # a round that made nothing new would repeat forever
                 raise RuntimeError(f"a round made no new requests for {len(work)} pending attempts; "
                                    "check the catalog with `synth stats`")
+        if self.failures and not committed:
+            raise RuntimeError(f"every chunk failed ({len(self.failures)}, {self.failures[-1].tries} tries each); "
+                               f"the last error: {self.failures[-1].error}")
         self.drop_surplus()
         return done
 
@@ -303,7 +330,11 @@ class RunLedger:
             named = ", ".join(f"{leaf['label']} ({leaf['have']}/{leaf['target']})" for leaf in short[:10])
             more = f" and {len(short) - 10} more" if len(short) > 10 else ""
             status = "short"
+            if self.failures:
+                why = f"{len(self.failures)} chunks failed on the cluster (table failed_chunks; rerun to retry them)"
             message = f"{made} of {target}: {why}; leaves below target: {named}{more}"
+        if self.failures and status == "finished":
+            message += f"; {len(self.failures)} chunks failed on the cluster (table failed_chunks)"
         self.catalog.update_run(self.run_id, status=status, message=message, finished_at=now())
         return {"status": status, "message": message, "accepted": total, "generated": generated, "reused": reused,
                 "target": target, "dataset": self.dataset, "short_leaves": [leaf["label"] for leaf in short]}

@@ -9,6 +9,11 @@ none), `leaf_moves` (where samples made under another tree sit on a dataset's cu
 tree), `samples.seed_key` (the seed row a sample came from, by content), and versioned
 snapshots (`snapshots.dataset`, `version`).
 
+Version 5 (generation on a Ray cluster, docs/scaling.md): `requests.worker` and
+`requests.node` (the replica and the Ray node that answered a request; NULL when the
+flow's own process did), and `failed_chunks` (chunks a cluster gave up on after their
+tries: which attempts, where they were tried, the last error).
+
 `samples` has no PRIMARY KEY (since version 3): keeping DuckDB's index on 10 M ids cost
 more than half of a bulk ingest. Its ids stay unique because every insert goes through
 `Catalog.insert_samples`, which skips ids that exist, under the catalog's lock, in a
@@ -17,7 +22,7 @@ process that holds the file alone (DuckDB's one writer per file).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 TABLES: dict[str, str] = {
     "schema_version": """
@@ -107,7 +112,9 @@ TABLES: dict[str, str] = {
             latency_s DOUBLE,
             error VARCHAR,
             created_at TIMESTAMP NOT NULL,
-            sample_id VARCHAR                    -- the attempt it was made for (generation requests, schema >= 4)
+            sample_id VARCHAR,                   -- the attempt it was made for (generation requests, schema >= 4)
+            worker VARCHAR,                      -- the Ray replica that answered it (schema >= 5; NULL: in process)
+            node VARCHAR                         -- the Ray node that replica ran on
         )""",
     "samples": """
         CREATE TABLE IF NOT EXISTS samples (
@@ -137,6 +144,17 @@ TABLES: dict[str, str] = {
             -- fields, raw_text and leaf_path, NULL in this table; read them via `samples_text`
             segment VARCHAR,
             seed_key VARCHAR                     -- content hash of its seed row (schema >= 4)
+        )""",
+    "failed_chunks": """
+        CREATE TABLE IF NOT EXISTS failed_chunks (
+            run_id VARCHAR NOT NULL,
+            chunk_id VARCHAR NOT NULL,           -- hash of its (slot, attempt) pairs
+            attempts JSON NOT NULL,              -- [[slot, attempt], ...]: nothing of them was written
+            tries INTEGER NOT NULL,
+            workers JSON,                        -- the replicas that tried it, in order
+            error VARCHAR,                       -- the last failure
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (run_id, chunk_id)
         )""",
     "segments": """
         CREATE TABLE IF NOT EXISTS segments (
@@ -232,6 +250,15 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE snapshots ADD COLUMN IF NOT EXISTS dataset VARCHAR",
         "ALTER TABLE snapshots ADD COLUMN IF NOT EXISTS version INTEGER",
         "ALTER TABLE snapshot_samples ADD COLUMN IF NOT EXISTS first_version INTEGER",
+    ],
+    # generation on a Ray cluster: which replica and node answered; chunks given up on
+    5: [
+        "ALTER TABLE requests ADD COLUMN IF NOT EXISTS worker VARCHAR",
+        "ALTER TABLE requests ADD COLUMN IF NOT EXISTS node VARCHAR",
+        # created by create_all before the migration runs; kept here so the version says it all
+        "CREATE TABLE IF NOT EXISTS failed_chunks (run_id VARCHAR NOT NULL, chunk_id VARCHAR NOT NULL, "
+        "attempts JSON NOT NULL, tries INTEGER NOT NULL, workers JSON, error VARCHAR, created_at TIMESTAMP NOT NULL, "
+        "PRIMARY KEY (run_id, chunk_id))",
     ],
 }
 

@@ -4,7 +4,8 @@ Every step that asks a model something (tree building, classification, generatio
 the judge) builds `Call`s (a request plus what the requests table should say about
 it) and hands the whole batch to `call_batch`, which makes ONE `backend.generate`
 call, checks that every request was answered in order, and returns each result with
-its finished request row (prompt hash, sampling, raw text, tokens, latency, error).
+its finished request row (prompt hash, sampling, raw text, tokens, latency, error, and
+the Ray replica and node that answered, when one did).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def call_batch(backend: Backend, calls: Sequence[Call]) -> list[tuple[Generation
         row = call.row()
         row.update(raw_text=result.text, finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
                    completion_tokens=result.completion_tokens,
-                   latency_s=result.latency_s or wall / len(requests), error=result.error)
+                   latency_s=result.latency_s or wall / len(requests), error=result.error,
+                   worker=result.worker, node=result.node)
         out.append((result, row))
     return out

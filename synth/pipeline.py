@@ -102,6 +102,17 @@ class ChunkResult:
     samples: list[dict[str, Any]]  # rows for `samples`; accepted ones still to be deduplicated
 
 
+@dataclass
+class ChunkFailed:
+    """A chunk an executor gave up on (it failed `tries` times): nothing of it is written;
+    the ledger records it and leaves its slots alone for the rest of the run's start."""
+
+    work: list[tuple[Slot, int]]
+    tries: int
+    error: str  # the last failure, one line
+    workers: list[str] = field(default_factory=list)  # where it was tried, in order
+
+
 def new_attempts(work: Sequence[tuple[Slot, int]], ctx: ChunkContext) -> list[Attempt]:
     """Attempts for (slot, attempt number) pairs; a sample id is hash(run, slot, attempt)."""
     return [Attempt(stable_id(ctx.run_id, slot.index, n), slot, n,

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
+from synth.cluster import ClusterSettings
 from synth.strategies import STRATEGIES
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
 
@@ -246,6 +247,7 @@ class Recipe(_Strict):
     templates: dict[str, Path] = Field(default_factory=dict)
     catalog: Path = Path("data/catalog.duckdb")
     export: Export = Field(default_factory=Export)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)  # where it runs: not in the hash
     # where the recipe file lives; inputs are resolved against it (not part of the hash)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -283,9 +285,9 @@ class Recipe(_Strict):
         return self.dataset or self.task.name
 
     def identity(self) -> dict[str, Any]:
-        """What defines a run: everything except where outputs go and how growth is scheduled
-        (user templates by content)."""
-        data = self.model_dump(mode="json", exclude={"catalog", "export", "base_dir", "templates"})
+        """What defines a run: everything except where outputs go, where it runs and how growth
+        is scheduled (user templates by content)."""
+        data = self.model_dump(mode="json", exclude={"catalog", "export", "cluster", "base_dir", "templates"})
         data["generation"] = {k: v for k, v in data["generation"].items() if k not in ("grow_by", "max_target")}
         if self.templates:
             data["templates"] = {name: hashlib.sha256(self.resolve_input(path).read_bytes()).hexdigest()[:16]

@@ -14,6 +14,10 @@ GSM8K_SLICE = ROOT / "recipes" / "seeds" / "gsm8k_120.jsonl"
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Ray (tests/ray_cluster.py): no usage statistics, and 127.0.0.1 stays loopback; set before
+# anything imports ray, and inherited by the `synth` subprocesses the tests start
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def base_recipe(tmp_path: Path, **overrides) -> dict:
@@ -55,6 +59,18 @@ def write_recipe(tmp_path: Path, **overrides) -> Path:
 @pytest.fixture
 def recipe_path(tmp_path: Path) -> Path:
     return write_recipe(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """ONE local multi-node Ray cluster (head with 0 CPUs, two 1-CPU worker nodes, all on
+    127.0.0.1) for every Ray test of the session; started on first use, and only its own
+    processes are stopped at the end (tests/ray_cluster.py)."""
+    from tests.ray_cluster import LocalCluster
+
+    cluster = LocalCluster(workers=2)
+    yield cluster
+    cluster.shutdown()
 
 
 class RunHarness:

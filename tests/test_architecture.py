@@ -47,3 +47,22 @@ def test_no_engine_imported_at_import_time():
             "print(sorted(m for m in ('vllm', 'llama_cpp', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_ray_is_imported_only_by_the_replica_module_and_only_when_used():
+    """`ray` is an optional extra: the factory imports without it (docs/scaling.md)."""
+    import subprocess
+    import sys
+
+    importers = sorted(str(path.relative_to(ROOT)) for package in FORBIDDEN for path in (ROOT / package).rglob("*.py")
+                       if "ray" in imported_roots(path))
+    assert importers == ["synth/ray_replicas.py", "synth/replica.py"]
+    for name in importers:
+        module = ast.parse((ROOT / name).read_text())
+        at_import = [node for node in module.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        assert not any("ray" in {alias.name.split(".")[0] for alias in node.names} if isinstance(node, ast.Import)
+                       else (node.module or "").split(".")[0] == "ray" for node in at_import)  # in functions only
+    code = ("import sys, synth.ray_replicas, synth.replica, synth.recipe, storage.runs, flows.run, flows.cli;"
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"

@@ -47,6 +47,8 @@ class GenerationResult:
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None  # why the request failed; text is then usually empty
+    worker: str | None = None  # the Ray replica that answered (synth/ray_replicas.py); None: this process
+    node: str | None = None  # the Ray node that replica ran on
 
     @property
     def ok(self) -> bool:

@@ -24,7 +24,7 @@ class LlamaCppSettings(BackendSettingsBase):
 
     kind: Literal["llamacpp"] = "llamacpp"
     n_ctx: int = Field(default=2048, gt=0)
-    n_threads: int | None = Field(default=None, gt=0)  # default: every core
+    n_threads: int | None = Field(default=None, gt=0)  # generation and prompt processing; default: every core
 
     def build(self) -> "LlamaCppBackend":
         return LlamaCppBackend.from_settings(self)
@@ -55,10 +55,14 @@ class LlamaCppBackend:
                 f"llamacpp backend needs llama-cpp-python: run `pip install llama-cpp-python` ({exc})"
             ) from None
         path = resolve_gguf(self.model_ref)
+        threads = self.n_threads or max(1, os.cpu_count() or 1)
         self._llm = Llama(
             model_path=str(path),
             n_ctx=self.n_ctx,
-            n_threads=self.n_threads or max(1, os.cpu_count() or 1),
+            n_threads=threads,
+            # prompt processing too: llama-cpp-python defaults it to every core whatever n_threads
+            # says, so two 1-thread replicas on two cores ran 4 threads (0.73x of one replica)
+            n_threads_batch=threads,
             verbose=False,
             seed=0,
         )

@@ -3,14 +3,19 @@
 By default it answers every request with JSON that fills the request's schema from
 the request key, so the same request always gets the same text. A test can instead
 pass `script`: a function from request to text (or to an Exception to return as an
-error value), to play malformed, empty or hostile outputs.
+error value), to play malformed, empty or hostile outputs. `latency_s` makes each request
+take that long (a sleep), so dispatch can be measured and faults timed without a model
+(benchmarks/ray_scaling.py, the Ray tests).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any, Callable, Literal, Sequence
+
+from pydantic import Field
 
 from synth.backends.base import BackendSettingsBase, GenerationRequest, GenerationResult
 
@@ -42,6 +47,7 @@ class ScriptedSettings(BackendSettingsBase):
     """`backend: {kind: scripted}`: no model; deterministic JSON (dry runs and tests)."""
 
     kind: Literal["scripted"] = "scripted"
+    latency_s: float = Field(default=0.0, ge=0, le=60)  # simulated time per request (a sleep)
 
     def build(self) -> "ScriptedBackend":
         return ScriptedBackend.from_settings(self)
@@ -50,14 +56,15 @@ class ScriptedSettings(BackendSettingsBase):
 class ScriptedBackend:
     name = "scripted"
 
-    def __init__(self, script: Script | None = None, model: str = "scripted") -> None:
+    def __init__(self, script: Script | None = None, model: str = "scripted", latency_s: float = 0.0) -> None:
         self.script = script
         self.model = model
+        self.latency_s = latency_s
         self.calls: list[list[GenerationRequest]] = []  # every batch it was given, for tests
 
     @classmethod
     def from_settings(cls, settings) -> "ScriptedBackend":
-        return cls(model=settings.model if settings.model != "embedded" else "scripted")
+        return cls(model=settings.model if settings.model != "embedded" else "scripted", latency_s=settings.latency_s)
 
     def load(self) -> None:
         pass
@@ -67,6 +74,8 @@ class ScriptedBackend:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self.calls.append(list(requests))
+        if self.latency_s:
+            time.sleep(self.latency_s * len(requests))  # one stream: requests one after the other
         results = []
         for request in requests:
             text = self.script(request) if self.script else json.dumps(fill_schema(request.json_schema, request.key))

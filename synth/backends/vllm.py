@@ -58,6 +58,8 @@ class VLLMSettings(BackendSettingsBase):
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     tensor_parallel_size: int = Field(default=1, gt=0)
     dtype: str = "auto"
+    # no torch.compile / CUDA graphs: starts in seconds instead of minutes (small CPUs, tests)
+    enforce_eager: bool = False
 
     def build(self) -> "VLLMBackend":
         return VLLMBackend.from_settings(self)
@@ -161,6 +163,7 @@ class VLLMBackend:
             gpu_memory_utilization=settings.gpu_memory_utilization,
             tensor_parallel_size=settings.tensor_parallel_size,
             dtype=settings.dtype,
+            **({"enforce_eager": True} if settings.enforce_eager else {}),
         )
 
     def __repr__(self) -> str:
