@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
+from synth.formats import OutputField  # the field spec and its format constraints
 from synth.strategies import STRATEGIES
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
 
@@ -30,11 +31,6 @@ class RecipeError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OutputField(_Strict):
-    description: str = Field(min_length=1)
-    type: Literal["string", "integer", "number"] = "string"
 
 
 class Task(_Strict):

@@ -17,6 +17,7 @@ from pydantic import Field
 from synth.backends.base import (BackendSettingsBase, BackendUnavailable, GenerationRequest,
                                  GenerationResult)
 from synth.backends.embedded import EMBEDDED_MODEL_NAME, resolve_gguf
+from synth.formats import grammar_schema
 
 
 class LlamaCppSettings(BackendSettingsBase):
@@ -87,7 +88,9 @@ class LlamaCppBackend:
         if s.seed is not None:
             kwargs["seed"] = s.seed & 0x7FFFFFFF
         if request.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            # llama.cpp's grammar reads patterns in its own dialect, on the JSON text as written
+            schema = grammar_schema(request.json_schema, s.max_tokens)
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
         try:
             out = self._llm.create_chat_completion(**kwargs)
         except Exception as exc:  # one bad request (too long, bad schema) must not lose the batch
