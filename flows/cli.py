@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.server import add_server_commands
 
     add_server_commands(sub)  # synth server [start|stop|status], synth serve
+    from flows.eval_cmd import add_eval_command
+
+    add_eval_command(sub)  # synth eval
     return parser
 
 
