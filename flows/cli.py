@@ -50,11 +50,11 @@ def _load(path: str):
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.preflight import preflight
 
-    preflight(args.recipe, args.catalog, args.out, args.target)  # bad input: exit 2 before Prefect starts
+    preflight(args.recipe, args.catalog, args.out, args.target, args.model)  # bad input: exit 2 before Prefect
     from flows.run import run_recipe
 
     summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
-                         export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait)
+                         export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait, model=args.model)
     print(json.dumps({k: summary[k] for k in ("run_id", "dataset", "status", "message", "growth", "catalog")},
                      indent=2))
     reused = [c for c in summary.get("reused", []) if not c["this_run"] and c["counted"]]
@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="grow the dataset by N accepted samples (its target so far + N, thinnest leaves first)")
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                      help="if another run holds the catalog, wait this long for it (default: fail at once)")
+    run.add_argument("--model", help="backend.model: e.g. embedded, embedded-1.5b (make model-1.5b), a GGUF path")
     run.add_argument("--no-export", action="store_true", help="stop after generation")
     run.set_defaults(func=cmd_run)
 
@@ -371,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     from synth.seeds import SeedError
     from synth.tree import TreeError
     from synth.allocate import AllocationError
+    from synth.backends import BackendUnavailable
+    from synth.backends.embedded import ModelNotFound
 
     args = build_parser().parse_args(argv)
     try:
@@ -379,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except (ExportError, SnapshotError, HubError) as exc:
         return _fail(str(exc), 1)
-    except (CatalogBusy, CatalogError) as exc:
+    except (CatalogBusy, CatalogError, ModelNotFound, BackendUnavailable) as exc:  # the environment, not the input
         return _fail(str(exc), 1)
 
 

@@ -21,8 +21,10 @@ from synth.seeds import load_seeds
 
 
 def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None = None,
-                    target: int | None = None) -> Recipe:
+                    target: int | None = None, model: str | None = None) -> Recipe:
     update: dict[str, Any] = {}
+    if model:  # backend.model: a different model is a different run of the same dataset
+        update["backend"] = recipe.backend.model_copy(update={"model": model})
     if catalog:
         update["catalog"] = Path(catalog)
     if out:
@@ -33,10 +35,14 @@ def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None 
 
 
 def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | None = None,
-              target: int | None = None) -> Recipe:
+              target: int | None = None, model: str | None = None) -> Recipe:
     """The recipe as it will run, checked; nothing is written."""
-    recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target)
+    recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target, model)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
+    if recipe.backend.kind == "llamacpp":  # a missing model file or part package: say so before anything runs
+        from synth.backends.embedded import resolve_gguf
+
+        resolve_gguf(recipe.backend.model)  # the 1.5B tier is joined and checked here on first use
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
         from storage.recipe_tree import tree_from_file

@@ -143,12 +143,12 @@ def generate_all(ledger: RunLedger, backend, on_chunk=None) -> None:
 @flow(name="synth-run")
 def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = None,
                target: int | None = None, export: bool = True, grow_by: int | None = None,
-               catalog_wait_s: float = 0.0) -> dict[str, Any]:
+               catalog_wait_s: float = 0.0, model: str | None = None) -> dict[str, Any]:
     """Run a recipe: build or reuse its tree, generate what the dataset lacks, version and export it."""
     from storage.growth import plan_growth
 
     logger = get_run_logger()
-    recipe = preflight(recipe_path, catalog, out, target)
+    recipe = preflight(recipe_path, catalog, out, target, model)
     backend = recipe.backend.build()
     with Catalog(recipe.catalog, wait_s=catalog_wait_s) as cat:
         growth = plan_growth(cat, recipe, grow_by)

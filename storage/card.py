@@ -32,6 +32,7 @@ from storage.catalog import Catalog
 from storage.evaluation import render_table, snapshot_figures
 from storage.report import imbalance
 from storage.snapshots import get_snapshot
+from synth.backends.embedded import MODEL_NOTICES
 from synth.render import Renderer, prompt_example
 
 TEMPLATE = "card/README.md.jinja2"
@@ -332,6 +333,7 @@ def card_context(catalog: Catalog, snapshot_id: str, *, output_fields: dict[str,
                 "status": run.get("status", ""), "strategy": run.get("strategy") or "",
                 "strategy_reason": run.get("strategy_reason") or ""},
         "sampling": (recipe.get("backend") or {}).get("sampling", {}),
+        "model_notice": MODEL_NOTICES.get(run.get("model") or "", ""),  # attribution of an embedded model
         "recipe": recipe,
         "tree": tree_summary(catalog, run.get("tree_id"), counts_by_leaf, tree_text),
         "leaves": [{"label": cell(r["label"]), "n": r["n"], "n_test": r["n_test"],
@@ -410,6 +412,7 @@ def _example() -> dict[str, Any]:
         "run": {"run_id": "r1", "recipe_hash": "r1", "backend": "llamacpp", "model": "SmolLM2-135M-Instruct-Q4_1",
                 "status": "finished", "strategy": "new_question", "strategy_reason": "fixed by the recipe"},
         "sampling": {"temperature": 0.8}, "recipe": {"task": {"name": "gsm8k"}},
+        "model_notice": MODEL_NOTICES["SmolLM2-135M-Instruct-Q4_1"],
         "tree": None, "leaves": [{"label": "root", "n": 2, "n_test": None, "share": "100.0%"}],
         "leaves_hidden": 0, "plot_leaves": [("root", 2)], "leaf_total": 1,
         "imbalance": {"max_min_ratio": "1.00", "normalized_entropy": "1.00"}, "plot": None,

@@ -16,12 +16,13 @@ from pydantic import Field
 
 from synth.backends.base import (BackendSettingsBase, BackendUnavailable, GenerationRequest,
                                  GenerationResult)
-from synth.backends.embedded import EMBEDDED_MODEL_NAME, resolve_gguf
+from synth.backends.embedded import model_label, resolve_gguf
 from synth.formats import grammar_schema
 
 
 class LlamaCppSettings(BackendSettingsBase):
-    """`backend: {kind: llamacpp}`: the embedded default, or any GGUF file on this machine."""
+    """`backend: {kind: llamacpp}`: the embedded default, `model: embedded-1.5b` (the stronger
+    tier, synth/backends/embedded.py), or any GGUF file on this machine."""
 
     kind: Literal["llamacpp"] = "llamacpp"
     n_ctx: int = Field(default=2048, gt=0)
@@ -36,7 +37,7 @@ class LlamaCppBackend:
 
     def __init__(self, model: str = "embedded", n_ctx: int = 2048, n_threads: int | None = None) -> None:
         self.model_ref = model
-        self.model = EMBEDDED_MODEL_NAME if model == "embedded" else os.path.basename(model)
+        self.model = model_label(model)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self._llm: Any = None
