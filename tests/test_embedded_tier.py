@@ -99,3 +99,15 @@ def test_the_real_1_5b_model_answers_in_the_format():
     assert backend.model == QWEN_MODEL_NAME and result.error is None
     answer = json.loads(result.text)["answer"]
     assert re.search(r"####\s*7\s*$", answer), answer
+
+
+def test_llamacpp_threads_default_to_the_free_cores(monkeypatch):
+    import os
+
+    from synth.backends import llamacpp
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert llamacpp.free_cores() == 2  # an idle machine: both cores
+    monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
+    assert llamacpp.free_cores() == 1  # others hold the cores: one thread, or every step waits for a stalled one

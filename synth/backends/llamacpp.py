@@ -26,10 +26,26 @@ class LlamaCppSettings(BackendSettingsBase):
 
     kind: Literal["llamacpp"] = "llamacpp"
     n_ctx: int = Field(default=2048, gt=0)
-    n_threads: int | None = Field(default=None, gt=0)  # default: every core
+    n_threads: int | None = Field(default=None, gt=0)  # default: every core that is free (free_cores)
 
     def build(self) -> "LlamaCppBackend":
         return LlamaCppBackend.from_settings(self)
+
+
+def free_cores() -> int:
+    """Every core no other process keeps busy (1-minute load average), at least one.
+
+    llama.cpp's threads wait for each other at every step, so one thread on a core that
+    another process holds stalls them all: on this 2-core machine with a load of about 8
+    from other work, Qwen2.5-Coder-1.5B wrote 40 tokens in 62-109 s with 2 threads and in
+    6-18 s with 1 (BENCHMARKS.md). On an idle machine this is every core.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
 
 
 class LlamaCppBackend:
@@ -60,7 +76,7 @@ class LlamaCppBackend:
         self._llm = Llama(
             model_path=str(path),
             n_ctx=self.n_ctx,
-            n_threads=self.n_threads or max(1, os.cpu_count() or 1),
+            n_threads=self.n_threads or free_cores(),
             verbose=False,
             seed=0,
         )
