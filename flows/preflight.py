@@ -15,7 +15,7 @@ import storage.card  # noqa: F401  (registers the card template's example variab
 import synth.classify  # noqa: F401  (the classification prompt's)
 import synth.judge  # noqa: F401  (the judge's)
 import synth.tree  # noqa: F401  (the tree prompts')
-from synth.recipe import Recipe, load_recipe
+from synth.recipe import Recipe, RecipeError, load_recipe
 from synth.render import Renderer, check_overrides
 from synth.seeds import load_seeds
 
@@ -39,6 +39,12 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
     """The recipe as it will run, checked; nothing is written."""
     recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target, model)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
+    if recipe.quality.semantic_dup_threshold is not None:
+        from synth.embed import embedding_status
+
+        missing = embedding_status()
+        if missing:
+            raise RecipeError(f"quality.semantic_dup_threshold: dedup by meaning needs the embedding model; {missing}")
     if recipe.backend.kind == "llamacpp":  # a missing model file or part package: say so before anything runs
         from synth.backends.embedded import resolve_gguf
 

@@ -190,6 +190,9 @@ class Quality(_Strict):
     min_chars: int = Field(default=8, ge=0)
     max_chars: int = Field(default=8000, gt=0)
     near_dup_threshold: float = Field(default=0.85, gt=0, le=1)
+    # cosine of e5 embeddings above which a sample repeats an earlier one in other words (0.95
+    # calibrated on GSM8K paraphrases, synth/semantic.py); needs the `embed` extra; off by default
+    semantic_dup_threshold: float | None = Field(default=None, gt=0, le=1)
     # share of repeated 4-word phrases above which a field counts as a loop (1 turns it off)
     max_repetition: float = Field(default=0.75, gt=0, le=1)
     judge: Judge | None = None  # `judge: {}` turns it on with the defaults
