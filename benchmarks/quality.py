@@ -48,7 +48,7 @@ def arm(recipe, backend, folder: Path, with_tree: bool, embed_sample: int) -> di
         if with_tree:
             tree = ensure_tree(cat, recipe, backend, ledger.ctx.renderer)
             ledger.set_tree(tree)
-            tree_requests, leaves = tree.requests, [n.label() for n in tree.leaves()]
+            tree_requests, leaves = tree.requests, [n.label for n in tree.leaves()]
         ledger.make_plan()
         ledger.generate(LocalExecutor(backend, ledger.ctx))
         summary = ledger.finish()

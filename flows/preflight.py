@@ -39,12 +39,14 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
     """The recipe as it will run, checked; nothing is written."""
     recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target, model)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
-    if recipe.quality.semantic_dup_threshold is not None:
+    wants = [name for name, on in (("quality.semantic_dup_threshold", recipe.quality.semantic_dup_threshold
+                                     is not None), ("balance.assign", recipe.balance.assign == "embedding")) if on]
+    if wants:
         from synth.embed import embedding_status
 
         missing = embedding_status()
         if missing:
-            raise RecipeError(f"quality.semantic_dup_threshold: dedup by meaning needs the embedding model; {missing}")
+            raise RecipeError(f"{wants[0]}: this needs the embedding model; {missing}")
     if recipe.backend.kind == "llamacpp":  # a missing model file or part package: say so before anything runs
         from synth.backends.embedded import resolve_gguf
 

@@ -111,6 +111,8 @@ class Balance(_Strict):
     max_per_leaf: int | None = Field(default=None, gt=0)
     tolerance: float = Field(default=0.1, ge=0, lt=1)  # a leaf within (1 - tolerance) x target is done
     dataset: Seeds | None = None  # an existing dataset to rebalance (same fields as `seeds`)
+    # rows to leaves: the LLM level by level, or the nearest leaf description (synth/embed_assign.py)
+    assign: Literal["llm", "embedding"] = "llm"
 
     @model_validator(mode="after")
     def _consistent(self) -> "Balance":
@@ -190,8 +192,7 @@ class Quality(_Strict):
     min_chars: int = Field(default=8, ge=0)
     max_chars: int = Field(default=8000, gt=0)
     near_dup_threshold: float = Field(default=0.85, gt=0, le=1)
-    # cosine of e5 embeddings above which a sample repeats an earlier one in other words (0.95
-    # calibrated on GSM8K paraphrases, synth/semantic.py); needs the `embed` extra; off by default
+    # embedding cosine at which a sample repeats an earlier one in other words (synth/semantic.py)
     semantic_dup_threshold: float | None = Field(default=None, gt=0, le=1)
     # share of repeated 4-word phrases above which a field counts as a loop (1 turns it off)
     max_repetition: float = Field(default=0.75, gt=0, le=1)

