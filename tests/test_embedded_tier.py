@@ -111,3 +111,13 @@ def test_llamacpp_threads_default_to_the_free_cores(monkeypatch):
     assert llamacpp.free_cores() == 2  # an idle machine: both cores
     monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
     assert llamacpp.free_cores() == 1  # others hold the cores: one thread, or every step waits for a stalled one
+
+
+def test_the_model_override_is_a_run_of_its_own(tmp_path):
+    from flows.preflight import apply_overrides
+    from synth.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path, backend={"kind": "llamacpp", "model": "embedded"}))
+    other = apply_overrides(recipe, model=QWEN_ALIAS)
+    assert other.backend.model == QWEN_ALIAS and other.backend.kind == "llamacpp"
+    assert other.hash() != recipe.hash() and other.dataset_name == recipe.dataset_name
