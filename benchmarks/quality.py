@@ -8,7 +8,7 @@ the flat arm is the same recipe without a tree (no constraints in the prompt). E
 accepted samples are evaluated with `synth eval`'s figures (synth/evaluate.py, embeddings
 included where the model is installed), printed side by side and as ratios tree / flat.
 
-    python benchmarks/quality.py --model embedded --target 24 --budget 96
+    python benchmarks/quality.py --model embedded --target 12 --budget 40
     python benchmarks/quality.py --model embedded-1.5b --target 12 --budget 40
     python benchmarks/quality.py --base-url http://127.0.0.1:8000/v1 --model NAME   # any OpenAI-compatible server
 
@@ -52,12 +52,18 @@ def arm(recipe, backend, folder: Path, with_tree: bool, embed_sample: int) -> di
         ledger.make_plan()
         ledger.generate(LocalExecutor(backend, ledger.ctx))
         summary = ledger.finish()
-        rows = [{**json.loads(r["fields"]), "leaf_id": r["leaf_id"]} for r in cat.query(
-            "SELECT fields, leaf_id FROM samples_text WHERE run_id = ? AND status = 'accepted' ORDER BY sample_id",
-            [ledger.run_id])]
+        everything = cat.query("SELECT fields, leaf_id, status FROM samples_text WHERE run_id = ? ORDER BY sample_id",
+                               [ledger.run_id])
+        rows = [{**json.loads(r["fields"]), "leaf_id": r["leaf_id"]} for r in everything if r["status"] == "accepted"]
+        question = recipe.task.question
+        asked = [{question: f[question], "leaf_id": r["leaf_id"]} for r in everything
+                 if (f := json.loads(r["fields"] or "{}")).get(question)]  # every question written, kept or not
         stats = cat.stats(ledger.run_id)
-        figures = catalog_figures(cat, rows, recipe.model_dump(mode="json"), [ledger.run_id],
-                                  "tree" if with_tree else "flat", embed_sample=embed_sample)
+        label = "tree" if with_tree else "flat"
+        figures = catalog_figures(cat, rows, recipe.model_dump(mode="json"), [ledger.run_id], label,
+                                  embed_sample=embed_sample)
+        figures["questions"] = catalog_figures(cat, asked, None, [ledger.run_id], f"{label} questions",
+                                               embed_sample=embed_sample)
     figures["wall_s"] = round(time.perf_counter() - started, 1)
     figures["generation_requests"] = stats["requests"]  # tree requests carry no run id
     figures["tree_requests"] = tree_requests
@@ -79,6 +85,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--embed-sample", type=int, default=1000)
     parser.add_argument("--json", help="write both arms' figures here")
+    parser.add_argument("--keep", help="keep both arms' catalogs in this folder (default: a temporary one)")
     args = parser.parse_args()
     recipe = load_recipe(ROOT / "recipes" / "gsm8k.yaml")
     backend_settings = recipe.backend.model_dump()
@@ -98,10 +105,11 @@ def main() -> int:
     backend = recipe.backend.build()
     backend.load()
     results = []
-    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="quality-") as scratch:
+        tmp = args.keep or scratch
         for with_tree in (False, True):
             folder = Path(tmp) / ("tree" if with_tree else "flat")
-            folder.mkdir()
+            folder.mkdir(parents=True)
             results.append(arm(recipe, backend, folder, with_tree, args.embed_sample))
             r = results[-1]
             print(f"{r['label']}: {r['samples']['accepted']} accepted of {sum(r['samples'].values())} attempts, "
@@ -109,8 +117,15 @@ def main() -> int:
                   file=sys.stderr, flush=True)
     backend.close()
     flat, tree = results
+    if args.json:  # first: the figures survive a failure below
+        Path(args.json).write_text(json.dumps({"model": backend.model, "target": args.target,
+                                               "budget": args.budget, "tree": tree, "flat": flat},
+                                              indent=2, default=str))
     print(f"model: {backend.model}; target {args.target}, budget {args.budget} generation requests per arm\n")
+    print("Accepted samples (question + answer):\n")
     print(render_table([tree, flat], ratio_to=1))
+    print("Every question written, accepted or not (the part the tree steers):\n")
+    print(render_table([tree["questions"], flat["questions"]], ratio_to=1))
     for r in (tree, flat):
         print(f"{r['label']}: status {r['status']}, accepted {r['samples']['accepted']}, rejected "
               f"{r['samples']['rejected']}, filtered {r['samples']['filtered']}, duplicate {r['samples']['duplicate']}; "
@@ -118,10 +133,6 @@ def main() -> int:
         print(f"  reasons: {r['reject_reasons']}")
     if tree.get("leaves_built"):
         print(f"tree leaves: {tree['leaves_built']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"model": backend.model, "target": args.target,
-                                               "budget": args.budget, "tree": tree, "flat": flat},
-                                              indent=2, default=str))
     return 0
 
 
