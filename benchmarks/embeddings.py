@@ -33,7 +33,8 @@ PARAPHRASES = [  # (GSM8K train question, a paraphrase written by hand: same fac
      "How many clips did Natalia sell altogether in April and May?",
      "In April Natalia sold 48 clips to friends; in May she sold only half that number. What is the total "
      "number of clips she sold over the two months?"),
-    ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
+    ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+     "How much did she earn?",
      "Babysitting pays Weng $12 per hour. She babysat for 50 minutes yesterday. What did she get paid?"),
     ("Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. Her parents "
      "decided to give her $15 for that purpose, and her grandparents twice as much as her parents. How much more "

@@ -128,7 +128,8 @@ def main() -> int:
     print(render_table([tree["questions"], flat["questions"]], ratio_to=1))
     for r in (tree, flat):
         print(f"{r['label']}: status {r['status']}, accepted {r['samples']['accepted']}, rejected "
-              f"{r['samples']['rejected']}, filtered {r['samples']['filtered']}, duplicate {r['samples']['duplicate']}; "
+              f"{r['samples']['rejected']}, filtered {r['samples']['filtered']}, "
+              f"duplicate {r['samples']['duplicate']}; "
               f"requests {r['generation_requests']} (+{r['tree_requests']} for the tree); {r['wall_s']} s")
         print(f"  reasons: {r['reject_reasons']}")
     if tree.get("leaves_built"):

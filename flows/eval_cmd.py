@@ -61,9 +61,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         embed, why = embedder_or_reason(not args.no_embed)
         results = [evaluate_source(s, catalog, embed, why, args.embed_sample, fields) for s in sources]
         if reference is not None:
-            ref_fields = fields or (sources[0].text_fields if sources and
-                                    all(f in (reference.rows[0] if reference.rows else {}) for f in sources[0].text_fields)
-                                    else None)
+            columns = reference.rows[0] if reference.rows else {}
+            same = bool(sources) and all(f in columns for f in sources[0].text_fields)
+            ref_fields = fields or (sources[0].text_fields if same else None)
             if sources and not reference.specs:  # the same constraints, to compare pass rates
                 reference.specs = {n: spec for n, spec in sources[0].specs.items()
                                    if reference.rows and n in reference.rows[0]}

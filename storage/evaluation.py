@@ -208,7 +208,8 @@ def render_table(results: Sequence[dict[str, Any]], ratio_to: int | None = None)
             a, b = figure_value(key, results[1 - ratio_to].get(key)), figure_value(key, results[ratio_to].get(key))
             row += f" {a / b:.3f} |" if a is not None and b else " - |"
         lines.append(row)
-    lines += ["", "| words per row | field | mean | median | p10 | p90 | min | max |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| words per row | field | mean | median | p10 | p90 | min | max |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['label']} | {name} | {st['mean']} | {st['median']:g} | {st['p10']:g} | {st['p90']:g} | "
               f"{st['min']} | {st['max']} |" for r in results for name, st in (r.get("lengths") or {}).items() if st]
     notes = []

@@ -109,7 +109,8 @@ class TemplateText(Filter):
             return Reject("template_text", repr(match.group(0)[:40]))
         echoed = word_ngrams(_text(fields), ECHO_N) & _marker_grams(ctx.prompt_markers, ECHO_N)
         if echoed:
-            return Reject("prompt_echo", "our prompt's words: " + ", ".join(repr(" ".join(g)) for g in sorted(echoed)[:3]))
+            words = ", ".join(repr(" ".join(gram)) for gram in sorted(echoed)[:3])
+            return Reject("prompt_echo", f"our prompt's words: {words}")
         return None
 
 

@@ -125,7 +125,8 @@ ISSUE_ECHO = "\"}\n\nJust respond as a JSON. You're going to need to create a JS
 
 
 def test_echoed_instructions_are_found_from_the_templates_text():
-    ctx = FilterContext(min_chars=8, max_chars=8000, question_field="question", prompt_markers=prompt_markers(Renderer()))
+    ctx = FilterContext(min_chars=8, max_chars=8000, question_field="question",
+                        prompt_markers=prompt_markers(Renderer()))
     question = "A farmer has 12 cows and sells 4. How many cows are left?"
     assert first_problem({"question": question, "answer": ISSUE_ECHO}, ctx).reason == "prompt_echo"
     assert first_problem({"question": question, "answer": "12 - 4 = 8 #### 8"}, ctx) is None

@@ -125,7 +125,8 @@ def answer_rows(slot: Slot, ctx: GenerationContext) -> list[int]:
 
 def answer_variables(slot: Slot, ctx: GenerationContext, known: Mapping[str, Any]) -> dict[str, Any]:
     q, a = ctx.task.question, ctx.task.answer
-    examples = [{"question": ctx.seeds[i].get(q, ""), "answer": ctx.seeds[i].get(a, "")} for i in answer_rows(slot, ctx)]
+    examples = [{"question": ctx.seeds[i].get(q, ""), "answer": ctx.seeds[i].get(a, "")}
+                for i in answer_rows(slot, ctx)]
     return {"question_field": q, "answer_field": a,
             "examples": examples[:2],  # worked examples show the format; more only costs tokens
             "given": [(name, known[name]) for name in ctx.question_fields if name in known]}
