@@ -232,22 +232,23 @@ def gbnf_pattern(pattern: str, free_chars: int | None = None) -> str | None:
 CHARS_PER_TOKEN = 2.5  # below the 3.5-4 of English text: the bounded run ends before max_tokens does
 
 
-def grammar_schema(schema: dict[str, Any], max_tokens: int | None = None) -> dict[str, Any]:
+def grammar_schema(schema: dict[str, Any], max_tokens: int | None = None, patterns: bool = True) -> dict[str, Any]:
     """`schema` with every string `pattern` rewritten for llama.cpp's grammar, or dropped
     where it cannot be (the check after parsing still holds it). With `max_tokens`, the
-    free text inside a pattern is bounded to what fits in that many tokens."""
+    free text inside a pattern is bounded to what fits in that many tokens; with
+    `patterns=False` every pattern is dropped (checked after parsing only)."""
     if not isinstance(schema, dict):
         return schema
     free = int(max_tokens * CHARS_PER_TOKEN) if max_tokens else None
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key == "pattern" and isinstance(value, str):
-            rewritten = gbnf_pattern(value, free)
+            rewritten = gbnf_pattern(value, free) if patterns else None
             if rewritten is not None:
                 out[key] = rewritten
         elif isinstance(value, dict):
-            out[key] = {k: grammar_schema(v, max_tokens) if isinstance(v, dict) else v for k, v in value.items()} \
-                if key == "properties" else grammar_schema(value, max_tokens)
+            out[key] = {k: grammar_schema(v, max_tokens, patterns) if isinstance(v, dict) else v
+                        for k, v in value.items()} if key == "properties" else grammar_schema(value, max_tokens, patterns)
         else:
             out[key] = value
     return out

@@ -74,6 +74,7 @@ def test_the_schema_carries_the_pattern_and_llamacpp_gets_its_dialect():
     # a free run before `#### N` is bounded so that the JSON can close within max_tokens
     bounded = grammar_schema(schema, max_tokens=200)["properties"]["answer"]["pattern"]
     assert bounded.startswith('^([^"\\\\]|\\\\.){0,500}(####')
+    assert "pattern" not in grammar_schema(schema, patterns=False)["properties"]["answer"]  # backend.grammar_patterns
     # what the grammar dialect cannot say is left to the check after parsing
     assert gbnf_pattern(whole_string_pattern(r"\bdef\b")) is None
     assert "pattern" not in grammar_schema(json_schema_for({"a": OutputField(description="d", pattern=r"\bx")}))[

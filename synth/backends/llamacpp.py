@@ -27,6 +27,8 @@ class LlamaCppSettings(BackendSettingsBase):
     kind: Literal["llamacpp"] = "llamacpp"
     n_ctx: int = Field(default=2048, gt=0)
     n_threads: int | None = Field(default=None, gt=0)  # default: every core that is free (free_cores)
+    # output fields' `pattern`s in the grammar (bounded by max_tokens), or only checked after parsing
+    grammar_patterns: bool = True
 
     def build(self) -> "LlamaCppBackend":
         return LlamaCppBackend.from_settings(self)
@@ -51,17 +53,20 @@ def free_cores() -> int:
 class LlamaCppBackend:
     name = "llamacpp"
 
-    def __init__(self, model: str = "embedded", n_ctx: int = 2048, n_threads: int | None = None) -> None:
+    def __init__(self, model: str = "embedded", n_ctx: int = 2048, n_threads: int | None = None,
+                 grammar_patterns: bool = True) -> None:
         self.model_ref = model
         self.model = model_label(model)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
+        self.grammar_patterns = grammar_patterns
         self._llm: Any = None
         self._lock = threading.Lock()  # a Llama object serves one stream at a time
 
     @classmethod
     def from_settings(cls, settings: LlamaCppSettings) -> "LlamaCppBackend":
-        return cls(model=settings.model, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
+        return cls(model=settings.model, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
+                   grammar_patterns=settings.grammar_patterns)
 
     def load(self) -> None:
         if self._llm is not None:
@@ -106,7 +111,7 @@ class LlamaCppBackend:
             kwargs["seed"] = s.seed & 0x7FFFFFFF
         if request.json_schema is not None:
             # llama.cpp's grammar reads patterns in its own dialect, on the JSON text as written
-            schema = grammar_schema(request.json_schema, s.max_tokens)
+            schema = grammar_schema(request.json_schema, s.max_tokens, patterns=self.grammar_patterns)
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
         try:
             out = self._llm.create_chat_completion(**kwargs)
