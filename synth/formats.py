@@ -247,8 +247,11 @@ def grammar_schema(schema: dict[str, Any], max_tokens: int | None = None, patter
             if rewritten is not None:
                 out[key] = rewritten
         elif isinstance(value, dict):
-            out[key] = {k: grammar_schema(v, max_tokens, patterns) if isinstance(v, dict) else v
-                        for k, v in value.items()} if key == "properties" else grammar_schema(value, max_tokens, patterns)
+            if key == "properties":
+                out[key] = {k: grammar_schema(v, max_tokens, patterns) if isinstance(v, dict) else v
+                            for k, v in value.items()}
+            else:
+                out[key] = grammar_schema(value, max_tokens, patterns)
         else:
             out[key] = value
     return out
