@@ -73,7 +73,7 @@ demo: $(STAMP) $(if $(filter embedded-1.5b,$(MODEL)),model-1.5b)
 	$(BIN)/synth report --catalog $(DEMO_CATALOG) --plot $(DEMO_OUT)/leaf_distribution.png > $(DEMO_OUT)/REPORT.md
 	$(BIN)/synth eval $(DEMO_OUT) --catalog $(DEMO_CATALOG)
 	@echo
-	@echo "catalog:  $(DEMO_CATALOG) (grow the dataset: synth run recipes/gsm8k.yaml --grow-by 8)"
+	@echo "catalog:  $(DEMO_CATALOG) (grow the dataset: synth run recipes/gsm8k.yaml --model $(MODEL) --catalog $(DEMO_CATALOG) --grow-by 8)"
 	@echo "dataset:  $(DEMO_OUT)/ (data/*.parquet, jsonl/, README.md card, REPORT.md; synth eval $(DEMO_OUT))"
 	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)  (stop the server with: $(BIN)/synth server stop)"
 
