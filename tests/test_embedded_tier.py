@@ -79,21 +79,26 @@ def _installed() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _installed(), reason="the 1.5B tier is opt-in: run `make model-1.5b` to test it")
 def test_the_real_1_5b_model_answers_in_the_format():
+    """The demo recipe's own answer prompt (system prompt, one worked seed example), greedy."""
     from synth.backends.base import GenerationRequest, Sampling
     from synth.backends.llamacpp import LlamaCppBackend
-    from synth.parsing import json_schema_for
     from synth.recipe import load_recipe
+    from synth.slot import Slot
+    from synth.strategies import STRATEGIES, GenerationContext
     from tests.conftest import ROOT
 
     assert embedded.qwen_gguf().stat().st_size == 1117320768
-    fields = load_recipe(ROOT / "recipes" / "gsm8k.yaml").task.output_fields
-    prompt = ("Question: Tom has 3 boxes of 4 pens and gives away 5 pens. How many pens are left?\n"
-              "Solve it step by step and end with '#### <number>'. Reply as JSON with the key: answer.")
-    backend = LlamaCppBackend(model=QWEN_ALIAS, n_ctx=1024)
+    recipe = load_recipe(ROOT / "recipes" / "gsm8k.yaml")
+    seeds = [json.loads(line) for line in (ROOT / "recipes" / "seeds" / "gsm8k_120.jsonl").read_text().splitlines()]
+    ctx = GenerationContext(recipe.task, seeds)
+    strategy = STRATEGIES["new_question"]
+    stage = strategy.stages[1]
+    known = {"question": "Tom has 3 boxes of 4 pens and gives away 5 pens. How many pens are left?"}
+    messages = strategy.render(stage, Slot(0, "new_question", example_rows=(1,)), ctx, known)
+    backend = LlamaCppBackend(model=QWEN_ALIAS, n_ctx=2048)
     try:
-        result = backend.generate([GenerationRequest(key="q", messages=({"role": "user", "content": prompt},),
-                                                     sampling=Sampling(temperature=0.0, max_tokens=120, seed=1),
-                                                     json_schema=json_schema_for({"answer": fields["answer"]}))])[0]
+        result = backend.generate([GenerationRequest(key="q", messages=messages, json_schema=ctx.schema_for(stage),
+                                                     sampling=Sampling(temperature=0.0, max_tokens=160, seed=1))])[0]
     finally:
         backend.close()
     assert backend.model == QWEN_MODEL_NAME and result.error is None
