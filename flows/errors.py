@@ -54,10 +54,11 @@ def _environment() -> tuple[type[BaseException], ...]:
     from storage.hub import HubError
     from storage.snapshots import SnapshotError
     from synth.backends.base import BackendUnavailable
+    from synth.backends.embedded import ModelNotFound
     from synth.cluster import ClusterError
 
     return (CatalogBusy, CatalogError, ExportError, SnapshotError, HubError, BackendUnavailable, ServerError,
-            BackupError, ClusterError)
+            BackupError, ClusterError, ModelNotFound)
 
 
 def explain(exc: BaseException, catalog: str | Path | None = None,

@@ -23,10 +23,12 @@ from synth.seeds import load_seeds
 
 
 def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None = None,
-                    target: int | None = None, ray_address: str | None = None) -> Recipe:
+                    target: int | None = None, ray_address: str | None = None, model: str | None = None) -> Recipe:
     update: dict[str, Any] = {}
     if ray_address:
         update["cluster"] = recipe.cluster.with_address(ray_address)
+    if model:  # backend.model: a different model is a different run of the same dataset
+        update["backend"] = recipe.backend.model_copy(update={"model": model})
     if catalog:
         update["catalog"] = Path(catalog)
     if out:
@@ -37,13 +39,26 @@ def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None 
 
 
 def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | None = None,
-              target: int | None = None, catalog_wait_s: float = 0.0, ray_address: str | None = None) -> Recipe:
+              target: int | None = None, catalog_wait_s: float = 0.0, ray_address: str | None = None,
+              model: str | None = None) -> Recipe:
     """The recipe as it will run, checked; nothing is written but a new, empty catalog. A busy
     catalog is an error here only when the run would not wait for it (`catalog_wait_s`)."""
-    recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target, ray_address)
+    recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target, ray_address=ray_address, model=model)
     if recipe.cluster.kind == "ray":
         check_cluster(recipe)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
+    wants = [name for name, on in (("quality.semantic_dup_threshold", recipe.quality.semantic_dup_threshold
+                                     is not None), ("balance.assign", recipe.balance.assign == "embedding")) if on]
+    if wants:
+        from synth.embed import embedding_status
+
+        missing = embedding_status()
+        if missing:
+            raise RecipeError(f"{wants[0]}: this needs the embedding model; {missing}")
+    if recipe.backend.kind == "llamacpp":  # a missing model file or part package: say so before anything runs
+        from synth.backends.embedded import resolve_gguf
+
+        resolve_gguf(recipe.backend.model)  # the 1.5B tier is joined and checked here on first use
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
         from storage.recipe_tree import tree_from_file

@@ -168,14 +168,16 @@ def record_failure(cat: Catalog, run_id: str, exc: BaseException, logger) -> Non
 @flow(name="synth-run")
 def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = None,
                target: int | None = None, export: bool = True, grow_by: int | None = None,
-               catalog_wait_s: float = 0.0, ray_address: str | None = None) -> dict[str, Any]:
+               catalog_wait_s: float = 0.0, ray_address: str | None = None,
+               model: str | None = None) -> dict[str, Any]:
     """Run a recipe: build or reuse its tree, generate what the dataset lacks, version and export it.
     With `cluster.kind: ray` (or a `ray_address`) the model runs in replicas on that Ray cluster
     and this process stays the catalog's one writer (docs/scaling.md)."""
     from storage.growth import plan_growth
 
     logger = get_run_logger()
-    recipe = preflight(recipe_path, catalog, out, target, catalog_wait_s, ray_address)
+    recipe = preflight(recipe_path, catalog, out, target, catalog_wait_s=catalog_wait_s, ray_address=ray_address,
+                       model=model)
     # on a cluster the pool is the backend: tree, classification and chunks all go to its replicas
     backend = ReplicaPool(recipe.cluster, recipe.backend) if recipe.cluster.kind == "ray" else recipe.backend.build()
     with Catalog(recipe.catalog, wait_s=catalog_wait_s) as cat:

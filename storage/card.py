@@ -30,8 +30,10 @@ import yaml
 
 from storage.catalog import Catalog
 from storage.faults import staged
+from storage.evaluation import render_table, snapshot_figures
 from storage.report import imbalance
 from storage.snapshots import get_snapshot
+from synth.backends.embedded import MODEL_NOTICES
 from synth.render import Renderer, prompt_example
 
 TEMPLATE = "card/README.md.jinja2"
@@ -333,6 +335,7 @@ def card_context(catalog: Catalog, snapshot_id: str, *, output_fields: dict[str,
                 "status": run.get("status", ""), "strategy": run.get("strategy") or "",
                 "strategy_reason": run.get("strategy_reason") or ""},
         "sampling": (recipe.get("backend") or {}).get("sampling", {}),
+        "model_notice": MODEL_NOTICES.get(run.get("model") or "", ""),  # attribution of an embedded model
         "recipe": recipe,
         "tree": tree_summary(catalog, run.get("tree_id"), counts_by_leaf, tree_text),
         "leaves": [{"label": cell(r["label"]), "n": r["n"], "n_test": r["n_test"],
@@ -352,6 +355,7 @@ def card_context(catalog: Catalog, snapshot_id: str, *, output_fields: dict[str,
         "verify": {"kind": "none", **(recipe.get("verify") or {})},
         "changelog": _changelog(catalog, snapshot),
         "plot_by_version": _plot_by_version(catalog, snapshot, leaves),
+        "evaluation": snapshot_figures(catalog, snapshot["snapshot_id"], recipe),  # what `synth eval` prints
     }
 
 
@@ -384,6 +388,7 @@ def card_variables(context: dict[str, Any]) -> dict[str, Any]:
     variables["sampling_json"] = json.dumps(context.get("sampling", {}), sort_keys=True)
     variables["quality_json"] = json.dumps(redact_recipe(context.get("quality", {})), sort_keys=True)
     variables["verify_json"] = json.dumps(redact_recipe(context.get("verify", {})), sort_keys=True)
+    variables["evaluation_table"] = render_table([context["evaluation"]]).rstrip() if context.get("evaluation") else ""
     return variables
 
 
@@ -409,6 +414,7 @@ def _example() -> dict[str, Any]:
         "run": {"run_id": "r1", "recipe_hash": "r1", "backend": "llamacpp", "model": "SmolLM2-135M-Instruct-Q4_1",
                 "status": "finished", "strategy": "new_question", "strategy_reason": "fixed by the recipe"},
         "sampling": {"temperature": 0.8}, "recipe": {"task": {"name": "gsm8k"}},
+        "model_notice": MODEL_NOTICES["SmolLM2-135M-Instruct-Q4_1"],
         "tree": None, "leaves": [{"label": "root", "n": 2, "n_test": None, "share": "100.0%"}],
         "leaves_hidden": 0, "plot_leaves": [("root", 2)], "leaf_total": 1,
         "imbalance": {"max_min_ratio": "1.00", "normalized_entropy": "1.00"}, "plot": None,
@@ -419,7 +425,15 @@ def _example() -> dict[str, Any]:
         "changelog": [{"version": 1, "name": "gsm8k-v1", "rows": 2, "added": 2, "removed": 0,
                        "created_at": "2026-12-02", "run_id": "r1",
                        "by": [{"run_id": "r1", "model": "SmolLM2-135M-Instruct-Q4_1", "strategy": "new_question",
-                               "rows": 2}]}]})
+                               "rows": 2}]}],
+        "evaluation": {"label": "this dataset", "rows": 2, "distinct_1": 0.8, "distinct_2": 0.95, "distinct_3": 1.0,
+                       "gzip_ratio": 0.61, "repeated_8gram_share": 0.0, "exact_duplicate_rate": 0.0,
+                       "near_duplicate_rate": 0.0, "nn_cosine": None, "vendi": None, "embedded_rows": 0,
+                       "leaf_count": 1, "leaf_entropy": 1.0, "format_pass": {"rate": 1.0},
+                       "verifier_pass": None, "lengths": {"question": {"mean": 12.0, "median": 12, "p10": 10,
+                                                                      "p90": 14, "min": 10, "max": 14}},
+                       "left_out": {"nn_cosine": "no embedding model installed", "vendi": "no embedding model "
+                                    "installed", "verifier_pass": "no verifier verdicts in the catalog"}}})
 
 
 def write_card(catalog: Catalog, snapshot_id: str, out_dir: Path, renderer: Renderer | None = None,

@@ -109,7 +109,7 @@ def _start(catalog: Catalog, run_id: str, task: Any, tree: Tree, backend: Any, s
 
 def import_existing(catalog: Catalog, task: Any, tree: Tree, rows: list[dict[str, Any]], backend: Any,
                     sampling: Any, source: str, question_field: str, on_progress: Progress | None = None,
-                    chunk_size: int = 256, renderer: Renderer | None = None) -> ImportResult:
+                    chunk_size: int = 256, renderer: Renderer | None = None, assign: str = "llm") -> ImportResult:
     """Classify `rows` into `tree`'s leaves and record them as one run; resumable, idempotent.
 
     `rows` are dicts holding the task's fields (as `synth.seeds.load_seeds` returns them);
@@ -133,7 +133,7 @@ def import_existing(catalog: Catalog, task: Any, tree: Tree, rows: list[dict[str
         on_progress(len(done), len(rows))
     for start in range(0, len(pending), chunk_size):
         written += _import_chunk(catalog, run_id, task, tree, rows, pending[start:start + chunk_size], backend,
-                                 sampling, question_field, renderer)
+                                 sampling, question_field, renderer, assign)
         if on_progress:
             on_progress(len(done) + min(start + chunk_size, len(pending)), len(rows))
     result = _result(catalog, run_id, len(rows), written)
@@ -145,12 +145,18 @@ def import_existing(catalog: Catalog, task: Any, tree: Tree, rows: list[dict[str
 
 def _import_chunk(catalog: Catalog, run_id: str, task: Any, tree: Tree, rows: list[dict[str, Any]],
                   indices: list[int], backend: Any, sampling: Any, question_field: str,
-                  renderer: Renderer | None) -> int:
+                  renderer: Renderer | None, assign: str = "llm") -> int:
     """Classify one chunk of rows and commit its requests and samples in one transaction."""
     request_rows: list[dict[str, Any]] = []
     texts = [_text(rows[i].get(question_field)) for i in indices]
-    assignments = classify_rows(tree, task, texts, backend, sampling, on_requests=request_rows.extend,
-                                row_keys=indices, namespace=run_id, renderer=renderer)
+    if assign == "embedding":  # the nearest leaf description: no requests
+        from synth.embed import get_embedder
+        from synth.embed_assign import assign_by_embedding
+
+        assignments = assign_by_embedding(tree, texts, get_embedder().encode)
+    else:
+        assignments = classify_rows(tree, task, texts, backend, sampling, on_requests=request_rows.extend,
+                                    row_keys=indices, namespace=run_id, renderer=renderer)
     for request in request_rows:
         request["run_id"] = run_id
         request["strategy"] = STRATEGY
@@ -183,10 +189,11 @@ def import_for_run(catalog: Catalog, recipe: Any, tree: Tree | None, backend: An
     rows = load_dataset_rows(recipe)
     # classification is a lookup, not writing: greedy, short answers
     sampling = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=48, seed=recipe.backend.sampling.seed)
+    by = "" if recipe.balance.assign == "llm" else f"#assign={recipe.balance.assign}"  # its own import run
     result = import_existing(catalog, recipe.task, tree, rows, backend, sampling,
-                             source=f"{recipe.resolve_input(spec.path)}#limit={spec.limit}",
+                             source=f"{recipe.resolve_input(spec.path)}#limit={spec.limit}{by}",
                              question_field=recipe.task.question, on_progress=on_progress,
-                             chunk_size=recipe.generation.chunk_size, renderer=renderer)
+                             chunk_size=recipe.generation.chunk_size, renderer=renderer, assign=recipe.balance.assign)
     copied = catalog.adopt_existing(run_id, result.run_id)
     return {"import_run_id": result.run_id, "rows": result.rows, "per_leaf": result.counts,
             "unassigned": result.unassigned, "unassigned_reasons": result.reasons,

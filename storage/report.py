@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from storage.catalog import Catalog
+from storage.evaluation import catalog_figures, render_table
+from synth.evaluate import distinct_n  # noqa: F401  (the report's distinct-n is the evaluation's)
 
 
 def imbalance(counts: list[int]) -> dict[str, float | None]:
@@ -30,15 +32,6 @@ def imbalance(counts: list[int]) -> dict[str, float | None]:
     norm = entropy / math.log(len(counts)) if len(counts) > 1 else 1.0
     low = min(counts)
     return {"normalized_entropy": round(norm, 4), "max_min_ratio": round(max(counts) / low, 3) if low else None}
-
-
-def distinct_n(texts: list[str], n: int) -> float | None:
-    """Share of distinct word n-grams among all n-grams (higher = more lexical variety)."""
-    grams: list[tuple[str, ...]] = []
-    for text in texts:
-        words = text.lower().split()
-        grams.extend(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    return round(len(set(grams)) / len(grams), 4) if grams else None
 
 
 def leaf_table(catalog: Catalog, run_id: str) -> list[dict[str, Any]]:
@@ -80,9 +73,10 @@ def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
     run = catalog.run(run_id) or {}
     stats = catalog.stats(run_id)
     leaves = leaf_table(catalog, run_id)
-    fields = [json.loads(r["fields"]) for r in catalog.query(
-        "SELECT fields FROM samples_text WHERE run_id = ? AND status = 'accepted'", [run_id])]
-    texts = [" ".join(str(v) for v in f.values()) for f in fields]
+    accepted = [{**json.loads(r["fields"]), "leaf_id": r["leaf_id"]} for r in catalog.query(
+        "SELECT fields, leaf_id FROM samples_text WHERE run_id = ? AND status = 'accepted' ORDER BY sample_id",
+        [run_id])]
+    evaluation = catalog_figures(catalog, accepted, _recipe_of(run), [run_id], "this run")
     by_dimension: dict[str, dict[str, int]] = {}
     for row in catalog.query(
             "SELECT leaf_path FROM samples_text WHERE run_id = ? AND status = 'accepted'", [run_id]):
@@ -118,13 +112,17 @@ def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
         "imbalance": imbalance([row["accepted"] for row in leaves]),
         "imbalance_before": imbalance([row["before"] for row in leaves]) if any(r["before"] for r in leaves) else None,
         "within_tolerance": _tolerance(run, leaves),
-        "diversity": {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
-                      "distinct_3": distinct_n(texts, 3)},
+        "diversity": {k: evaluation[k] for k in ("distinct_1", "distinct_2", "distinct_3")},
+        "evaluation": evaluation,  # the figures `synth eval` and the dataset card show
         "judge_scores": {int(r["score"]): int(r["n"]) for r in judged},
         "by_stage": [{k: (int(v) if isinstance(v, (int, float)) and k != "stage" else v) for k, v in r.items()}
                      for r in by_stage],
         "dataset": _dataset_section(catalog, run, leaves),
     }
+
+
+def _recipe_of(run: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(run["recipe"]) if isinstance(run.get("recipe"), str) else (run.get("recipe") or {})
 
 
 def _dataset_section(catalog: Catalog, run: dict[str, Any], leaves: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -252,6 +250,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {r['label']} | {'' if r['target'] is None else r['target']} | {r['before']} | {r['accepted']} | "
               f"{r['generated']} | {r['rejected']} | {r['filtered']} | {r['duplicate']} | {r['dropped']} |"
               for r in report["leaves"]]
+    if report.get("evaluation"):
+        lines += ["", "## Diversity and quality (accepted samples of this run; as `synth eval` computes them)", "",
+                  render_table([report["evaluation"]]).rstrip()]
     lines += render_dataset(report.get("dataset"))
     return "\n".join(lines) + "\n"
 

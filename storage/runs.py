@@ -91,6 +91,17 @@ class LocalExecutor:
             yield self.run(work, self.backend, self.ctx)
 
 
+def make_deduper(quality: Any) -> Deduper:
+    """Exact and MinHash dedup, and by meaning where `semantic_dup_threshold` is set."""
+    semantic = None
+    if quality.semantic_dup_threshold is not None:
+        from synth.embed import get_embedder
+        from synth.semantic import SemanticIndex
+
+        semantic = SemanticIndex(quality.semantic_dup_threshold, get_embedder().encode)
+    return Deduper(quality.near_dup_threshold, semantic)
+
+
 class RunLedger:
     def __init__(self, recipe: Recipe, catalog: Catalog, backend_name: str, model: str,
                  seeds: Sequence[dict[str, Any]] = ()) -> None:
@@ -103,7 +114,7 @@ class RunLedger:
         self.tree: Any = None
         self.plan: Plan | None = None
         self.others: dict[str | None, int] = {}  # what other contributions hold, per leaf
-        self.deduper = Deduper(recipe.quality.near_dup_threshold)
+        self.deduper = make_deduper(recipe.quality)
         self.ctx = ChunkContext.from_recipe(recipe, self.seeds, self.run_id)
         self.superseded: dict[str, Any] | None = None  # the earlier start this one replaced, left 'running'
         self.given_up: set[int] = set()  # slots of chunks the executor gave up on, this start
@@ -127,7 +138,7 @@ class RunLedger:
 
     def load_dedup_index(self) -> None:
         """Exact and near-duplicate checks cover the whole dataset (the members this run counts)."""
-        self.deduper = Deduper(self.recipe.quality.near_dup_threshold)
+        self.deduper = make_deduper(self.recipe.quality)
         rows = datasets.dedup_rows(self.catalog, self.scope)
         task = self.recipe.task
         self.deduper.load((row["sample_id"], row["content_hash"],

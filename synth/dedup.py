@@ -18,6 +18,11 @@ Which earlier sample a duplicate points at (deterministic; tests/test_dedup.py):
   follows that one: an exact duplicate of it when it was kept, else a duplicate of
   what it duplicated (the same answer a one-at-a-time check gives).
 A threshold of 1.0 turns near-duplicate detection off; exact dedup still runs.
+
+With a `SemanticIndex` (synth/semantic.py, `quality.semantic_dup_threshold`), a candidate
+that passes both checks is also compared by embedding with the indexed samples: a cosine
+at or above the threshold makes it a `semantic_duplicate` of the closest one. (It stays in
+the MinHash index: a later word-level copy of it is a near duplicate of it.)
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Iterable, Sequence
 
 from synth.ids import normalize_for_hash
 from synth.minhash import NUM_PERM, MinHashIndex
+from synth.semantic import SemanticIndex
 
 __all__ = ["Candidate", "Deduper", "DedupVerdict", "shingles"]
 
@@ -53,10 +59,11 @@ class DedupVerdict:
 
 
 class Deduper:
-    def __init__(self, near_threshold: float) -> None:
+    def __init__(self, near_threshold: float, semantic: SemanticIndex | None = None) -> None:
         self.threshold = near_threshold
         self._hashes: dict[str, str] = {}
         self._near = MinHashIndex(near_threshold, NUM_PERM)
+        self.semantic = semantic
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -70,6 +77,8 @@ class Deduper:
             keys.append(key)
             texts.append(text)
         self._near.add_many(keys, texts)
+        if self.semantic is not None:
+            self.semantic.add_many(keys, texts)
 
     def check(self, candidates: Sequence[Candidate]) -> list[DedupVerdict]:
         """One verdict per candidate, in order; kept candidates are indexed."""
@@ -86,7 +95,16 @@ class Deduper:
                 fresh.append(i)
         near = self._near.dedup_many([candidates[i].key for i in fresh], [candidates[i].text for i in fresh])
         near_reason = f"near_duplicate: Jaccard >= {self.threshold}"
+        if self.semantic is not None:  # the survivors of MinHash, by meaning
+            survivors = [i for i, hit in zip(fresh, near) if hit is None]
+            by_meaning = dict(zip(survivors, self.semantic.dedup_many([candidates[i].key for i in survivors],
+                                                                       [candidates[i].text for i in survivors])))
+            for i, (key, cosine) in ((i, hit) for i, hit in by_meaning.items() if hit is not None):
+                verdicts[i] = DedupVerdict(str(key), f"semantic_duplicate: cosine {cosine} >= "
+                                                     f"{self.semantic.threshold}")
         for i, hit in zip(fresh, near):
+            if verdicts[i] is not None:
+                continue  # a semantic duplicate
             if hit is None:
                 verdicts[i] = DedupVerdict(None)
                 self._hashes[candidates[i].content_hash] = candidates[i].key

@@ -11,10 +11,11 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Mapping
 
+from synth.formats import field_schema
 from synth.reject import Reject
 
 if TYPE_CHECKING:
-    from synth.recipe import OutputField
+    from synth.formats import OutputField
 
 MAX_PARSE_CHARS = 200_000  # larger outputs are rejected unread: no sample is that long
 
@@ -52,11 +53,7 @@ def extract_json(text: str) -> Any | Reject:
 def json_schema_for(fields: Mapping[str, "OutputField"]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {
-            name: {"type": spec.type, "description": spec.description} if spec.type != "string"
-            else {"type": "string", "minLength": 1}
-            for name, spec in fields.items()
-        },
+        "properties": {name: field_schema(spec) for name, spec in fields.items()},
         "required": list(fields),
         "additionalProperties": False,
     }

@@ -33,16 +33,16 @@ from synth.judge import SCHEMA as JUDGE_SCHEMA, TEMPLATE as JUDGE_TEMPLATE, judg
 from synth.parsing import parse_fields
 from synth.quality import FilterContext, first_problem
 from synth.reject import Reject
-from synth.render import Renderer
+from synth.render import PromptError, Renderer
 from synth.slot import Slot
 from synth.strategies import ANSWER, STRATEGIES, GenerationContext, Stage, Strategy
+from synth.strategies.base import SYSTEM_TEMPLATE
 from synth.verify.base import VerifierSettingsBase, VerifyCase
 
 if TYPE_CHECKING:
     from synth.recipe import Judge, Task
 
 MAX_VERIFIED_ANSWERS = 8  # sampled answers tried against the verifier, per attempt
-PROMPT_MARKERS = ("Reply as JSON with the key", "Here are examples of the kind")
 
 
 @dataclass
@@ -84,10 +84,11 @@ class ChunkContext:
     def from_recipe(cls, recipe: Any, seeds: Sequence[dict[str, Any]], run_id: str,
                     renderer: Renderer | None = None) -> "ChunkContext":
         q = recipe.quality
+        renderer = renderer or Renderer(recipe.template_overrides())
         filters = FilterContext(min_chars=q.min_chars, max_chars=q.max_chars, question_field=recipe.task.question,
-                                prompt_markers=PROMPT_MARKERS, max_repetition=q.max_repetition)
-        return cls(run_id, recipe.task, seeds, renderer or Renderer(recipe.template_overrides()),
-                   recipe.backend.sampling, recipe.verify, filters, q.judge)
+                                prompt_markers=prompt_markers(renderer), max_repetition=q.max_repetition,
+                                formats=tuple(recipe.task.output_fields.items()))
+        return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filters, q.judge)
 
     def answer_copies(self, strategy: Strategy) -> int:
         return self.verifier.answer_copies(strategy.has_reference)
@@ -111,6 +112,19 @@ class ChunkFailed:
     tries: int
     error: str  # the last failure, one line
     workers: list[str] = field(default_factory=list)  # where it was tried, in order
+
+
+def prompt_markers(renderer: Renderer) -> tuple[str, ...]:
+    """The literal text of every generation prompt this renderer would send (overrides
+    included): what the `template_text` filter must not find echoed in a sample."""
+    names = sorted({SYSTEM_TEMPLATE} | {stage.template for s in STRATEGIES.values() for stage in s.stages})
+    chunks: list[str] = []
+    for name in names:
+        try:
+            chunks += [chunk for chunk in renderer.literal_text(name) if chunk.strip()]
+        except PromptError:
+            continue  # a strategy this renderer has no template for cannot run with it either
+    return tuple(chunks)
 
 
 def new_attempts(work: Sequence[tuple[Slot, int]], ctx: ChunkContext) -> list[Attempt]:

@@ -1,5 +1,14 @@
 """Heuristic quality filters: cheap checks that drop obviously bad samples.
 
+Two of them come from the recipe and the prompts rather than from a list written here:
+`format` checks the task's format constraints (synth/formats.py: `pattern`,
+`min_words`, `max_words`), and `template_text` looks for our own instructions echoed
+back: the word 3-grams of the prompt templates' literal text (`prompt_markers`, taken
+from the templates a run renders), so a new or overridden template needs no new list.
+Measured on real data: 7 of 7,473 GSM8K train rows (0.09 %) and 0 of 164 HumanEval
+problems share a 3-gram with the built-in generation templates ("the same way"); 4-grams
+flag none but miss echoes such as "... a JSON array with the key".
+
 Each filter is a small class with a `name` and `check(fields, ctx) -> Reject | None`;
 the first reject wins and becomes the sample's `filtered` reason. Exact and
 near-duplicate detection need the other samples (synth/dedup.py); the LLM judge is a
@@ -11,8 +20,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar, Mapping
 
+from synth.formats import OutputField, check_fields
 from synth.reject import Reject
 
 
@@ -21,14 +32,16 @@ class FilterContext:
     min_chars: int
     max_chars: int
     question_field: str
-    prompt_markers: tuple[str, ...] = ()  # phrases of our own prompts that must not leak into samples
+    prompt_markers: tuple[str, ...] = ()  # our prompts' own text: none of its 3-grams may leak into samples
     max_repetition: float = 0.75  # share of repeated word 4-grams above which a field is a loop
+    formats: tuple[tuple[str, OutputField], ...] = ()  # output field -> its format constraints
 
 
 REFUSALS = re.compile(
     r"\b(as an ai( language)? model|i('m| am) (sorry|unable)|i can(no|')t (help|assist|provide)|"
     r"i apologi[sz]e)\b", re.IGNORECASE)
 TEMPLATE_LEFTOVER = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|<\|im_(start|end)\|>|\[INST\]|<</?s>>)", re.DOTALL)
+ECHO_N = 3  # words in a phrase of our prompts that counts as echoed
 REPETITION_MIN_WORDS = 30  # shorter fields repeat by chance ("2 + 2 = 4, so 4 + 4 = 8")
 _WORDS = re.compile(r"\w+")
 
@@ -43,6 +56,16 @@ def repeated_ngram_share(text: str, n: int = 4) -> float:
     words = _WORDS.findall(text.lower())
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = _WORDS.findall(text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+@lru_cache(maxsize=64)
+def _marker_grams(markers: tuple[str, ...], n: int) -> frozenset[tuple[str, ...]]:
+    return frozenset(gram for marker in markers for gram in word_ngrams(marker, n))
 
 
 class Filter:
@@ -84,11 +107,20 @@ class TemplateText(Filter):
         match = TEMPLATE_LEFTOVER.search(_text(fields))
         if match:
             return Reject("template_text", repr(match.group(0)[:40]))
-        text = _text(fields).lower()
-        for marker in ctx.prompt_markers:
-            if marker.lower() in text:
-                return Reject("prompt_echo", repr(marker[:40]))
+        echoed = word_ngrams(_text(fields), ECHO_N) & _marker_grams(ctx.prompt_markers, ECHO_N)
+        if echoed:
+            words = ", ".join(repr(" ".join(gram)) for gram in sorted(echoed)[:3])
+            return Reject("prompt_echo", f"our prompt's words: {words}")
         return None
+
+
+class Format(Filter):
+    """The task's format constraints (pattern, word bounds) on every field that declares them."""
+
+    name = "format"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        return check_fields(fields, dict(ctx.formats)) if ctx.formats else None
 
 
 class WrongScript(Filter):
@@ -124,7 +156,7 @@ class Repetition(Filter):
 
 
 FILTERS: dict[str, Filter] = {f.name: f for f in (LengthBounds(), Refusal(), TemplateText(), WrongScript(),
-                                                  Repetition())}
+                                                  Repetition(), Format())}
 
 
 def first_problem(fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
 from synth.cluster import ClusterSettings
+from synth.formats import OutputField  # the field spec and its format constraints
 from synth.strategies import STRATEGIES
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
 
@@ -31,11 +32,6 @@ class RecipeError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OutputField(_Strict):
-    description: str = Field(min_length=1)
-    type: Literal["string", "integer", "number"] = "string"
 
 
 class Task(_Strict):
@@ -116,6 +112,8 @@ class Balance(_Strict):
     max_per_leaf: int | None = Field(default=None, gt=0)
     tolerance: float = Field(default=0.1, ge=0, lt=1)  # a leaf within (1 - tolerance) x target is done
     dataset: Seeds | None = None  # an existing dataset to rebalance (same fields as `seeds`)
+    # rows to leaves: the LLM level by level, or the nearest leaf description (synth/embed_assign.py)
+    assign: Literal["llm", "embedding"] = "llm"
 
     @model_validator(mode="after")
     def _consistent(self) -> "Balance":
@@ -195,6 +193,8 @@ class Quality(_Strict):
     min_chars: int = Field(default=8, ge=0)
     max_chars: int = Field(default=8000, gt=0)
     near_dup_threshold: float = Field(default=0.85, gt=0, le=1)
+    # embedding cosine at which a sample repeats an earlier one in other words (synth/semantic.py)
+    semantic_dup_threshold: float | None = Field(default=None, gt=0, le=1)
     # share of repeated 4-word phrases above which a field counts as a loop (1 turns it off)
     max_repetition: float = Field(default=0.75, gt=0, le=1)
     judge: Judge | None = None  # `judge: {}` turns it on with the defaults

@@ -112,6 +112,18 @@ class Renderer:
             raise PromptError(f"no prompt template {name!r} under {prompts_dir()}")
         return _file_hash(str(path))
 
+    def literal_text(self, name: str) -> list[str]:
+        """The template's own text: what it says outside tags and comments, chunk by chunk
+        (what a model that echoes its instructions would copy)."""
+        from jinja2 import nodes
+
+        try:
+            tree = _environment(BaseLoader()).parse(self.source(name))
+        except TemplateError as exc:
+            raise PromptError(f"{self.label(name)}: template syntax error: {exc}") from None
+        return [node.data for output in tree.find_all(nodes.Output) for node in output.nodes
+                if isinstance(node, nodes.TemplateData)]
+
     def label(self, name: str) -> str:
         return f"user template for {name}" if name in self.overrides else name
 

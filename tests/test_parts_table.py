@@ -16,7 +16,7 @@ from synth.backends.base import SamplingSettings
 from synth.pipeline import ChunkContext, new_attempts, run_chunk
 from synth.plan import plan_slots
 from synth.quality import FILTERS, FilterContext, first_problem
-from synth.recipe import Task
+from synth.recipe import OutputField, Task
 from synth.render import Renderer
 from synth.strategies import ANSWER, STRATEGIES
 from synth.verify import VERIFIERS, VerifyCase
@@ -27,7 +27,8 @@ TASK = Task(name="t", description="Grade-school math word problems.",
 SEEDS = [{"question": "Tom has 3 apples and buys 2 more. How many apples does he have?", "answer": "3 + 2 = 5 #### 5"},
          {"question": "A box holds 6 pens; how many pens are in 2 boxes?", "answer": "6 * 2 = 12 #### 12"}]
 FILTER_CTX = FilterContext(min_chars=8, max_chars=400, question_field="question",
-                           prompt_markers=("Reply as JSON with the key",))
+                           prompt_markers=("Reply as JSON with the key",),
+                           formats=(("answer", OutputField(description="a", pattern=r"####[ ]*[0-9]+$")),))
 
 
 def context(verify: str = "none", **settings) -> ChunkContext:
@@ -64,11 +65,12 @@ def test_every_strategy_makes_a_sample_with_lineage(name):
 
 CLEAN = {"question": "A farmer has 12 cows and sells 4. How many cows are left?", "answer": "12 - 4 = 8 #### 8"}
 FILTER_CASES = {  # filter name -> a sample only that filter refuses
-    "length": {"question": "Hi?", "answer": "4"},
-    "refusal": {**CLEAN, "answer": "I'm sorry, I cannot help with that."},
+    "length": {"question": "Hi?", "answer": "#### 4"},
+    "refusal": {**CLEAN, "question": "I'm sorry, I cannot help with that request."},
     "template_text": {**CLEAN, "question": CLEAN["question"] + " Reply as JSON with the key: answer"},
     "language": {**CLEAN, "question": "Сколько будет два плюс два, если сложить их вместе и ещё раз?"},
-    "repetition": {**CLEAN, "answer": "She buys 3 apples for 2 dollars each. " * 6},
+    "repetition": {**CLEAN, "answer": "She buys 3 apples for 2 dollars each. " * 6 + "#### 6"},
+    "format": {**CLEAN, "answer": "12 - 4 = 8, so 8 cows are left."},
 }
 
 

@@ -4,6 +4,7 @@ parsing corners, rendering, YAML round trips."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -84,6 +85,11 @@ def test_json_schema_is_sent_on_every_call():
     assert all(r.json_schema and r.json_schema["type"] == "object" for r in requests)
     pivots = [r for r in requests if stage_of(r) == "pivots"]
     assert all(r.json_schema["properties"]["samples"]["minItems"] == 4 for r in pivots)
+    dimensions = [r for r in requests if stage_of(r) == "dimension"]
+    for r in dimensions:  # one label per pivot, exactly: the grammar cannot let a pivot go unlabelled
+        n_pivots = len(re.findall(r"^\d+\. ", r.messages[0]["content"], re.M))
+        labels = r.json_schema["properties"]["labels"]
+        assert labels["minItems"] == labels["maxItems"] == n_pivots == 4
     assert all(r.sampling.max_tokens == 64 and r.sampling.seed is not None for r in requests)
 
 

@@ -16,34 +16,57 @@ from pydantic import Field
 
 from synth.backends.base import (BackendSettingsBase, BackendUnavailable, GenerationRequest,
                                  GenerationResult)
-from synth.backends.embedded import EMBEDDED_MODEL_NAME, resolve_gguf
+from synth.backends.embedded import model_label, resolve_gguf
+from synth.formats import grammar_schema
 
 
 class LlamaCppSettings(BackendSettingsBase):
-    """`backend: {kind: llamacpp}`: the embedded default, or any GGUF file on this machine."""
+    """`backend: {kind: llamacpp}`: the embedded default, `model: embedded-1.5b` (the stronger
+    tier, synth/backends/embedded.py), or any GGUF file on this machine."""
 
     kind: Literal["llamacpp"] = "llamacpp"
     n_ctx: int = Field(default=2048, gt=0)
-    n_threads: int | None = Field(default=None, gt=0)  # generation and prompt processing; default: every core
+    n_threads: int | None = Field(default=None, gt=0)  # generation and prompt processing; default: free_cores()
+    # output fields' `pattern`s in the grammar (bounded by max_tokens), or only checked after parsing
+    grammar_patterns: bool = True
 
     def build(self) -> "LlamaCppBackend":
         return LlamaCppBackend.from_settings(self)
 
 
+def free_cores() -> int:
+    """Every core no other process keeps busy (1-minute load average), at least one.
+
+    llama.cpp's threads wait for each other at every step, so one thread on a core that
+    another process holds stalls them all: on this 2-core machine with a load of about 8
+    from other work, Qwen2.5-Coder-1.5B wrote 40 tokens in 62-109 s with 2 threads and in
+    6-18 s with 1 (BENCHMARKS.md). On an idle machine this is every core.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
 class LlamaCppBackend:
     name = "llamacpp"
 
-    def __init__(self, model: str = "embedded", n_ctx: int = 2048, n_threads: int | None = None) -> None:
+    def __init__(self, model: str = "embedded", n_ctx: int = 2048, n_threads: int | None = None,
+                 grammar_patterns: bool = True) -> None:
         self.model_ref = model
-        self.model = EMBEDDED_MODEL_NAME if model == "embedded" else os.path.basename(model)
+        self.model = model_label(model)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
+        self.grammar_patterns = grammar_patterns
         self._llm: Any = None
         self._lock = threading.Lock()  # a Llama object serves one stream at a time
 
     @classmethod
     def from_settings(cls, settings: LlamaCppSettings) -> "LlamaCppBackend":
-        return cls(model=settings.model, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
+        return cls(model=settings.model, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
+                   grammar_patterns=settings.grammar_patterns)
 
     def load(self) -> None:
         if self._llm is not None:
@@ -55,7 +78,7 @@ class LlamaCppBackend:
                 f"llamacpp backend needs llama-cpp-python: run `pip install llama-cpp-python` ({exc})"
             ) from None
         path = resolve_gguf(self.model_ref)
-        threads = self.n_threads or max(1, os.cpu_count() or 1)
+        threads = self.n_threads or free_cores()
         self._llm = Llama(
             model_path=str(path),
             n_ctx=self.n_ctx,
@@ -91,7 +114,9 @@ class LlamaCppBackend:
         if s.seed is not None:
             kwargs["seed"] = s.seed & 0x7FFFFFFF
         if request.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            # llama.cpp's grammar reads patterns in its own dialect, on the JSON text as written
+            schema = grammar_schema(request.json_schema, s.max_tokens, patterns=self.grammar_patterns)
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
         try:
             out = self._llm.create_chat_completion(**kwargs)
         except Exception as exc:  # one bad request (too long, bad schema) must not lose the batch

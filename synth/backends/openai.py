@@ -46,6 +46,7 @@ from pydantic import Field, field_validator
 from synth.backends.base import (BackendSettingsBase, BackendUnavailable, GenerationRequest,
                                  GenerationResult)
 from synth.backends.embedded import EMBEDDED_MODEL_NAME
+from synth.formats import grammar_schema
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +376,9 @@ class OpenAIBackend:
                 "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
             }
         elif request.json_schema is not None and mode == "json_object":
-            payload["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            # json_object + schema is llama.cpp's server dialect: patterns in its grammar's dialect
+            schema = grammar_schema(request.json_schema, request.sampling.max_tokens)
+            payload["response_format"] = {"type": "json_object", "schema": schema}
         return payload
 
     def _parse(self, request: GenerationRequest, body: bytes, started: float) -> GenerationResult:

@@ -1,0 +1,159 @@
+"""Format constraints on output fields: the recipe refuses broken ones, the schema carries
+them (in llama.cpp's grammar dialect where that backend reads it), the check after
+parsing filters a miss with its reason, and the shipped recipes' constraints hold on the
+real data they are seeded from. Echoed instructions are found from the templates' own text."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from synth.formats import OutputField, check_format, gbnf_pattern, grammar_schema, whole_string_pattern
+from synth.parsing import json_schema_for
+from synth.pipeline import prompt_markers
+from synth.quality import FilterContext, first_problem
+from synth.recipe import RecipeError, load_recipe
+from synth.render import Renderer
+from tests.conftest import start_run, write_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+GSM8K_ANSWER = load_recipe(ROOT / "recipes" / "gsm8k.yaml").task.output_fields["answer"]
+
+
+def _fields(**answer) -> dict:
+    return {"question": {"description": "a math word problem"}, "answer": {"description": "the answer", **answer}}
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    ({"pattern": "####[ ("}, "task.output_fields.answer.pattern"),
+    ({"min_words": 10, "max_words": 5}, "min_words (10) must be <= max_words (5)"),
+    ({"type": "integer", "pattern": "[0-9]+"}, "apply to text"),
+    ({"min_words": 0}, "task.output_fields.answer.min_words"),
+    ({"patern": "x"}, "unknown key 'patern'"),
+])
+def test_broken_constraints_are_refused_naming_the_field(tmp_path, answer, message):
+    path = write_recipe(tmp_path, task={"name": "t", "description": "Grade-school math word problems.",
+                                        "output_fields": _fields(**answer)})
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(path)
+
+
+def test_check_format_names_what_missed():
+    spec = OutputField(description="d", pattern=r"####[ ]*-?[0-9]+$", min_words=3, max_words=8)
+    assert check_format("answer", "3 + 2 = 5 #### 5", spec) is None
+    assert check_format("answer", "The answer is 5.", spec).reason == "pattern_mismatch"
+    assert check_format("answer", "#### 5", spec).reason == "too_few_words"
+    assert check_format("answer", "one two three four five six seven eight #### 5", spec).reason == "too_many_words"
+
+
+@pytest.mark.parametrize("pattern", [r"####[ ]*-?[0-9]+$", r"^def ", r"def [a-z_]+\(", r"^[a-z]+$", r"a|b"])
+@pytest.mark.parametrize("text", ["x = 1 #### 42", "def f(x):", "abc", "a", "zzz", "", "#### 42 x"])
+def test_the_schema_pattern_matches_whole_strings_exactly_where_search_finds(pattern, text):
+    # (parsed values are stripped, so Python's `$` before a final newline never differs)
+    assert bool(re.fullmatch(whole_string_pattern(pattern), text)) == bool(re.search(pattern, text))
+
+
+def test_the_schema_carries_the_pattern_and_llamacpp_gets_its_dialect():
+    from llama_cpp import llama_grammar
+
+    schema = json_schema_for({"answer": GSM8K_ANSWER})
+    assert schema["properties"]["answer"]["pattern"].startswith("^[\\s\\S]*(####")
+    grammar = grammar_schema(schema)
+    pattern = grammar["properties"]["answer"]["pattern"]
+    assert "\\s" not in pattern and "\\d" not in pattern
+    gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(grammar))  # raises on syntax it cannot read
+    assert '"###" "#"' in gbnf
+    for recipe in ("humaneval.yaml", "gsm8k.yaml"):
+        fields = load_recipe(ROOT / "recipes" / recipe).task.output_fields
+        llama_grammar.json_schema_to_gbnf(json.dumps(grammar_schema(json_schema_for(fields))))
+    # a free run before `#### N` is bounded so that the JSON can close within max_tokens
+    bounded = grammar_schema(schema, max_tokens=200)["properties"]["answer"]["pattern"]
+    assert bounded.startswith('^([^"\\\\]|\\\\.){0,500}(####')
+    assert "pattern" not in grammar_schema(schema, patterns=False)["properties"]["answer"]  # backend.grammar_patterns
+    # what the grammar dialect cannot say is left to the check after parsing
+    assert gbnf_pattern(whole_string_pattern(r"\bdef\b")) is None
+    assert "pattern" not in grammar_schema(json_schema_for({"a": OutputField(description="d", pattern=r"\bx")}))[
+        "properties"]["a"]
+
+
+def test_the_shipped_recipes_constraints_hold_on_their_real_data():
+    source = SHARED / "gsm8k" / "train.jsonl"
+    rows = [json.loads(line) for line in (source if source.exists() else ROOT / "recipes" / "seeds" /
+                                          "gsm8k_120.jsonl").read_text().splitlines() if line.strip()]
+    gsm = load_recipe(ROOT / "recipes" / "gsm8k.yaml").task.output_fields
+    assert [r["answer"][-30:] for r in rows if check_format("answer", r["answer"], gsm["answer"])] == []
+    assert [r["question"] for r in rows if check_format("question", r["question"], gsm["question"])] == []
+    humaneval = SHARED / "humaneval" / "HumanEval.jsonl.gz"
+    with gzip.open(humaneval if humaneval.exists() else ROOT / "recipes" / "seeds" / "humaneval_40.jsonl", "rt") as f:
+        problems = [json.loads(line) for line in f if line.strip()]
+    fields = load_recipe(ROOT / "recipes" / "humaneval.yaml").task.output_fields
+    assert [(p["entry_point"], n) for p in problems for n, spec in fields.items()
+            if n in p and check_format(n, p[n], spec)] == []
+    assert check_format("prompt", "Write a function that adds two numbers.", fields["prompt"]).reason == \
+        "pattern_mismatch"
+
+
+def test_a_missed_format_is_a_filtered_row_with_its_reason(tmp_path):
+    task = {"name": "t", "description": "Grade-school math word problems.",
+            "output_fields": _fields(pattern=r"####[ ]*[0-9]+$")}
+    path = write_recipe(tmp_path, task=task, generation={"target": 4, "budget": 8, "chunk_size": 8, "max_rounds": 1})
+
+    def script(request):
+        if "answer" in request.json_schema["properties"]:
+            assert "pattern" in request.json_schema["properties"]["answer"]
+            good = int(request.key[:2], 16) % 2
+            return json.dumps({"answer": "3 + 4 = 7 #### 7" if good else "3 + 4 = 7, so seven."})
+        return json.dumps({"question": f"How many pens are in box {request.key[:6]} after 4 more are added?"})
+
+    from synth.backends.scripted import ScriptedBackend
+
+    job = start_run(path, ScriptedBackend(script))
+    job.generate()
+    rows = job.catalog.query("SELECT status, reason, fields FROM samples_text")
+    filtered = [r for r in rows if r["status"] == "filtered"]
+    accepted = [r for r in rows if r["status"] == "accepted"]
+    assert filtered and accepted
+    assert all(r["reason"].startswith("pattern_mismatch: answer does not match") for r in filtered)
+    assert all(json.loads(r["fields"])["answer"].endswith("#### 7") for r in accepted)
+
+
+ISSUE_ECHO = "\"}\n\nJust respond as a JSON. You're going to need to create a JSON array with the key"
+
+
+def test_echoed_instructions_are_found_from_the_templates_text():
+    ctx = FilterContext(min_chars=8, max_chars=8000, question_field="question",
+                        prompt_markers=prompt_markers(Renderer()))
+    question = "A farmer has 12 cows and sells 4. How many cows are left?"
+    assert first_problem({"question": question, "answer": ISSUE_ECHO}, ctx).reason == "prompt_echo"
+    assert first_problem({"question": question, "answer": "12 - 4 = 8 #### 8"}, ctx) is None
+    # an overridden template brings its own words: nothing here lists them
+    own = "Produce a fresh arithmetic puzzle about {{ question_field }}. Respond in JSON: {{ fields | join(', ') }}."
+    markers = prompt_markers(Renderer({"generate/new_question.jinja2": own}))
+    ctx = FilterContext(min_chars=8, max_chars=8000, question_field="question", prompt_markers=markers)
+    problem = first_problem({"question": question + " Produce a fresh arithmetic puzzle", "answer": "8"}, ctx)
+    assert problem is not None and "produce a fresh" in problem.detail
+
+
+@pytest.mark.slow
+def test_llamacpp_holds_the_model_to_a_pattern_through_its_grammar():
+    """The embedded model, asked for a function name, writes what the pattern allows
+    (it never would unprompted: `zz` and two digits)."""
+    from synth.backends.base import GenerationRequest, Sampling
+    from synth.backends.llamacpp import LlamaCppBackend
+
+    schema = json_schema_for({"name": OutputField(description="d", pattern=r"^zz[0-9]{2}$")})
+    prompt = "Name a Python function that adds two numbers. Reply as JSON with the key name."
+    backend = LlamaCppBackend(n_ctx=512)
+    try:
+        results = backend.generate([GenerationRequest(key=str(i), messages=({"role": "user", "content": prompt},),
+                                                      sampling=Sampling(temperature=1.0, max_tokens=24, seed=i),
+                                                      json_schema=schema) for i in range(3)])
+    finally:
+        backend.close()
+    assert [r.error for r in results] == [None] * 3
+    assert all(re.fullmatch(r"zz[0-9]{2}", json.loads(r.text)["name"]) for r in results), [r.text for r in results]
