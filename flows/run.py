@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -47,19 +47,24 @@ def tree_task(ledger: RunLedger, backend):
     return tree
 
 
-@task(name="import-existing-dataset", cache_policy=NO_CACHE)
-def import_task(ledger: RunLedger, backend) -> dict[str, Any]:
-    """Classify the dataset being rebalanced onto the tree, with a progress bar."""
-    bar = tqdm(desc="classifying existing rows", unit="row", disable=None, file=sys.stderr)
+def with_bar(desc: str, unit: str, work: Callable[[Callable[[int, int], None]], Any]) -> Any:
+    """`work(on_progress)` with a terminal progress bar whose total the work reports as it goes."""
+    bar = tqdm(desc=desc, unit=unit, disable=None, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
     try:
-        return ledger.import_existing(backend, on_progress=progress)
+        return work(progress)
     finally:
         bar.close()
+
+
+@task(name="import-existing-dataset", cache_policy=NO_CACHE)
+def import_task(ledger: RunLedger, backend) -> dict[str, Any]:
+    """Classify the dataset being rebalanced onto the tree, with a progress bar."""
+    return with_bar("classifying existing rows", "row", lambda on: ledger.import_existing(backend, on_progress=on))
 
 
 @task(name="generate-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
@@ -70,16 +75,8 @@ def generate_chunk(work, backend, ctx) -> ChunkResult:
 @task(name="place-on-tree", cache_policy=NO_CACHE)
 def place_task(ledger: RunLedger, backend) -> dict[str, Any]:
     """Earlier samples of the dataset made under another tree: classified onto this one."""
-    bar = tqdm(desc="placing earlier samples on the tree", unit="sample", disable=None, file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    try:
-        return ledger.place_on_tree(backend, on_progress=progress)
-    finally:
-        bar.close()
+    return with_bar("placing earlier samples on the tree", "sample",
+                    lambda on: ledger.place_on_tree(backend, on_progress=on))
 
 
 @task(name="export", cache_policy=NO_CACHE)
