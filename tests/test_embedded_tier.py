@@ -78,7 +78,7 @@ def _installed() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _installed(), reason="the 1.5B tier is opt-in: run `make model-1.5b` to test it")
+@pytest.mark.skipif(not _installed(), reason="the 1.5B tier is opt-in: `make model-1.5b` installs it (`make test` does)")
 def test_the_real_1_5b_model_answers_in_the_format():
     """The demo recipe's own answer prompt (system prompt, one worked seed example), greedy."""
     from synth.backends.base import GenerationRequest, Sampling
