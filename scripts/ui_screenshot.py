@@ -299,9 +299,13 @@ def run_from_form(api: str, deployment_id: str, fields: list[tuple[str, str | No
         name = browser.js(FIELD_VALUE, "Run Name", "input")  # the UI names the run before it is sent
         browser.click_button("Submit")
         # the UI goes back to the deployment's Runs tab, where the new run is listed by its name
-        browser._wait_for(url, [name])
-        if not browser.js(CLICK_LINK, name):
-            raise ScreenshotError(f"the deployment's runs list has no link to the new run {name!r}")
+        # (a toast may name it first, before the list has its link: wait for the link itself)
+        deadline = time.monotonic() + timeout
+        while not browser.js(CLICK_LINK, name):
+            if time.monotonic() > deadline:
+                raise ScreenshotError(f"the deployment's runs list showed no link to the new run {name!r} within "
+                                      f"{timeout:.0f} s; the page said: {browser.text()[:300]!r}")
+            time.sleep(0.5)
         href = browser.wait_for_url("/runs/flow-run/")
         flow_run_id = href.rsplit("/runs/flow-run/", 1)[1].split("?")[0].split("/")[0]
         run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
