@@ -348,13 +348,13 @@ class Catalog:
         seed_row = row, the classify request kept as lineage); copies that exist are skipped."""
         with self.transaction() as con:
             # the copies carry their text inline: a copy's id is not the one its segment knows
-            copies = con.execute(
+            copies = con.sql(
                 """SELECT 's' || substr(sha256(? || '/' || sample_id), 1, 24) AS sample_id, ? AS run_id,
                           -1 - slot AS slot, 0 AS attempt, leaf_id, leaf_path, 'existing' AS strategy,
                           slot AS seed_row, request_id, fields, content_hash, 'accepted' AS status,
                           now()::TIMESTAMP AS created_at
                    FROM samples_text WHERE run_id = ? AND status = 'accepted'""",
-                [run_id, run_id, import_run_id]).to_arrow_table()
+                params=[run_id, run_id, import_run_id]).to_arrow_table()
             con.register("adopted_samples", copies)
             try:
                 return self.insert_samples(con, "adopted_samples")

@@ -62,6 +62,8 @@ def test_weights_over_a_dimension_split_evenly_inside_each_value():
 
 def test_tolerance():
     assert within_tolerance(9, 10, 0.1) and not within_tolerance(8, 10, 0.1) and within_tolerance(0, 0, 0.0)
+    # the bound is rounded up: 1 of 2 is half short, 21 of 24 is 12.5 % short
+    assert not within_tolerance(1, 2, 0.1) and not within_tolerance(21, 24, 0.1) and within_tolerance(22, 24, 0.1)
 
 
 # -- the closed loop on a scripted backend ----------------------------------------------------

@@ -67,6 +67,6 @@ def test_kill_dash_nine_five_times_then_finish(tmp_path):
     assert attempts == kills + 1
     slots = sorted(r["slot"] for r in accepted_slots)
     assert set(slots) <= set(range(6))
-    if status == "finished":  # every leaf within the default 10 % tolerance: at least 5 of 6
-        assert len(slots) >= 5
+    if status == "finished":  # every leaf within the default 10 % tolerance: at least 5.4 of 6
+        assert len(slots) == 6
     assert all(r["n"] == 1 for r in accepted_slots)  # one accepted sample per slot, never two
