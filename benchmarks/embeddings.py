@@ -7,9 +7,14 @@ cosine on a small hand-made set, and the semantic-dedup threshold calibrated on 
    and with a sentence from another domain;
 3. the threshold for `quality.semantic_dup_threshold`: the nearest-neighbour cosine of
    distinct GSM8K train questions (what must stay apart) against the paraphrases (what
-   should be caught); printed as the share of each above candidate thresholds.
+   should be caught); printed as the share of each above candidate thresholds;
+4. the catalog's embedding cache (storage/embeddings.py), what the next run of a growing
+   dataset pays to load its semantic-dedup index: embedding and storing the questions
+   (cold) against reading them back from a reopened catalog (warm), both against the
+   plain embedding time of step 1.
 
-    python benchmarks/embeddings.py [--questions 2000]
+    python benchmarks/embeddings.py [--questions 2000] [--cache-only]
+    python benchmarks/embeddings.py --cache-scale 100000   # the cache alone, random vectors, no model
 """
 
 from __future__ import annotations
@@ -86,7 +91,13 @@ OTHER_DOMAIN = "Write a Python function that returns the longest word in a sente
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=2000)
+    parser.add_argument("--cache-only", action="store_true", help="steps 1 and 4 only")
+    parser.add_argument("--cache-scale", type=int, metavar="ROWS",
+                        help="only the cache at this many rows, with random vectors (no model)")
     args = parser.parse_args()
+    if args.cache_scale:
+        cache_scale(args.cache_scale)
+        return 0
     source = SHARED if SHARED.exists() else ROOT / "recipes" / "seeds" / "gsm8k_120.jsonl"
     questions = [json.loads(line)["question"] for line in source.read_text().splitlines() if line.strip()]
     questions = questions[:args.questions]
@@ -96,6 +107,9 @@ def main() -> int:
     vectors = embedder.encode(questions)
     wall = time.perf_counter() - started
     print(f"speed: {len(questions)} GSM8K questions in {wall:.1f} s = {len(questions) / wall:.1f} sentences/s")
+    cache_figures(embedder, questions, wall)
+    if args.cache_only:
+        return 0
     originals = embedder.encode([a for a, _ in PARAPHRASES])
     rewrites = embedder.encode([b for _, b in PARAPHRASES])
     other = embedder.encode([OTHER_DOMAIN])[0]
@@ -113,6 +127,70 @@ def main() -> int:
     for t in (0.90, 0.92, 0.93, 0.94, 0.95, 0.96):
         print(f"| {t:.2f} | {(para >= t).sum()}/{len(para)} | {(nearest >= t).mean():.2%} |")
     return 0
+
+
+def cache_scale(rows: int) -> None:
+    """Storing and reading back `rows` vectors (what a dataset of that size loads each run)."""
+    import tempfile
+
+    from storage.catalog import Catalog
+    from storage.embeddings import CachedEmbedder
+
+    vectors = np.random.default_rng(0).standard_normal((rows, 384)).astype(np.float32)
+    texts = [f"question {i}: how many apples are left?" for i in range(rows)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "catalog.duckdb"
+        with Catalog(path) as catalog:
+            started = time.perf_counter()
+            CachedEmbedder(catalog, lambda batch: vectors[:len(batch)], "random").encode(texts)
+            store_s = time.perf_counter() - started
+        with Catalog(path) as catalog:
+            started = time.perf_counter()
+            cache = CachedEmbedder(catalog, lambda batch: vectors[:len(batch)], "random")
+            back = cache.encode(texts)
+            read_s = time.perf_counter() - started
+        size = path.stat().st_size
+    assert cache.embedded == 0 and np.array_equal(back, vectors)
+    print(f"cache, {rows} rows of 384 floats: store (hash, lookup, insert) {store_s:.2f} s, read back {read_s:.2f} s, "
+          f"catalog file {size / 1e6:.0f} MB; embedding them at 18-29 sentences/s would take "
+          f"{rows / 29 / 60:.0f}-{rows / 18 / 60:.0f} min")
+
+
+def cache_figures(embedder, questions: list[str], plain_s: float) -> None:
+    """Cold: the cache's own work (hashing, lookup, storing) is timed apart from the model's
+    (the embedding speed drifts by several % between passes, more than that work costs)."""
+    import tempfile
+
+    from storage.catalog import Catalog
+    from storage.embeddings import CachedEmbedder
+
+    model_s = [0.0]
+
+    def timed_encode(texts):
+        started = time.perf_counter()
+        try:
+            return embedder.encode(texts)
+        finally:
+            model_s[0] += time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "catalog.duckdb"
+        with Catalog(path) as catalog:
+            started = time.perf_counter()
+            cold = CachedEmbedder(catalog, timed_encode, embedder.cache_key).encode(questions)
+            cold_s = time.perf_counter() - started
+        with Catalog(path) as catalog:
+            started = time.perf_counter()
+            cache = CachedEmbedder(catalog, timed_encode, embedder.cache_key)
+            warm = cache.encode(questions)
+            warm_s = time.perf_counter() - started
+            size = path.stat().st_size
+    assert cache.embedded == 0 and np.array_equal(cold, warm)
+    own = cold_s - model_s[0]
+    print(f"cache, {len(questions)} questions: cold {cold_s:.2f} s, of which the cache's own work (hash, lookup, "
+          f"store) {own:.3f} s = {own / model_s[0]:.2%} of the embedding time; warm (read back from a reopened "
+          f"catalog) {warm_s:.3f} s = {warm_s / plain_s:.4f} x embedding them ({plain_s / warm_s:.0f}x faster); "
+          f"catalog file {size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

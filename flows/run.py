@@ -228,6 +228,9 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
                 return Cancelled(message=message)
             summary = ledger.finish()
             logger.info(summary["message"])
+            if ledger.embedding_note():
+                summary["embeddings"] = ledger.embedding_note()
+                logger.info(summary["embeddings"])
             summary["growth"] = growth.note
             summary["dataset_before"], summary["dataset_after"] = before, dataset_artifact(ledger, "after")
             summary["reused"], summary["placed"] = ledger.reuse_report(), placed

@@ -91,14 +91,22 @@ class LocalExecutor:
             yield self.run(work, self.backend, self.ctx)
 
 
-def make_deduper(quality: Any) -> Deduper:
-    """Exact and MinHash dedup, and by meaning where `semantic_dup_threshold` is set."""
+def make_deduper(quality: Any, catalog: Catalog | None = None) -> Deduper:
+    """Exact and MinHash dedup, and by meaning where `semantic_dup_threshold` is set; with a
+    catalog, vectors are kept in it (an embedder that names its `cache_key`), so each text is
+    embedded once across runs."""
     semantic = None
     if quality.semantic_dup_threshold is not None:
         from synth.embed import get_embedder
         from synth.semantic import SemanticIndex
 
-        semantic = SemanticIndex(quality.semantic_dup_threshold, get_embedder().encode)
+        embedder = get_embedder()
+        encode = embedder.encode
+        if catalog is not None and getattr(embedder, "cache_key", None):
+            from storage.embeddings import CachedEmbedder
+
+            encode = CachedEmbedder(catalog, embedder.encode, embedder.cache_key)
+        semantic = SemanticIndex(quality.semantic_dup_threshold, encode)
     return Deduper(quality.near_dup_threshold, semantic)
 
 
@@ -138,12 +146,19 @@ class RunLedger:
 
     def load_dedup_index(self) -> None:
         """Exact and near-duplicate checks cover the whole dataset (the members this run counts)."""
-        self.deduper = make_deduper(self.recipe.quality)
+        self.deduper = make_deduper(self.recipe.quality, self.catalog)
         rows = datasets.dedup_rows(self.catalog, self.scope)
         task = self.recipe.task
         self.deduper.load((row["sample_id"], row["content_hash"],
                            dedup_text({"strategy": row["strategy"], "fields": json.loads(row["fields"] or "{}")}, task))
                           for row in rows)
+
+    def embedding_note(self) -> str | None:
+        """What dedup by meaning embedded this start and what it read back from the catalog."""
+        from storage.embeddings import CachedEmbedder
+
+        embed = getattr(self.deduper.semantic, "embed", None)
+        return embed.note() if isinstance(embed, CachedEmbedder) else None
 
     def set_tree(self, tree: Any) -> None:
         self.tree = tree

@@ -14,6 +14,9 @@ Version 5 (generation on a Ray cluster, docs/scaling.md): `requests.worker` and
 flow's own process did), and `failed_chunks` (chunks a cluster gave up on after their
 tries: which attempts, where they were tried, the last error).
 
+Version 6: `embeddings` (the vector of a text under one embedding model, by the text's
+hash: dedup by meaning embeds each text once across runs, storage/embeddings.py).
+
 `samples` has no PRIMARY KEY (since version 3): keeping DuckDB's index on 10 M ids cost
 more than half of a bulk ingest. Its ids stay unique because every insert goes through
 `Catalog.insert_samples`, which skips ids that exist, under the catalog's lock, in a
@@ -22,7 +25,7 @@ process that holds the file alone (DuckDB's one writer per file).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 TABLES: dict[str, str] = {
     "schema_version": """
@@ -204,6 +207,14 @@ TABLES: dict[str, str] = {
             first_version INTEGER,               -- versioned snapshots: the version that first held the row
             PRIMARY KEY (snapshot_id, sample_id)
         )""",
+    "embeddings": """
+        CREATE TABLE IF NOT EXISTS embeddings (
+            model VARCHAR NOT NULL,              -- the embedding model's name and weight hash
+            text_hash VARCHAR NOT NULL,          -- sha256 of the text embedded (32 hex)
+            vector FLOAT[] NOT NULL,             -- unit length
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (model, text_hash)
+        )""",
     "exports": """
         CREATE TABLE IF NOT EXISTS exports (
             export_id VARCHAR PRIMARY KEY,
@@ -260,6 +271,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "attempts JSON NOT NULL, tries INTEGER NOT NULL, workers JSON, error VARCHAR, created_at TIMESTAMP NOT NULL, "
         "PRIMARY KEY (run_id, chunk_id))",
     ],
+    # the embedding cache (created by create_all before the migration runs)
+    6: [],
 }
 
 INDEXES = [

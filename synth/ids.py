@@ -29,8 +29,8 @@ def stable_seed(*parts: Any) -> int:
     return int(stable_id(*parts, length=8), 16) & 0x7FFFFFFF
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+def text_hash(text: str, length: int = 16) -> str:
+    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:length]
 
 
 def data_hash(data: Any, length: int = 16) -> str:

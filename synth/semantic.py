@@ -9,8 +9,9 @@ samples), and candidates of one chunk are checked against the earlier kept ones 
 
 The default threshold, 0.95, is calibrated on GSM8K (benchmarks/embeddings.py,
 BENCHMARKS.md): hand-written paraphrases of GSM8K questions against the nearest
-neighbours of 2,000 distinct GSM8K train questions. Loading an index costs embedding
-time (about 18 rows a second on these 2 cores): a dataset of 10,000 rows, 9 minutes.
+neighbours of 2,000 distinct GSM8K train questions. Embedding costs time (about 18 rows a
+second on these 2 cores: 10,000 rows, 9 minutes), so a run keeps its vectors in the
+catalog (storage/embeddings.py) and the next run of the dataset embeds only its new texts.
 
 Which earlier sample a duplicate points at: the one with the highest cosine, the earliest
 indexed on ties.
@@ -28,7 +29,7 @@ DEFAULT_THRESHOLD = 0.95
 class SemanticIndex:
     def __init__(self, threshold: float, embed: Callable[[Sequence[str]], np.ndarray]) -> None:
         self.threshold = threshold
-        self._embed = embed
+        self.embed = embed  # texts -> unit rows (storage/embeddings.py may cache it)
         self._keys: list[Hashable] = []
         self._vectors = np.zeros((0, 0), dtype=np.float32)
 
@@ -41,13 +42,13 @@ class SemanticIndex:
 
     def add_many(self, keys: Sequence[Hashable], texts: Sequence[str]) -> None:
         if keys:
-            self._append(list(keys), self._embed(list(texts)).astype(np.float32))
+            self._append(list(keys), self.embed(list(texts)).astype(np.float32))
 
     def dedup_many(self, keys: Sequence[Hashable], texts: Sequence[str]) -> list[tuple[Hashable, float] | None]:
         """For each text in order: (the indexed key it repeats, cosine), or None and it is indexed."""
         if not keys:
             return []
-        vectors = self._embed(list(texts)).astype(np.float32)
+        vectors = self.embed(list(texts)).astype(np.float32)
         out: list[tuple[Hashable, float] | None] = []
         earlier = (self._vectors @ vectors.T) if self._keys else np.zeros((0, len(keys)), dtype=np.float32)
         kept: list[int] = []

@@ -47,6 +47,22 @@ def test_a_paraphrase_is_a_semantic_duplicate_with_the_real_model():
     assert Deduper(0.85).check([Candidate("s1", "h1", PARAPHRASE)])[0].duplicate_of is None  # MinHash misses it
 
 
+@pytest.mark.slow
+def test_the_real_model_s_vectors_come_back_from_the_catalog_unchanged(tmp_path):
+    from storage.catalog import Catalog
+    from storage.embeddings import CachedEmbedder
+    from synth.embed import get_embedder
+
+    embedder = get_embedder()
+    with Catalog(tmp_path / "c.duckdb") as catalog:
+        first = CachedEmbedder(catalog, embedder.encode, embedder.cache_key)
+        vectors = first.encode([ORIGINAL, PARAPHRASE, OTHER])
+    with Catalog(tmp_path / "c.duckdb") as catalog:  # another process's run, later
+        again = CachedEmbedder(catalog, embedder.encode, embedder.cache_key)
+        assert np.array_equal(again.encode([OTHER, ORIGINAL]), vectors[[2, 0]])
+        assert (first.embedded, again.embedded, again.reused) == (3, 0, 2)
+
+
 def test_the_setting_needs_the_embedding_model(tmp_path, monkeypatch):
     import synth.embed as embed
     from flows.preflight import preflight
@@ -84,3 +100,72 @@ def test_the_run_marks_semantic_duplicates(tmp_path, monkeypatch):
     rows = job.catalog.query("SELECT status, reason FROM samples")
     assert any(r["status"] == "duplicate" and r["reason"].startswith("semantic_duplicate") for r in rows)
     assert sum(r["status"] == "accepted" for r in rows) == 1
+
+
+class CountingToy:
+    """A vector per distinct text (random, seeded by the text: different texts are far apart),
+    counting the texts it embeds, with a cache key like the real model's."""
+    cache_key = "toy-1"
+
+    def __init__(self):
+        self.texts, self.seen = 0, []
+
+    def encode(self, texts):
+        self.texts += len(texts)
+        self.seen += list(texts)
+        vectors = np.array([np.random.default_rng(list(t.encode())).standard_normal(64) for t in texts],
+                           dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_a_growing_dataset_embeds_each_text_once(tmp_path, monkeypatch):
+    """The catalog keeps the vectors: the next run's index loads them back instead of
+    embedding the whole dataset again, and its verdicts are the same."""
+    import synth.embed as embed
+    from storage.embeddings import CachedEmbedder
+    from synth.backends.scripted import ScriptedBackend
+    from tests.conftest import run_dataset
+
+    toy = CountingToy()
+    monkeypatch.setattr(embed, "get_embedder", lambda: toy)
+    path = write_recipe(tmp_path, quality={"semantic_dup_threshold": 0.95},
+                        generation={"target": 4, "budget": 40, "chunk_size": 4, "max_rounds": 3})
+    topics = ["babysitting", "train", "apples", "pencils", "oranges", "buses", "cakes", "boats"]
+
+    def script(request):
+        if "answer" in request.json_schema["properties"]:
+            return json.dumps({"answer": "2 + 2 = 4 #### 4"})
+        n = int(request.key[:4], 16)
+        return json.dumps({"question": f"How many {topics[n % 8]} are there if there are {n} of them?"})
+
+    run, _ = run_dataset(path, ScriptedBackend(script))
+    first = toy.texts
+    assert first > 0
+    members = run.catalog.scalar("SELECT count(*) FROM samples WHERE status = 'accepted'")
+    cached = run.catalog.scalar("SELECT count(*) FROM embeddings WHERE model = 'toy-1'")
+    assert cached >= members
+    catalog = run.catalog
+
+    first_texts = set(toy.seen)
+    toy.texts, toy.seen = 0, []
+    grown, summary = run_dataset(path, ScriptedBackend(script), catalog=catalog, grow_by=2)
+    # the second run's index (every member of the dataset) came from the catalog: only the
+    # new candidates of its chunks were embedded, none of the first run's texts again
+    new_candidates = catalog.scalar("SELECT count(*) FROM samples WHERE run_id = ? AND status IN "
+                                    "('accepted', 'duplicate')", [grown.run_id])
+    assert 0 < toy.texts <= new_candidates and not first_texts & set(toy.seen)
+    assert summary["accepted"] == 6 and catalog.integrity_problems() == []
+    note = grown.embedding_note()
+    assert int(note.split(" read back")[0].split()[-1]) >= members and f"{toy.texts} computed" in note
+
+    # read back exactly as embedded
+    texts = ["How many trains are there?", "Weng babysits."]
+    cache = CachedEmbedder(catalog, toy.encode, "toy-1")
+    once = cache.encode(texts)
+    toy.texts = 0
+    again = CachedEmbedder(catalog, toy.encode, "toy-1").encode(texts + texts[:1])
+    assert toy.texts == 0 and np.array_equal(again, np.vstack([once, once[:1]]))
+    # another model's vectors are never read for this one
+    other = CachedEmbedder(catalog, toy.encode, "toy-2")
+    other.encode(texts)
+    assert toy.texts == 2 and other.embedded == 2
