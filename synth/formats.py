@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from typing import Any, Literal, Mapping
@@ -255,3 +256,45 @@ def grammar_schema(schema: dict[str, Any], max_tokens: int | None = None, patter
         else:
             out[key] = value
     return out
+
+
+def ran_to_bound(schema: dict[str, Any] | None, text: str, max_tokens: int | None) -> str | None:
+    """The first output field whose free text ran to the bound `grammar_schema` set on it
+    (max_tokens x CHARS_PER_TOKEN characters): the grammar, not the model, then wrote the
+    field's required ending, so `#### 9482690437953.2981` after a cut-off sentence. None
+    when no field did (or `text` is not the JSON object the schema asks for).
+
+    Measured on the demo (SmolLM2-135M, max_tokens 200, bound 500): 17 of its 19 accepted
+    answers had exactly 500 characters before `####`; Qwen2.5-Coder-1.5B, 2 of 4."""
+    if not max_tokens or not isinstance(schema, dict):
+        return None
+    bound = int(max_tokens * CHARS_PER_TOKEN)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    for name, spec in (schema.get("properties") or {}).items():
+        pattern = spec.get("pattern") if isinstance(spec, dict) else None
+        field = value.get(name)
+        if not isinstance(pattern, str) or not isinstance(field, str) or _FREE_RUN not in pattern:
+            continue
+        runs = pattern.split(_FREE_RUN)
+        named = "".join(part + (f"(?P<run{i}>{_FREE_RUN})" if i < len(runs) - 1 else "") for i, part in enumerate(runs))
+        try:
+            match = re.match(named, field)
+        except re.error:
+            continue
+        if match and any(_json_units(run) >= bound for run in match.groupdict().values() if run is not None):
+            return name
+    return None
+
+
+_FREE_RUN = r"[\s\S]*"
+
+
+def _json_units(text: str) -> int:
+    """Characters of `text` as llama.cpp's grammar counts them in a JSON string: an escape
+    (`\\n`, `\\"`) is one."""
+    return len(text) + sum(4 for c in text if ord(c) < 0x20 and c not in "\b\f\n\r\t")

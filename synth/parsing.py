@@ -11,6 +11,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Mapping
 
+from synth.backends.base import LENGTH_BOUND
 from synth.formats import field_schema
 from synth.reject import Reject
 
@@ -93,6 +94,9 @@ def parse_fields(text: str, fields: Mapping[str, "OutputField"], finish_reason: 
         if finish_reason == "length":
             return Reject("truncated", f"hit max_tokens before the JSON closed ({value.detail})")
         return value
+    if finish_reason == LENGTH_BOUND:
+        return Reject("truncated", "ran to the length bound that max_tokens sets in the grammar: the grammar, "
+                                   "not the model, wrote the field's required ending")
     if not isinstance(value, dict):
         return Reject("wrong_type", f"expected a JSON object, got {type(value).__name__}")
     out: dict[str, Any] = {}

@@ -255,6 +255,25 @@ def test_json_schema_refused_falls_back_to_json_object_and_remembers():
     assert stub.requests[-1].json["response_format"] == {"type": "json_object", "schema": SCHEMA}
 
 
+def test_an_ending_llama_cpp_s_grammar_wrote_at_its_bound_is_marked():
+    """In json_object mode (llama.cpp's server dialect) the schema's patterns go into its
+    grammar bounded by max_tokens: an answer that ran to the bound is marked LENGTH_BOUND."""
+    from synth.backends.base import LENGTH_BOUND
+
+    schema = {"type": "object", "required": ["answer"],
+              "properties": {"answer": {"type": "string", "pattern": r"^[\s\S]*(####[ ]*[0-9]+)$"}}}
+
+    def handler(request: StubRequest) -> StubResponse:
+        if request.json.get("response_format", {}).get("type") == "json_schema":
+            return StubResponse(status=422, json={"detail": "response_format.type: 'json_schema' not allowed"})
+        free = "x" * (40 if user_text(request).endswith("bound") else 39)  # max_tokens 16: a 40-character bound
+        return StubResponse(json=chat_reply(json.dumps({"answer": free + "####7"})))
+
+    with StubServer(handler) as stub:
+        results = make(stub, concurrency=1).generate([req("bound", schema), req("short", schema)])
+    assert [r.finish_reason for r in results] == [LENGTH_BOUND, "stop"]
+
+
 def test_llama_cpp_style_500_refusal_falls_back_without_retrying():
     # llama-cpp-python's server answers an unknown response_format type with 500, not 4xx
     with StubServer(refuses("json_schema", status=500)) as stub:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from synth.formats import OutputField, check_format, gbnf_pattern, grammar_schema, whole_string_pattern
+from synth.formats import (OutputField, check_format, gbnf_pattern, grammar_schema, ran_to_bound,
+                           whole_string_pattern)
 from synth.parsing import json_schema_for
 from synth.pipeline import prompt_markers
 from synth.quality import FilterContext, first_problem
@@ -138,6 +139,69 @@ def test_echoed_instructions_are_found_from_the_templates_text():
     ctx = FilterContext(min_chars=8, max_chars=8000, question_field="question", prompt_markers=markers)
     problem = first_problem({"question": question + " Produce a fresh arithmetic puzzle", "answer": "8"}, ctx)
     assert problem is not None and "produce a fresh" in problem.detail
+
+
+GSM8K_ENDING = r"####[ ]*-?[0-9][0-9,]{0,12}(\.[0-9]{1,4})?$"
+
+
+def test_an_ending_the_grammar_wrote_at_its_length_bound_is_found():
+    """max_tokens 200 bounds each free run to 500 characters (as the grammar counts them in
+    the JSON text: an escape is one): a field whose run reached it was ended by the grammar."""
+    schema = json_schema_for({"question": OutputField(description="q"),
+                              "answer": OutputField(description="a", pattern=GSM8K_ENDING)})
+    reply = lambda answer: json.dumps({"question": "x" * 900, "answer": answer})  # noqa: E731
+    assert ran_to_bound(schema, reply("y" * 500 + "####9482690437953.2981"), 200) == "answer"
+    assert ran_to_bound(schema, reply("y" * 499 + "#### 12"), 200) is None  # the model ended it itself
+    assert ran_to_bound(schema, reply("y\n" * 250 + "####3"), 200) == "answer"  # 250 x (y, \n) = 500 units
+    assert ran_to_bound(schema, reply("y" * 600), 200) is None  # no match: the format filter's business
+    assert ran_to_bound(schema, reply("y" * 500 + "####1"), None) is None  # no bound without max_tokens
+    assert ran_to_bound(schema, '{"answer": "cut', 200) is None  # not JSON: parsing says truncated already
+    # a pattern with free text before and after (HumanEval's `def name(`): either run counts
+    code = json_schema_for({"code": OutputField(description="c", pattern=r"def [A-Za-z_][A-Za-z0-9_]*[ ]*\(")})
+    assert ran_to_bound(code, json.dumps({"code": "def f(" + "z" * 100}), 40) == "code"
+    assert ran_to_bound(code, json.dumps({"code": "#" * 100 + "def f(x): pass"}), 40) == "code"
+    assert ran_to_bound(code, json.dumps({"code": "def f(x):\n    return x"}), 40) is None
+
+
+def test_a_grammar_written_ending_is_a_truncated_reject_with_the_raw_text():
+    from synth.backends.base import LENGTH_BOUND
+    from synth.parsing import parse_fields
+
+    fields = {"answer": OutputField(description="a", pattern=GSM8K_ENDING)}
+    text = json.dumps({"answer": "y" * 500 + "####9482690437953.2981"})
+    reject = parse_fields(text, fields, LENGTH_BOUND)
+    assert reject.reason == "truncated" and "the grammar, not the model" in reject.detail
+    assert parse_fields(text, fields, "stop") == {"answer": "y" * 500 + "####9482690437953.2981"}
+
+
+@pytest.mark.slow
+def test_the_embedded_model_run_to_the_bound_is_marked_by_the_backend():
+    """SmolLM2-135M asked for a worked solution in at most 60 tokens (a 150-character bound
+    on the text before `####`): where it ran to the bound, the grammar wrote `####` and the
+    digits, and the backend says so; where it ended sooner it does not."""
+    from synth.backends.base import LENGTH_BOUND, GenerationRequest, Sampling
+    from synth.backends.llamacpp import LlamaCppBackend
+
+    schema = json_schema_for({"answer": OutputField(description="a", pattern=GSM8K_ENDING)})
+    prompt = ("Solve step by step, explaining every step: a farmer has 17 cows and buys 3 times as many. "
+              "How many cows now? Reply as JSON with the key answer, ending with '#### <number>'.")
+    backend = LlamaCppBackend(n_ctx=512)
+    try:
+        results = backend.generate([GenerationRequest(key=str(i), messages=({"role": "user", "content": prompt},),
+                                                      sampling=Sampling(temperature=0.8, max_tokens=60, seed=i),
+                                                      json_schema=schema) for i in range(8)])
+    finally:
+        backend.close()
+    closed = []
+    for result in results:
+        try:
+            closed.append((result, json.loads(result.text)["answer"]))
+        except ValueError:
+            assert result.finish_reason == "length"  # cut by max_tokens itself: parsing rejects it
+    assert closed and all(re.search(GSM8K_ENDING, answer) for _, answer in closed)
+    at_bound = [(r, a) for r, a in closed if len(a[:a.rindex("####")]) >= 150]
+    assert at_bound, [r.text for r in results]
+    assert all((r.finish_reason == LENGTH_BOUND) == ((r, a) in at_bound) for r, a in closed)
 
 
 @pytest.mark.slow

@@ -38,11 +38,16 @@ class GenerationRequest:
     json_schema: dict[str, Any] | None = None  # constrain the output where the backend can
 
 
+# finish_reason of an output whose pattern-bound free text ran to the length bound the grammar
+# set from max_tokens (synth/formats.py `ran_to_bound`): the grammar, not the model, ended it
+LENGTH_BOUND = "length_bound"
+
+
 @dataclass(frozen=True)
 class GenerationResult:
     key: str
     text: str = ""
-    finish_reason: str | None = None  # "stop", "length", or None on error
+    finish_reason: str | None = None  # "stop", "length", LENGTH_BOUND, or None on error
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0

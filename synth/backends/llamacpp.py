@@ -14,10 +14,10 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field
 
-from synth.backends.base import (BackendSettingsBase, BackendUnavailable, GenerationRequest,
+from synth.backends.base import (LENGTH_BOUND, BackendSettingsBase, BackendUnavailable, GenerationRequest,
                                  GenerationResult)
 from synth.backends.embedded import model_label, resolve_gguf
-from synth.formats import grammar_schema
+from synth.formats import grammar_schema, ran_to_bound
 
 
 class LlamaCppSettings(BackendSettingsBase):
@@ -152,10 +152,14 @@ class LlamaCppBackend:
             )
         choice = out["choices"][0]
         usage = out.get("usage") or {}
+        text = choice["message"].get("content") or ""
+        finish_reason = choice.get("finish_reason")
+        if self.grammar_patterns and ran_to_bound(request.json_schema, text, s.max_tokens):
+            finish_reason = LENGTH_BOUND  # the grammar wrote the ending: parsing rejects it as truncated
         return GenerationResult(
             key=request.key,
-            text=choice["message"].get("content") or "",
-            finish_reason=choice.get("finish_reason"),
+            text=text,
+            finish_reason=finish_reason,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             latency_s=time.perf_counter() - started,

@@ -37,16 +37,17 @@ import logging
 import os
 import random
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from synth.backends.base import (BackendSettingsBase, BackendUnavailable, GenerationRequest,
+from synth.backends.base import (LENGTH_BOUND, BackendSettingsBase, BackendUnavailable, GenerationRequest,
                                  GenerationResult)
 from synth.backends.embedded import EMBEDDED_MODEL_NAME
-from synth.formats import grammar_schema
+from synth.formats import grammar_schema, ran_to_bound
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,11 @@ class OpenAIBackend:
             if 200 <= attempt.status < 300:
                 if structured and mode == self._format_mode:
                     self._format_confirmed = True
-                return self._parse(request, attempt.body, started)
+                result = self._parse(request, attempt.body, started)
+                if (FORMAT_MODES[mode] == "json_object" and result.ok
+                        and ran_to_bound(request.json_schema, result.text, request.sampling.max_tokens)):
+                    result = dataclasses.replace(result, finish_reason=LENGTH_BOUND)  # llama.cpp's grammar ended it
+                return result
             if structured and self._is_format_refusal(mode, attempt.status, attempt.body):
                 mode = self._fall_back(mode)
                 continue
