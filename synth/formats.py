@@ -269,8 +269,8 @@ def ran_to_bound(schema: dict[str, Any] | None, text: str, max_tokens: int | Non
     if not max_tokens or not isinstance(schema, dict):
         return None
     bound = int(max_tokens * CHARS_PER_TOKEN)
-    try:
-        value = json.loads(text)
+    try:  # llama.cpp's grammar lets raw newlines into a string: not strict JSON, as parsing reads it too
+        value, _ = json.JSONDecoder(strict=False).raw_decode(text.strip())
     except ValueError:
         return None
     if not isinstance(value, dict):
