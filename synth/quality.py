@@ -155,8 +155,37 @@ class Repetition(Filter):
         return None
 
 
+SYMBOL_LINES_MIN = 8  # lines a field needs before the share means anything
+SYMBOL_LINES_MAX = 0.8  # share of lines without a letter or digit above which a field is filler
+
+
+class SymbolLines(Filter):
+    """A field that is mostly lines without a letter or a digit: blank lines, code fences,
+    lone braces. Small models pad with them until the grammar lets the required ending in
+    (`...sugar}` and 30 blank lines, then `#### 9482690437953.2981`), and word-based checks
+    cannot see them. The bound (80 % of at least 8 lines) is above every field of GSM8K
+    train (12.5 % at most) and HumanEval (67 %, a test of blank lines and brackets); the two
+    padded 1.5B demo answers had 94 %."""
+
+    name = "symbol_lines"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        for field, value in fields.items():
+            lines = str(value).split("\n")
+            if len(lines) < SYMBOL_LINES_MIN:
+                continue
+            empty = sum(1 for line in lines if not _LETTER_OR_DIGIT.search(line))
+            if empty / len(lines) > SYMBOL_LINES_MAX:
+                return Reject("symbol_lines", f"{field}: {empty} of its {len(lines)} lines hold no letter or digit "
+                                              f"(maximum {SYMBOL_LINES_MAX:.0%})")
+        return None
+
+
+_LETTER_OR_DIGIT = re.compile(r"[^\W_]")
+
+
 FILTERS: dict[str, Filter] = {f.name: f for f in (LengthBounds(), Refusal(), TemplateText(), WrongScript(),
-                                                  Repetition(), Format())}
+                                                  Repetition(), SymbolLines(), Format())}
 
 
 def first_problem(fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:

@@ -70,6 +70,7 @@ FILTER_CASES = {  # filter name -> a sample only that filter refuses
     "template_text": {**CLEAN, "question": CLEAN["question"] + " Reply as JSON with the key: answer"},
     "language": {**CLEAN, "question": "Сколько будет два плюс два, если сложить их вместе и ещё раз?"},
     "repetition": {**CLEAN, "answer": "She buys 3 apples for 2 dollars each. " * 6 + "#### 6"},
+    "symbol_lines": {**CLEAN, "answer": "12 - 4 = 8\n" + "```\n" * 10 + "#### 8"},
     "format": {**CLEAN, "answer": "12 - 4 = 8, so 8 cows are left."},
 }
 

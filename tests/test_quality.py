@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.quality import FilterContext, first_problem, repeated_ngram_share
+from synth.quality import FILTERS, FilterContext, first_problem, repeated_ngram_share
 from synth.recipe import RecipeError, load_recipe
 from tests.conftest import start_run, write_recipe
 
@@ -36,6 +36,9 @@ def gsm8k_rows() -> list[dict]:
     ({"question": "What is 2 + 2? Reply as JSON with the key answer", "answer": "4"}, "prompt_echo"),
     ({"question": "Сколько будет два плюс два, если сложить их вместе?", "answer": "4"}, "wrong_language"),
     ({"question": "How much does she spend on apples?", "answer": LOOP}, "repetition"),
+    ({"question": "How much sugar is in all the cookies?",  # a padded 1.5B answer from the demo
+      "answer": "(38 * 2) + (24 * 2) = 124 tablespoons of sugar}\n\xa0\n\xa0\n" + "\n" * 30 + "```obj####9482"},
+     "symbol_lines"),
 ])
 def test_each_filter_names_its_reason(fields, reason):
     problem = first_problem(fields, CTX)
@@ -54,6 +57,8 @@ def test_real_gsm8k_and_humaneval_pass_every_filter():
         code_ctx = FilterContext(min_chars=8, max_chars=8000, question_field="prompt")
         shares = [repeated_ngram_share(p[name]) for p in problems for name in ("prompt", "canonical_solution", "test")]
         assert max(shares) <= code_ctx.max_repetition
+        assert not [p["task_id"] for p in problems
+                    if FILTERS["symbol_lines"].check({k: p[k] for k in ("prompt", "canonical_solution", "test")}, code_ctx)]
 
 
 def test_repetition_share_grows_with_the_loop():
