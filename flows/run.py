@@ -228,9 +228,10 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
                 return Cancelled(message=message)
             summary = ledger.finish()
             logger.info(summary["message"])
-            if ledger.embedding_note():
-                summary["embeddings"] = ledger.embedding_note()
-                logger.info(summary["embeddings"])
+            embeddings = ledger.embedding_note()
+            if embeddings:
+                summary["embeddings"] = embeddings
+                logger.info(embeddings)
             summary["growth"] = growth.note
             summary["dataset_before"], summary["dataset_after"] = before, dataset_artifact(ledger, "after")
             summary["reused"], summary["placed"] = ledger.reuse_report(), placed

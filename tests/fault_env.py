@@ -91,6 +91,23 @@ def error_line(proc: subprocess.CompletedProcess, code: int) -> str:
 # -- a filesystem that fills up -------------------------------------------------------------------
 
 @contextmanager
+def catalog_held(catalog: Path, seconds: float = 60) -> Iterator[subprocess.Popen]:
+    """Another process holds `catalog` open (DuckDB's one writer per file) for `seconds` or
+    until the block ends; it has the file when the block starts."""
+    root = Path(__file__).resolve().parent.parent
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
+         "from storage.catalog import Catalog; c = Catalog(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(float(sys.argv[3]))", str(catalog), str(root), str(seconds)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@contextmanager
 def small_fs(where: Path, size_mb: int) -> Iterator[Path]:
     """A tmpfs of `size_mb` MiB mounted at `where` for the block; skipped where mounting is refused."""
     where.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,8 @@ from flows.cli import main
 from storage import bulk
 from storage.catalog import Catalog, CatalogError
 from tests.conftest import run_dataset, write_recipe
-from tests.fault_env import (damage_table, error_line, fill, math_answer, openai_backend, mode_bits_bind, small_fs,
-                             synth, synth_env)
+from tests.fault_env import (catalog_held, damage_table, error_line, fill, math_answer, openai_backend, mode_bits_bind,
+                             small_fs, synth, synth_env)
 from tests.http_stub import StubServer
 from tests.servers import free_port
 
@@ -188,24 +188,11 @@ def test_backup_is_a_checked_copy_and_never_overwrites(made, tmp_path, capsys):
 
 
 def test_backup_is_refused_while_a_run_writes(made, tmp_path, capsys):
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     _, catalog = made
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
-         "from storage.catalog import Catalog; c = Catalog(sys.argv[1]); print('held', flush=True); time.sleep(60)",
-         str(catalog), str(ROOT)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with catalog_held(catalog):
         assert main(["catalog", "backup", str(tmp_path / "b.duckdb"), "--catalog", str(catalog)]) == 1
         line = last_error(capsys)
         assert f"refused: a run is writing the catalog {catalog} right now" in line
-    finally:
-        holder.kill()
-        holder.wait()
     assert not list(tmp_path.glob("b.duckdb*"))
 
 
@@ -320,23 +307,10 @@ def test_damaged_catalog_during_a_run_is_one_line(made, tmp_path):
 @pytest.mark.slow
 def test_a_run_that_may_wait_waits_for_a_busy_catalog(made, tmp_path, monkeypatch, capsys):
     """--wait: the pre-flight does not refuse a busy catalog; the run waits its turn, then runs."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     path, catalog = made
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
-         "from storage.catalog import Catalog; c = Catalog(sys.argv[1]); print('held', flush=True); time.sleep(4)",
-         str(catalog), str(ROOT)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with catalog_held(catalog, seconds=4):
         monkeypatch.chdir(tmp_path)
         assert main(["run", str(path), "--no-export", "--target", "8", "--wait", "120"]) == 0
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_backup_of_a_catalog_left_with_a_write_ahead_log(made, tmp_path):

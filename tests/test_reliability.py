@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 import time
 
@@ -17,7 +16,8 @@ from storage.catalog import Catalog, CatalogBusy
 from synth.backends.openai import OpenAIBackend
 from synth.backends.scripted import ScriptedBackend
 from synth.recipe import load_recipe
-from tests.conftest import ROOT, base_recipe, run_to_end, start_run, write_recipe
+from tests.conftest import base_recipe, run_to_end, start_run, write_recipe
+from tests.fault_env import catalog_held
 from tests.http_stub import StubResponse, StubServer, chat_reply
 
 
@@ -226,12 +226,7 @@ def test_hostile_http_server_429_500_timeouts_garbage(tmp_path):
 def test_second_writer_gets_a_clear_error_and_nothing_breaks(tmp_path, monkeypatch, capsys):
     path = write_recipe(tmp_path)
     recipe = load_recipe(path)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
-         "from storage.catalog import Catalog; c = Catalog(sys.argv[1]); print('held', flush=True); time.sleep(60)",
-         str(recipe.catalog), str(ROOT)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with catalog_held(recipe.catalog):
         with pytest.raises(CatalogBusy, match="in use by another process"):
             Catalog(recipe.catalog)
         monkeypatch.chdir(tmp_path)
@@ -239,9 +234,6 @@ def test_second_writer_gets_a_clear_error_and_nothing_breaks(tmp_path, monkeypat
         assert main(["run", str(path), "--no-export"]) == 1
         assert "in use by another process" in capsys.readouterr().err
         assert time.monotonic() - started < 120
-    finally:
-        holder.kill()
-        holder.wait()
     assert main(["run", str(path), "--no-export"]) == 0
     with Catalog(recipe.catalog, read_only=True) as cat:
         assert cat.integrity_problems() == []
