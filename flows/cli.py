@@ -99,6 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     exported = summary.get("export") or {}
     for kind, path in exported.get("paths", {}).items():
         print(f"{kind}: {path}")
+    if summary.get("export_skipped"):
+        print(f"export: {summary['export_skipped']}")
     return 0 if summary["status"] in {"finished", "short"} else 1
 
 
@@ -254,7 +256,13 @@ def cmd_tree(args: argparse.Namespace) -> int:
         from storage.trees import save_tree
         from synth.tree import tree_from_yaml
 
-        tree = tree_from_yaml(Path(args.file).read_text(encoding="utf-8"))
+        from storage import faults
+
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return _fail(faults.describe(exc, args.file, "the tree file") or f"cannot read {args.file}: {exc}", 2)
+        tree = tree_from_yaml(text)
         with Catalog(args.catalog) as cat:
             save_tree(cat, tree)
         print(f"imported tree {tree.tree_id}: {len(tree.leaves())} leaves; name it in a recipe with "
@@ -271,7 +279,12 @@ def cmd_tree(args: argparse.Namespace) -> int:
     else:
         text = tree_to_yaml(tree)
         if args.out:
-            Path(args.out).write_text(text, encoding="utf-8")
+            from storage import faults
+
+            try:
+                Path(args.out).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                return _fail(faults.describe(exc, args.out, "the tree file") or f"cannot write {args.out}: {exc}", 1)
             print(f"wrote {args.out}", file=sys.stderr)
         else:
             print(text)

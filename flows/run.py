@@ -237,6 +237,11 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
             summary["reused"], summary["placed"] = ledger.reuse_report(), placed
             if export:
                 summary["export"] = export_task(ledger)
+                if summary["export"].get("skipped"):
+                    reasons = cat.stats(ledger.run_id).get("reject_reasons", {})
+                    why = ", ".join(f"{reason} {n}" for reason, n in list(reasons.items())[:4]) or "no attempt"
+                    summary["export_skipped"] = f"{summary.pop('export')['skipped']} (this run's rejects: {why})"
+                    logger.warning(summary["export_skipped"])
             report_task(ledger, summary.get("export"))
         except BaseException as exc:
             record_failure(cat, ledger.run_id, exc, logger)

@@ -59,7 +59,7 @@ _SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "request_id": pa.string(), "fields": pa.string(), "raw_text": pa.string(), "content_hash": pa.string(),
     "status": pa.string(), "reason": pa.string(), "duplicate_of": pa.string(), "quality": pa.float64(),
     "judge_rationale": pa.string(), "verified": pa.bool_(), "created_at": pa.timestamp("us"),
-    "segment": pa.string(), "seed_key": pa.string(),
+    "segment": pa.string(), "seed_key": pa.string(), "agreement": pa.float64(), "n_solutions": pa.int32(),
 }
 # The text columns a bulk-ingested row keeps in its Parquet segment (see `samples_text`).
 SEGMENT_COLUMNS = ("fields", "raw_text", "leaf_path")

@@ -48,7 +48,9 @@ FORMATS = ("parquet", "jsonl", "save_to_disk")
 DEFAULT_SHARD_ROWS = 100_000  # rows per Parquet shard: a few tens of MB of text, easy to resume
 _VALUE_TYPES = {"string": "string", "integer": "int64", "number": "float64"}
 _LINEAGE_TYPES = {"sample_id": "string", "run_id": "string", "leaf_id": "string", "leaf_path": "string",
-                  "strategy": "string", "seed_row": "int64", "request_id": "string"}
+                  "strategy": "string", "seed_row": "int64", "request_id": "string",
+                  # of the n_solutions sampled for the row, the share its verifier accepted (majority votes / n)
+                  "agreement": "float64", "n_solutions": "int64"}
 # `train-00000-of-00002.parquet`, or for a version of a growing dataset `train-v0002-00000-of-00001.parquet`:
 # the rows a version added, so a later version that only adds rows adds only new shards
 SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)(?:-v(?P<version>\d{4}))?-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
@@ -98,7 +100,8 @@ _CAST_SQL = {
 }
 _LINEAGE_SQL = {"sample_id": "s.sample_id", "run_id": "s.run_id", "leaf_id": "s.leaf_id",
                 "leaf_path": "CAST(s.leaf_path AS VARCHAR)", "strategy": "s.strategy",
-                "seed_row": "CAST(s.seed_row AS BIGINT)", "request_id": "s.request_id"}
+                "seed_row": "CAST(s.seed_row AS BIGINT)", "request_id": "s.request_id",
+                "agreement": "s.agreement", "n_solutions": "CAST(s.n_solutions AS BIGINT)"}
 
 
 def _columns(output_fields: dict[str, str], lineage: bool) -> dict[str, str]:

@@ -38,7 +38,7 @@ RECOVER = "see README > Reliability to recover it (the last export, a `synth cat
 
 
 def _kind(exc: BaseException) -> str | None:
-    """corrupt / not_duckdb / no_space / not_writable / not_a_folder, or None."""
+    """corrupt / not_duckdb / no_space / not_writable / not_a_folder / missing / is_a_folder, or None."""
     code = getattr(exc, "errno", None)
     text = str(exc)
     low = text.lower()
@@ -53,6 +53,10 @@ def _kind(exc: BaseException) -> str | None:
         return "not_writable"
     if code in (errno.ENOTDIR, errno.EEXIST) or "not a directory" in low:
         return "not_a_folder"
+    if code == errno.ENOENT:  # a file to read that is not there, or a folder that cannot be made (/proc/...)
+        return "missing"
+    if code == errno.EISDIR:
+        return "is_a_folder"
     return None
 
 
@@ -80,6 +84,10 @@ def describe(exc: BaseException, path: str | Path | None = None, what: str = "")
     if kind == "not_writable":
         return (f"cannot write {thing}{where} ({_reason(exc)}): give this user write access to it and its folder, "
                 "or pick another path")
+    if kind == "missing":  # reading: not there; writing: a folder that cannot be made (under /proc, say)
+        return f"cannot find or create {thing}{where} ({_reason(exc)}): check the path, or pick another one"
+    if kind == "is_a_folder":
+        return f"{thing}{where} is a folder, not a file: name a file"
     blocker = _file_in_the_way(Path(filename or name or "."))
     blocker_text = f"{blocker} is a file, not a folder" if blocker else "a part of that path is a file, not a folder"
     return f"cannot create {thing}: {blocker_text} ({_reason(exc)}); pick another path"

@@ -43,10 +43,13 @@ def export_run(catalog: Catalog, recipe: Recipe, run_id: str, scope: Any = None,
     renderer = Renderer(recipe.template_overrides())
     version: dict[str, Any] | None = None
     if scope is not None and targets is not None:
-        from storage.versions import create_version
+        from storage.versions import NothingToVersion, create_version
 
-        version = create_version(catalog, scope, tree, targets, run_id, seed=recipe.backend.sampling.seed,
-                                 test_fraction=recipe.export.test_fraction)
+        try:
+            version = create_version(catalog, scope, tree, targets, run_id, seed=recipe.backend.sampling.seed,
+                                     test_fraction=recipe.export.test_fraction)
+        except NothingToVersion as exc:  # a run that accepted nothing: no files, said in one line
+            return {"skipped": str(exc), "rows": 0, "paths": {}}
         snapshot_id = version["snapshot_id"]
     else:
         snapshot_id = create_snapshot(catalog, run_id, test_fraction=recipe.export.test_fraction,

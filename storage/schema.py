@@ -17,6 +17,9 @@ tries: which attempts, where they were tried, the last error).
 Version 6: `embeddings` (the vector of a text under one embedding model, by the text's
 hash: dedup by meaning embeds each text once across runs, storage/embeddings.py).
 
+Version 7: `samples.agreement` and `samples.n_solutions` (of the n solutions sampled for a
+sample, the share its verifier accepts: for math self-consistency the majority's votes / n).
+
 `samples` has no PRIMARY KEY (since version 3): keeping DuckDB's index on 10 M ids cost
 more than half of a bulk ingest. Its ids stay unique because every insert goes through
 `Catalog.insert_samples`, which skips ids that exist, under the catalog's lock, in a
@@ -25,7 +28,7 @@ process that holds the file alone (DuckDB's one writer per file).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 TABLES: dict[str, str] = {
     "schema_version": """
@@ -146,7 +149,9 @@ TABLES: dict[str, str] = {
             -- bulk-ingested rows: the Parquet segment (table `segments`) that holds their
             -- fields, raw_text and leaf_path, NULL in this table; read them via `samples_text`
             segment VARCHAR,
-            seed_key VARCHAR                     -- content hash of its seed row (schema >= 4)
+            seed_key VARCHAR,                    -- content hash of its seed row (schema >= 4)
+            agreement DOUBLE,                    -- share of its sampled solutions the verifier accepts (schema >= 7)
+            n_solutions INTEGER                  -- solutions sampled for it (NULL: not verified)
         )""",
     "failed_chunks": """
         CREATE TABLE IF NOT EXISTS failed_chunks (
@@ -273,6 +278,11 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # the embedding cache (created by create_all before the migration runs)
     6: [],
+    # verifier agreement per sample (majority-vote labels)
+    7: [
+        "ALTER TABLE samples ADD COLUMN IF NOT EXISTS agreement DOUBLE",
+        "ALTER TABLE samples ADD COLUMN IF NOT EXISTS n_solutions INTEGER",
+    ],
 }
 
 INDEXES = [

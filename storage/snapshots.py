@@ -24,7 +24,8 @@ from storage.catalog import Catalog, now
 from synth.ids import stable_id
 
 # Lineage columns carried next to the task's fields, in this order.
-LINEAGE_COLUMNS = ("sample_id", "run_id", "leaf_id", "leaf_path", "strategy", "seed_row", "request_id")
+LINEAGE_COLUMNS = ("sample_id", "run_id", "leaf_id", "leaf_path", "strategy", "seed_row", "request_id",
+                   "agreement", "n_solutions")
 SPLITS = ("train", "test")
 
 
@@ -147,7 +148,7 @@ def snapshot_rows(catalog: Catalog, snapshot_id: str) -> list[dict[str, Any]]:
     snapshot = get_snapshot(catalog, snapshot_id)
     rows = catalog.query(
         """SELECT s.fields, s.sample_id, s.run_id, s.leaf_id, s.leaf_path, s.strategy, s.seed_row, s.request_id,
-                  ss.split
+                  s.agreement, s.n_solutions, ss.split
            FROM snapshot_samples ss JOIN samples_text s USING (sample_id)
            WHERE ss.snapshot_id = ?
            ORDER BY CASE ss.split WHEN 'train' THEN 0 WHEN 'test' THEN 1 ELSE 2 END, s.sample_id""",

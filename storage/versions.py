@@ -28,6 +28,11 @@ from storage.datasets import Scope, members_sql
 from synth.ids import stable_id
 
 
+class NothingToVersion(ValueError):
+    """The dataset has no accepted member on its leaves: there is no version to make or export."""
+
+
+
 def _targets_table(targets: dict[str | None, int]) -> pa.Table:
     return pa.table({"leaf": pa.array([k if k is not None else "" for k in targets], pa.string()),
                      "target": pa.array(list(targets.values()), pa.int64())})
@@ -79,7 +84,7 @@ def _freeze(con: Any, dataset: str, previous: dict[str, Any] | None, run_id: str
             test_fraction: float) -> dict[str, Any]:
     n = con.execute("SELECT count(*) FROM pending_version").fetchone()[0]
     if n == 0:
-        raise ValueError(f"dataset {dataset} holds no accepted sample on its leaves yet: nothing to version")
+        raise NothingToVersion(f"dataset {dataset} holds no accepted sample yet: nothing exported")
     prev_id = previous["snapshot_id"] if previous else None
     added, removed = con.execute(
         """SELECT (SELECT count(*) FROM pending_version WHERE sample_id NOT IN

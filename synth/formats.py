@@ -49,6 +49,9 @@ class OutputField(BaseModel):
     pattern: str | None = Field(default=None, min_length=1)  # searched in the text (re.search)
     min_words: int | None = Field(default=None, ge=1)
     max_words: int | None = Field(default=None, ge=1)
+    # the last line the pattern asks for, as a person writes it ('#### <number>'): what the
+    # extraction turn asks a free-text reply for when it lacks it (default: the description)
+    ending: str | None = Field(default=None, min_length=1)
 
     @field_validator("pattern")
     @classmethod
@@ -72,6 +75,22 @@ class OutputField(BaseModel):
     @property
     def constrained(self) -> bool:
         return bool(self.pattern or self.min_words or self.max_words)
+
+    @property
+    def required_ending(self) -> bool:
+        """The pattern is anchored at the end: the field must end in a set form (`#### 72`)."""
+        return self.type == "string" and self.pattern is not None and _ends_anchored(self.pattern)
+
+    def missing_ending(self, text: str) -> bool:
+        return self.required_ending and not _compiled(self.pattern).search(text.rstrip())  # type: ignore[arg-type]
+
+    def ending_line(self, reply: str) -> str | None:
+        """The first line of an extraction reply that is the required ending on its own."""
+        for line in reply.strip().splitlines():
+            line = line.strip().strip("`*").strip()
+            if line and _compiled(self.pattern).search(line):  # type: ignore[arg-type]
+                return line
+        return None
 
 
 def count_words(text: str) -> int:

@@ -108,3 +108,55 @@ def parse_fields(text: str, fields: Mapping[str, "OutputField"], finish_reason: 
             return coerced
         out[name] = coerced
     return out
+
+
+# -- free text ------------------------------------------------------------------------------
+
+_BLANK_HEAD = re.compile(r"^(?:[ \t]*\n)+")
+_WHOLE_FENCE = re.compile(r"^```[A-Za-z0-9_+-]*[ \t]*\n(.*?)\n?```$", re.DOTALL)
+
+
+def _own_label(name: str) -> re.Pattern[str]:
+    """A reply that opens with its own field's label ("Answer:", "**New question:**"):
+    the label is the prompt's, not the field's."""
+    words = re.escape(name.replace("_", " ")).replace(r"\ ", r"[ _]")
+    return re.compile(rf"^\s*(?:\*\*)?(?:[A-Za-z]+ ){{0,2}}{words}(?:\*\*)?\s*:(?:\*\*)?[ \t]*\n?", re.IGNORECASE)
+
+
+def parse_text(text: str, fields: Mapping[str, "OutputField"], finish_reason: str | None = None
+               ) -> dict[str, Any] | Reject:
+    """A free-text reply to a stage that writes one field: the reply is the field.
+
+    What is taken off: surrounding whitespace, a code fence around the whole reply, and
+    the field's own label at the very start ("Answer: ..."). A reply that is exactly a
+    JSON object holding the field (a model that answers in JSON anyway) gives that value.
+    Everything else stays, for the gates (synth/quality.py) to judge: a reply that opens
+    with `}` or repeats the prompt's `Question:` is junk they reject with a reason."""
+    if len(fields) != 1:
+        raise ValueError(f"free-text output writes one field; this stage writes {len(fields)}: {', '.join(fields)}")
+    (name, spec), = fields.items()
+    if len(text) > MAX_PARSE_CHARS:
+        return Reject("too_long", f"{len(text)} characters, limit {MAX_PARSE_CHARS}")
+    if finish_reason == "length":
+        return Reject("truncated", f"hit max_tokens before the {name} ended ({len(text)} characters)")
+    if finish_reason == LENGTH_BOUND:
+        return Reject("truncated", "ran to the length bound the grammar set")
+    stripped = _BLANK_HEAD.sub("", text.replace("\x00", "").rstrip())
+    if not stripped.strip():
+        return Reject("empty_output", "the model returned no text")
+    if stripped.startswith("{") and stripped.endswith("}"):
+        value = extract_json(stripped)
+        if isinstance(value, dict) and set(value) == {name}:
+            coerced = _coerce(name, value[name], spec.type)
+            return coerced if isinstance(coerced, Reject) else {name: coerced}
+    fenced = _WHOLE_FENCE.match(stripped.strip())
+    if fenced:
+        stripped = _BLANK_HEAD.sub("", fenced.group(1).rstrip())
+    stripped = _BLANK_HEAD.sub("", _own_label(name).sub("", stripped, count=1).rstrip())
+    if spec.type == "string":
+        # a body of several lines keeps its indentation (a HumanEval solution is an indented
+        # function body); one line is trimmed
+        body = stripped if "\n" in stripped else stripped.strip()
+        return {name: body} if body.strip() else Reject("empty_field", f"{name} is empty")
+    coerced = _coerce(name, stripped, spec.type)
+    return coerced if isinstance(coerced, Reject) else {name: coerced}

@@ -26,23 +26,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from synth.backends.base import Backend, GenerationRequest, SamplingSettings
+from synth.backends.base import Backend, GenerationRequest, Sampling, SamplingSettings
 from synth.calls import Call, call_batch
 from synth.ids import content_hash, stable_id, stable_seed
 from synth.judge import SCHEMA as JUDGE_SCHEMA, TEMPLATE as JUDGE_TEMPLATE, judge_messages, parse_judgement
 from synth.parsing import parse_fields
-from synth.quality import FilterContext, first_problem
+from synth.quality import FilterContext, first_problem, prose_fields, scaffold_labels
 from synth.reject import Reject
-from synth.render import PromptError, Renderer
+from synth.render import PromptError, Renderer, example_variables
 from synth.slot import Slot
 from synth.strategies import ANSWER, STRATEGIES, GenerationContext, Stage, Strategy
-from synth.strategies.base import SYSTEM_TEMPLATE
+from synth.strategies.base import EXTRACT_TEMPLATE, SYSTEM_TEMPLATE, TEXT
 from synth.verify.base import VerifierSettingsBase, VerifyCase
 
 if TYPE_CHECKING:
     from synth.recipe import Judge, Task
 
 MAX_VERIFIED_ANSWERS = 8  # sampled answers tried against the verifier, per attempt
+EXTRACT_MAX_TOKENS = 48  # the final line only: `#### 1,234.5` and a little slack
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Attempt:
     quality: float | None = None
     judge_rationale: str | None = None
     judged_out: Reject | None = None
+    copies: int = 1  # answers sampled for it (k for self-consistency, tries for code)
+    agreement: float | None = None  # share of the sampled answers the verifier accepts (the majority's votes / k)
 
     @property
     def alive(self) -> bool:
@@ -73,11 +76,11 @@ class ChunkContext:
 
     def __init__(self, run_id: str, task: "Task", seeds: Sequence[dict[str, Any]], renderer: Renderer,
                  sampling: SamplingSettings, verify: VerifierSettingsBase, filters: FilterContext,
-                 judge: "Judge | None" = None) -> None:
+                 judge: "Judge | None" = None, output: dict[str, str] | None = None, extract: bool = True) -> None:
         self.run_id, self.task, self.seeds = run_id, task, list(seeds)
         self.renderer, self.sampling, self.verify_settings = renderer, sampling, verify
-        self.filters, self.judge = filters, judge
-        self.generation = GenerationContext(task, self.seeds, renderer)
+        self.filters, self.judge, self.extract = filters, judge, extract
+        self.generation = GenerationContext(task, self.seeds, renderer, dict(output or {}))
         self.verifier = verify.build()
 
     @classmethod
@@ -87,8 +90,12 @@ class ChunkContext:
         renderer = renderer or Renderer(recipe.template_overrides())
         filters = FilterContext(min_chars=q.min_chars, max_chars=q.max_chars, question_field=recipe.task.question,
                                 prompt_markers=prompt_markers(renderer), max_repetition=q.max_repetition,
-                                formats=tuple(recipe.task.output_fields.items()))
-        return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filters, q.judge)
+                                formats=tuple(recipe.task.output_fields.items()),
+                                scaffold_labels=prompt_scaffold(renderer, recipe.task),
+                                prose_fields=prose_fields(seeds, recipe.task.output_fields))
+        g = recipe.generation
+        return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filters, q.judge,
+                   output=dict(g.output), extract=g.extract)
 
     def answer_copies(self, strategy: Strategy) -> int:
         return self.verifier.answer_copies(strategy.has_reference)
@@ -127,6 +134,21 @@ def prompt_markers(renderer: Renderer) -> tuple[str, ...]:
     return tuple(chunks)
 
 
+def prompt_scaffold(renderer: Renderer, task: "Task") -> tuple[str, ...]:
+    """The line labels the generation prompts write for this task (`Question:`, `Answer:`,
+    `Example #:`): each template rendered with its example variables, the task's own field
+    names put in (what the `scaffold_echo` gate looks for in a sample)."""
+    names = {"question_field": task.question, "answer_field": task.answer}
+    texts = [f"{name.capitalize()}: x" for name in task.output_fields]  # `{{ name | capitalize }}:` in templates
+    for template in sorted({stage.template for s in STRATEGIES.values() for stage in s.stages}):
+        try:
+            variables = example_variables(template)
+            texts.append(renderer.render(template, {**variables, **{k: v for k, v in names.items() if k in variables}}))
+        except (PromptError, KeyError, ValueError):
+            continue  # an override without examples: the field labels above still hold
+    return scaffold_labels(texts)
+
+
 def new_attempts(work: Sequence[tuple[Slot, int]], ctx: ChunkContext) -> list[Attempt]:
     """Attempts for (slot, attempt number) pairs; a sample id is hash(run, slot, attempt)."""
     return [Attempt(stable_id(ctx.run_id, slot.index, n), slot, n,
@@ -157,7 +179,8 @@ def _request(attempt: Attempt, strategy: Strategy, stage: Stage, ctx: ChunkConte
     request = GenerationRequest(key=stable_id(*parts),
                                 messages=strategy.render(stage, attempt.slot, ctx.generation, attempt.known),
                                 sampling=ctx.sampling.for_request(stable_seed(ctx.sampling.seed, *parts)),
-                                json_schema=ctx.generation.schema_for(stage))
+                                json_schema=ctx.generation.schema_for(stage),
+                                expects=tuple(ctx.generation.fields_for(stage)))
     return Call(request, stage.name, stage.template, ctx.renderer.template_hash(stage.template), run_id=ctx.run_id,
                 strategy=attempt.slot.strategy, leaf_id=attempt.slot.leaf_id, sample_id=attempt.sample_id)
 
@@ -171,15 +194,21 @@ def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx
             continue
         stage = strategy.stages[position]
         copies = ctx.answer_copies(strategy) if stage.writes == ANSWER else 1
+        if stage.writes == ANSWER:
+            attempt.copies = copies
         calls += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy)) for copy in range(copies)]
     answered = call_batch(backend, [call for _, _, call in calls])
-    outputs: dict[str, list[tuple[str, str, Any]]] = {}  # sample -> (request id, raw text, parsed or Reject)
-    by_id: dict[str, tuple[Attempt, Stage]] = {}
+    parsed: list[Any] = []
     for (attempt, stage, call), (result, row) in zip(calls, answered):
         request_rows.append(row)
-        parsed = (Reject("backend_error", result.error[:500]) if result.error is not None
-                  else parse_fields(result.text, ctx.generation.fields_for(stage), result.finish_reason))
-        outputs.setdefault(attempt.sample_id, []).append((call.request.key, result.text, parsed))
+        parsed.append(Reject("backend_error", result.error[:500]) if result.error is not None
+                      else ctx.generation.parse(stage, result.text, result.finish_reason))
+    if ctx.extract:
+        _extract_endings(calls, [result for result, _ in answered], parsed, backend, ctx, request_rows)
+    outputs: dict[str, list[tuple[str, str, Any]]] = {}  # sample -> (request id, raw text, parsed or Reject)
+    by_id: dict[str, tuple[Attempt, Stage]] = {}
+    for (attempt, stage, call), (result, _), value in zip(calls, answered, parsed):
+        outputs.setdefault(attempt.sample_id, []).append((call.request.key, result.text, value))
         by_id[attempt.sample_id] = (attempt, stage)
     for sample_id, tried in outputs.items():
         attempt, stage = by_id[sample_id]
@@ -190,11 +219,44 @@ def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx
             continue
         attempt.known.update(first)
         if stage.writes == ANSWER:
-            attempt.answers = [parsed[ctx.task.answer] for _, _, parsed in good]
+            attempt.answers = [value[ctx.task.answer] for _, _, value in good]
+
+
+def _extract_endings(calls: Sequence[tuple[Attempt, Stage, Call]], results: Sequence[Any], parsed: list[Any],
+                     backend: Backend, ctx: ChunkContext, request_rows: list[dict[str, Any]]) -> None:
+    """Answer extraction (Kojima et al. 2022): a free-text reply whose field must end in a set
+    form (`#### 72`) and does not gets one short follow-up turn on the same conversation that
+    asks only for that final line, in one batch; a line in the form is appended to the field.
+    Each follow-up is its own request (stage `<stage>_extract`), with its tokens."""
+    follow: list[tuple[int, str, Any, Call]] = []
+    for i, ((attempt, stage, call), result, value) in enumerate(zip(calls, results, parsed)):
+        if isinstance(value, Reject) or ctx.generation.output_mode(stage) != TEXT:
+            continue
+        (name, spec), = ctx.generation.fields_for(stage).items()
+        if not spec.missing_ending(str(value[name])):
+            continue
+        messages = (*call.request.messages, {"role": "assistant", "content": result.text},
+                    {"role": "user", "content": ctx.renderer.render(EXTRACT_TEMPLATE, {
+                        "field": name, "ending": spec.ending or spec.description})})
+        key = stable_id(call.request.key, "extract")
+        request = GenerationRequest(key=key, messages=messages,
+                                    sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=EXTRACT_MAX_TOKENS,
+                                                      seed=stable_seed(ctx.sampling.seed, key)))
+        follow.append((i, name, spec, Call(request, f"{stage.name}_extract", EXTRACT_TEMPLATE,
+                                           ctx.renderer.template_hash(EXTRACT_TEMPLATE), run_id=ctx.run_id,
+                                           strategy=attempt.slot.strategy, leaf_id=attempt.slot.leaf_id,
+                                           sample_id=attempt.sample_id)))
+    for (i, name, spec, _), (result, row) in zip(follow, call_batch(backend, [c for *_, c in follow])):
+        request_rows.append(row)
+        line = spec.ending_line(result.text) if result.error is None else None
+        if line is not None:
+            parsed[i] = {**parsed[i], name: f"{str(parsed[i][name]).rstrip()}\n{line}"}
 
 
 def _verify(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
-    """The recipe's verifier on every parsed attempt; the first sampled answer that holds up wins."""
+    """The recipe's verifier on every parsed attempt; the first sampled answer that holds up
+    wins. Each attempt records its agreement: the share of its sampled answers the verifier
+    accepts (for math self-consistency, the majority's votes over the k sampled)."""
     task, verifier = ctx.task, ctx.verifier
     items: list[tuple[Attempt, dict[str, Any], Any]] = []
     for attempt in attempts:
@@ -203,13 +265,17 @@ def _verify(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
         strategy = STRATEGIES[attempt.slot.strategy]
         case = VerifyCase(fields=dict(attempt.known), answer_field=task.answer, question_field=task.question,
                           answers=tuple(attempt.answers), seed=ctx.generation.seed(attempt.slot.seed_row),
-                          reference=strategy.reference_answer(attempt.slot, ctx.generation))
+                          reference=strategy.reference_answer(attempt.slot, ctx.generation), sampled=attempt.copies)
         context = verifier.context(case)
         for answer in (attempt.answers or [attempt.known.get(task.answer)])[:MAX_VERIFIED_ANSWERS]:
             items.append((attempt, {**attempt.known, task.answer: answer}, context))
     verdicts = verifier.verify_many([(fields, context) for _, fields, context in items])
     first_failure: dict[str, Reject] = {}
+    passes: dict[str, int] = {}
     for (attempt, fields, _), verdict in zip(items, verdicts):
+        if "agreement" in verdict.detail:
+            attempt.agreement = float(verdict.detail["agreement"])
+        passes[attempt.sample_id] = passes.get(attempt.sample_id, 0) + int(verdict.ok)
         if attempt.verified:
             continue  # an earlier answer of this attempt already passed
         if verdict.ok:
@@ -217,6 +283,8 @@ def _verify(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
         else:
             first_failure.setdefault(attempt.sample_id, verdict.reject)
     for attempt in attempts:
+        if attempt.alive and attempt.agreement is None and attempt.sample_id in passes:
+            attempt.agreement = passes[attempt.sample_id] / max(attempt.copies, 1)
         if attempt.alive and not attempt.verified and attempt.sample_id in first_failure:
             attempt.reject, attempt.status, attempt.verified = first_failure[attempt.sample_id], "rejected", False
 
@@ -265,7 +333,8 @@ def _sample_row(attempt: Attempt, ctx: ChunkContext) -> dict[str, Any]:
            "leaf_id": slot.leaf_id, "leaf_path": [list(pair) for pair in slot.constraints],
            "strategy": slot.strategy, "seed_row": slot.seed_row, "seed_key": slot.seed_key,
            "request_id": attempt.request_id,
-           "verified": attempt.verified, "quality": attempt.quality, "judge_rationale": attempt.judge_rationale}
+           "verified": attempt.verified, "quality": attempt.quality, "judge_rationale": attempt.judge_rationale,
+           "agreement": attempt.agreement, "n_solutions": attempt.copies if attempt.agreement is not None else None}
     if attempt.reject is not None:
         return {**row, "status": "rejected", "reason": str(attempt.reject), "raw_text": attempt.raw_text,
                 "fields": attempt.known or None}

@@ -21,7 +21,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 from synth.formats import OutputField, check_fields
 from synth.reject import Reject
@@ -35,6 +35,8 @@ class FilterContext:
     prompt_markers: tuple[str, ...] = ()  # our prompts' own text: none of its 3-grams may leak into samples
     max_repetition: float = 0.75  # share of repeated word 4-grams above which a field is a loop
     formats: tuple[tuple[str, OutputField], ...] = ()  # output field -> its format constraints
+    scaffold_labels: tuple[str, ...] = ()  # line labels our prompts write ("Question", "Example #"): `scaffold_labels`
+    prose_fields: tuple[str, ...] = ()  # fields whose seed values all open with a letter or digit (`prose_fields`)
 
 
 REFUSALS = re.compile(
@@ -184,8 +186,143 @@ class SymbolLines(Filter):
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 
 
-FILTERS: dict[str, Filter] = {f.name: f for f in (LengthBounds(), Refusal(), TemplateText(), WrongScript(),
-                                                  Repetition(), SymbolLines(), Format())}
+# -- gates derived from the prompts, the seeds and the field types ------------------------------
+
+_LABEL_LINE = re.compile(r"^([A-Z][A-Za-z_]*(?: [A-Za-z_]+)?)( [0-9]+)?:(?=\s|$)", re.MULTILINE)
+
+
+def scaffold_labels(rendered_prompts: Iterable[str]) -> tuple[str, ...]:
+    """The line labels our prompts write (`Question: ...`, `Answer: ...`, `Example 2: ...`),
+    read from prompts as they render: a numbered label becomes `Example #`."""
+    labels = {match.group(1) + (" #" if match.group(2) else "")
+              for text in rendered_prompts for match in _LABEL_LINE.finditer(text)}
+    return tuple(sorted(labels))
+
+
+@lru_cache(maxsize=64)
+def _label_regex(labels: tuple[str, ...]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(label).replace(r"\ \#", r" [0-9]+") for label in labels)
+    return re.compile(rf"^(?:\*\*)?(?:{alternatives})(?:\*\*)?[ \t]*:", re.MULTILINE)
+
+
+def prose_fields(seeds: Sequence[Mapping[str, Any]], names: Iterable[str]) -> tuple[str, ...]:
+    """Fields whose seed values all open with a letter or a digit: a reply for them that
+    opens with JSON or code punctuation is the scaffold's debris, not a question."""
+    out = []
+    for name in names:
+        values = [str(row.get(name, "")).lstrip() for row in seeds if str(row.get(name, "")).strip()]
+        if values and all(v[0].isalnum() for v in values):
+            out.append(name)
+    return tuple(out)
+
+
+class ScaffoldEcho(Filter):
+    """The prompt's scaffold again inside a field: a line opening with one of the labels our
+    prompts write (`Question:`, `Answer:`, `Example 2:`), the model going on to the next
+    example instead of stopping (`... #### 18\nQuestion: Tom has ...`). Labels come from the
+    prompts as they render (`scaffold_labels`), so a new template needs no new list; a label
+    indented in a docstring is not at a line's start and does not count."""
+
+    name = "scaffold_echo"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        if not ctx.scaffold_labels:
+            return None
+        pattern = _label_regex(ctx.scaffold_labels)
+        for field, value in fields.items():
+            match = pattern.search(str(value))
+            if match:
+                line = str(value)[match.start():].split("\n", 1)[0]
+                return Reject("scaffold_echo", f"{field} repeats the prompt's scaffold: {line[:60]!r}")
+        return None
+
+
+_CLOSING = set("}])>;,")
+_OPENING = set("{[<`|\\")
+
+
+class LeadingPunctuation(Filter):
+    """A field that opens with a closing bracket, `;` or `,` (no field starts so: the tail of
+    some JSON or code the model was still writing, `}` / `);` / `]){`), or, where the field is
+    prose, with an opening bracket or a code fence."""
+
+    name = "leading_punctuation"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        for field, value in fields.items():
+            text = str(value).lstrip()
+            if not text:
+                continue
+            if text[0] in _CLOSING or (field in ctx.prose_fields and text[0] in _OPENING):
+                return Reject("leading_punctuation", f"{field} opens with {text[:12]!r}")
+        return None
+
+
+_NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?|-?\.[0-9]+")
+_GROUPED = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+_DIGIT_RUN = re.compile(r"([0-9])\1{5,}")
+MAX_FRACTION_DIGITS = 6  # more is a loop, not arithmetic a solution shows (GSM8K train: at most 2)
+
+
+def _value(token: str) -> float | None:
+    try:
+        return float(token.replace(",", ""))
+    except ValueError:
+        return None
+
+
+class DegenerateEnding(Filter):
+    """The number in a field's required ending (the part its end-anchored `pattern` matches,
+    e.g. `#### 72`) that no reasoning writes: commas that are not thousands separators
+    (`10100,110,14,.49`), a run of 6+ equal digits after the point or more than 6 decimals
+    (`120.0000000000000100`), or a number the working before it never reached, or no working
+    at all. GSM8K train: 16 of 7,473 answers end on a number their working does not show
+    (0.21 %, docs/quality.md), none trips the other rules."""
+
+    name = "degenerate_ending"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        for field, spec in ctx.formats:
+            if field not in fields or not spec.required_ending or spec.pattern.startswith("^"):
+                continue  # a pattern anchored at both ends is the whole field (a name), not an ending
+            text = str(fields[field])
+            match = _compiled_pattern(spec.pattern).search(text.rstrip())
+            numbers = _NUMBER.findall(match.group(0)) if match else []
+            if not numbers or not match.group(0).rstrip().endswith(numbers[-1]):
+                continue  # the ending is not a number
+            token, working = numbers[-1], text[:match.start()]
+            reject = _degenerate(field, token, working)
+            if reject is not None:
+                return reject
+        return None
+
+
+def _degenerate(field: str, token: str, working: str) -> Reject | None:
+    digits = token.lstrip("-")
+    if "," in digits and not _GROUPED.fullmatch(digits):
+        return Reject("degenerate_ending", f"{field} ends on {token!r}: its commas are not thousands separators")
+    fraction = digits.partition(".")[2]
+    if len(fraction) > MAX_FRACTION_DIGITS or _DIGIT_RUN.search(fraction):
+        return Reject("degenerate_ending", f"{field} ends on {token!r}: a run of digits no calculation writes")
+    if not working.strip():
+        return Reject("degenerate_ending", f"{field} is the final line alone ({token!r}): no working before it")
+    value = _value(token)
+    shown = {_value(t) for t in _NUMBER.findall(working)}
+    if not shown:
+        return Reject("degenerate_ending", f"{field}'s working has no number, yet it ends on {token!r}")
+    if value is not None and value not in shown and -value not in shown:
+        return Reject("degenerate_ending", f"{field} ends on {token!r}, a number its working never reaches")
+    return None
+
+
+@lru_cache(maxsize=256)
+def _compiled_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+FILTERS: dict[str, Filter] = {f.name: f for f in (LengthBounds(), LeadingPunctuation(), Refusal(), TemplateText(),
+                                                  ScaffoldEcho(), WrongScript(), Repetition(), SymbolLines(),
+                                                  Format(), DegenerateEnding())}
 
 
 def first_problem(fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:

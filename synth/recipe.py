@@ -139,6 +139,13 @@ class Generation(_Strict):
     # growth: each `synth run --grow-by N` (or scheduled run) raises the dataset's target by N
     grow_by: int | None = Field(default=None, gt=0)
     max_target: int | None = Field(default=None, gt=0)  # growth stops here
+    # per stage (question / answer): `text` (the reply is the field, its format checked after),
+    # `json` (one object, schema-constrained where the backend can), `auto` (text for a stage
+    # that writes one field, json for several); docs/quality.md has the measurement behind it
+    output: dict[Literal["question", "answer"], Literal["auto", "text", "json"]] = Field(default_factory=dict)
+    # a free-text reply that lacks its field's required ending (an end-anchored `pattern`) gets
+    # one follow-up turn asking only for that final line
+    extract: bool = True
 
     @model_validator(mode="after")
     def _growth(self) -> "Generation":
@@ -275,6 +282,10 @@ class Recipe(_Strict):
         needs_seeds = sorted(s for s in gen.strategies_used() if STRATEGIES[s].needs_seed) if fixed else []
         if needs_seeds and self.seeds is None:
             raise ValueError(f"strategy {needs_seeds[0]} rewrites seed rows: add a `seeds:` section")
+        question_fields = [n for n in self.task.output_fields if n != self.task.answer]
+        if gen.output.get("question") == "text" and len(question_fields) > 1:
+            raise ValueError(f"generation.output.question: text carries one field, the question stage writes "
+                             f"{len(question_fields)} ({', '.join(question_fields)}): write json or auto")
         return self
 
     def resolve_input(self, path: Path) -> Path:

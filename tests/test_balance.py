@@ -13,7 +13,7 @@ import pytest
 
 from storage.catalog import Catalog
 from storage.report import build_report, plot_leaf_distribution, render_markdown
-from synth.backends.scripted import ScriptedBackend, fill_schema
+from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
 from synth.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights, within_tolerance
 from synth.recipe import load_recipe
 from synth.tree import tree_from_yaml
@@ -98,11 +98,12 @@ def weak_leaf_script(fail_every: int):
 
     def script(request):
         prompt = request.messages[-1]["content"]
-        if "question" in (request.json_schema or {}).get("properties", {}) and re.search(r"topic\W+time", prompt):
+        if "question" in asked(request) and re.search(r"topic\W+time", prompt):
             seen["n"] += 1
             if seen["n"] % fail_every:
-                return "{broken"
-        return json.dumps(fill_schema(request.json_schema, request.key))
+                return "{broken" if request.json_schema else ""
+        return reply(request, {name: fill_schema({"type": "string"}, f"{request.key}/{name}")
+                               for name in asked(request)})
     return script
 
 

@@ -11,7 +11,7 @@ import pytest
 from storage.catalog import Catalog
 from storage.datasets import Scope, leaf_counts, summary
 from storage.versions import changelog
-from synth.backends.scripted import ScriptedBackend
+from synth.backends.scripted import ScriptedBackend, asked, reply
 from synth.recipe import load_recipe
 from synth.tree import tree_from_yaml
 from tests.conftest import GSM8K_SLICE, run_dataset, write_recipe
@@ -145,7 +145,7 @@ def test_a_rebuilt_tree_keeps_leaves_that_still_exist_and_places_the_rest(tmp_pa
     with Catalog(recipe.catalog) as cat:
         run_dataset(recipe, catalog=cat)  # no tree yet: 8 samples on no leaf
         classify = ScriptedBackend(lambda r: json.dumps({"value": "money"}) if "value" in (r.json_schema or {}).get(
-            "properties", {}) else json.dumps({k: f"text {r.key} {k} words" for k in r.json_schema["properties"]}))
+            "properties", {}) else reply(r, {k: f"text {r.key} {k} words" for k in asked(r)}))
         run, s = run_dataset(recipe.with_target(12), classify, catalog=cat, tree=two)
         assert s["placed"]["placed"] == 8 and s["placed"]["moves"] == [
             {"from": "(no tree)", "to": "topic=money", "samples": 8}]

@@ -17,6 +17,7 @@ from storage.evaluation import read_source, recipe_from_card
 from synth.evaluate import (centred, distinct_n, duplicate_rates, evaluate, gzip_ratio, leaf_figures,
                             nearest_neighbour_cosine, repeated_long_ngrams, vendi_score)
 from tests.conftest import ROOT, run_dataset, write_recipe
+from synth.backends.scripted import asked, reply
 
 GSM8K = [json.loads(line) for line in (ROOT / "recipes" / "seeds" / "gsm8k_120.jsonl").read_text().splitlines()]
 QUESTIONS = [r["question"] for r in GSM8K]
@@ -93,9 +94,9 @@ def _export(tmp_path: Path) -> Path:
                         export={"dir": str(tmp_path / "out"), "formats": ["parquet", "jsonl"]})
 
     def script(request):
-        if "answer" in request.json_schema["properties"]:
-            return json.dumps({"answer": "3 + 4 = 7 #### 7"})
-        return json.dumps({"question": f"Shop {request.key[:5]} has 3 pens and gets 4 more; how many pens now?"})
+        if "answer" in asked(request):
+            return reply(request, {"answer": "3 + 4 = 7 #### 7"})
+        return reply(request, {"question": f"Shop {request.key[:5]} has 3 pens and gets 4 more; how many pens now?"})
 
     from synth.backends.scripted import ScriptedBackend
 

@@ -128,7 +128,7 @@ def test_export_loads_back_row_for_row(tmp_path, catalog):
         assert {k: features[k].dtype for k in ("question", "final", "score", "seed_row", "leaf_path")} == {
             "question": "string", "final": "int64", "score": "float64", "seed_row": "int64", "leaf_path": "string"}
         assert list(features) == [*OUTPUT_FIELDS, "sample_id", "run_id", "leaf_id", "leaf_path", "strategy",
-                                  "seed_row", "request_id"]
+                                  "seed_row", "request_id", "agreement", "n_solutions"]
     for loaded in (parquet, jsonl, saved):
         for split in ("train", "test"):
             assert loaded[split].to_list() == _expected(rows, split), split

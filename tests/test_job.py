@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from synth.backends.scripted import ScriptedBackend
+from synth.backends.scripted import ScriptedBackend, asked, reply
 from tests.conftest import start_run, write_recipe
 
 
@@ -30,14 +30,16 @@ def test_malformed_outputs_become_rejects_then_retried(tmp_path):
         if calls["n"] <= 3:
             return ["", "{not json", RuntimeError("server on fire")][calls["n"] - 1]
         key = request.key
-        field = "answer" if "answer" in request.json_schema["properties"] else "question"
-        return json.dumps({field: f"text for {key} is long enough"})
+        field = "answer" if "answer" in asked(request) else "question"
+        return reply(request, {field: f"text for {key} is long enough"})
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
     rejects = job.catalog.query("SELECT reason, raw_text FROM samples WHERE status = 'rejected' ORDER BY reason")
-    assert [r["reason"].split(":")[0] for r in rejects] == ["backend_error", "empty_output", "invalid_json"]
-    assert any(r["raw_text"] == "{not json" for r in rejects)
+    assert [r["reason"].split(":")[0] for r in rejects] == ["backend_error", "empty_output"]
+    # free text: a reply that opens with JSON debris is the gate's to refuse, raw text kept
+    junk = job.catalog.query("SELECT reason FROM samples_text WHERE status = 'filtered'")
+    assert [r["reason"] for r in junk] == ["leading_punctuation: question opens with '{not json'"]
     assert job.finish()["accepted"] == 4
 
 
@@ -46,11 +48,11 @@ def test_duplicates_are_marked_and_replaced(tmp_path):
     seen = {"q": 0}
 
     def script(request):
-        if "question" in request.json_schema["properties"]:
+        if "question" in asked(request):
             seen["q"] += 1
             text = "Same question every time?" if seen["q"] <= 3 else f"Question number {seen['q']}?"
-            return json.dumps({"question": text})
-        return json.dumps({"answer": "It is 4. #### 4"})
+            return reply(request, {"question": text})
+        return reply(request, {"answer": "It is 4. #### 4"})
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
@@ -93,9 +95,9 @@ def test_weak_leaf_gets_parallel_attempts_and_surplus_is_dropped(tmp_path):
     def script(request):
         state["n"] += 1
         if state["n"] <= 8:  # the first round's questions all fail: acceptance rate ~0
-            return "no json here"
-        field = "answer" if "answer" in request.json_schema["properties"] else "question"
-        return json.dumps({field: f"unique text {request.key} with words"})
+            return ""
+        field = "answer" if "answer" in asked(request) else "question"
+        return reply(request, {field: f"unique text {request.key} with words"})
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
@@ -116,9 +118,9 @@ def test_near_duplicates_are_caught(tmp_path):
     names = iter(["Tom", "he", "she", "Ann", "Bob"])
 
     def script(request):
-        if "question" in request.json_schema["properties"]:
-            return json.dumps({"question": base.format(next(names))})
-        return json.dumps({"answer": "5 + 3 = 8. #### 8"})
+        if "question" in asked(request):
+            return reply(request, {"question": base.format(next(names))})
+        return reply(request, {"answer": "5 + 3 = 8. #### 8"})
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
@@ -131,7 +133,7 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
     path = write_recipe(tmp_path, generation={"target": 3, "budget": 30, "chunk_size": 8, "max_rounds": 2,
                                               "strategy": "answer_augmentation"},
                         verify={"kind": "math"})
-    job = start_run(path, ScriptedBackend(lambda r: json.dumps({"answer": "I think it is 72. #### 72"})))
+    job = start_run(path, ScriptedBackend(lambda r: reply(r, {"answer": "I think it is 72. #### 72"})))
     job.generate()
     rows = job.catalog.query("SELECT seed_row, status, reason, verified FROM samples ORDER BY slot, attempt")
     for row in rows:
@@ -148,9 +150,9 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
     votes = iter(["#### 5", "#### 7", "#### 7", "#### 9", "#### 9", "#### 9"] * 3)
 
     def script(request):
-        if "question" in request.json_schema["properties"]:
-            return json.dumps({"question": f"How many pencils are in box {request.key}?"})
-        return json.dumps({"answer": f"Counting them: {next(votes)}"})
+        if "question" in asked(request):
+            return reply(request, {"question": f"How many pencils are in box {request.key}?"})
+        return reply(request, {"answer": f"Counting them: {next(votes)}"})
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()

@@ -10,7 +10,7 @@ import pytest
 
 from storage.catalog import Catalog
 from storage.schema import SCHEMA_VERSION, TABLES
-from synth.backends.scripted import ScriptedBackend, fill_schema
+from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
 from synth.judge import parse_judgement
 from synth.reject import Reject
 from synth.recipe import load_recipe
@@ -22,7 +22,8 @@ def judging_script(score_for):
     def script(request):
         if "score" in (request.json_schema or {}).get("properties", {}):
             return score_for(request.messages[-1]["content"])
-        return json.dumps(fill_schema(request.json_schema, request.key))
+        return reply(request, {name: fill_schema({"type": "string"}, f"{request.key}/{name}")
+                               for name in asked(request)})
     return script
 
 
@@ -68,10 +69,10 @@ def test_the_judge_sees_the_candidate_as_data(tmp_path):
         props = (request.json_schema or {}).get("properties", {})
         if "score" in props:
             return score(request.messages[-1]["content"])
-        if "question" in props:
+        if "question" in asked(request):
             # unclosed, so the heuristic template filter lets it through; rendered, it would not parse
-            return json.dumps({"question": "What is {{ 7*7 plus {% if x? Explain it fully."})
-        return json.dumps({"answer": "It is 49 and more words #### 49"})
+            return reply(request, {"question": "What is {{ 7*7 plus {% if x? Explain it fully."})
+        return reply(request, {"answer": "It is 49 and more words #### 49"})
 
     path = write_recipe(tmp_path, generation={"target": 1, "budget": 6, "chunk_size": 2},
                         quality={"judge": {}})
@@ -137,7 +138,8 @@ def test_an_old_catalog_gains_the_judge_column(tmp_path):
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'requests'")}
         assert {"sample_id", "worker", "node"} <= requests  # versions 4 and 5
         assert cat.scalar("SELECT count(*) FROM failed_chunks") == 0  # version 5
-        assert cat.scalar("SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 6
+        assert cat.scalar("SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 7
+        assert {"agreement", "n_solutions"} <= columns  # version 7
         assert cat.scalar("SELECT fields->>'q' FROM samples_text WHERE sample_id = 's1'") == "kept"
         # version 3 has no key on samples (see storage/schema.py); ids stay unique through inserts
         assert cat.scalar("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'samples' "

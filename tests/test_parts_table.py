@@ -28,7 +28,8 @@ SEEDS = [{"question": "Tom has 3 apples and buys 2 more. How many apples does he
          {"question": "A box holds 6 pens; how many pens are in 2 boxes?", "answer": "6 * 2 = 12 #### 12"}]
 FILTER_CTX = FilterContext(min_chars=8, max_chars=400, question_field="question",
                            prompt_markers=("Reply as JSON with the key",),
-                           formats=(("answer", OutputField(description="a", pattern=r"####[ ]*[0-9]+$")),))
+                           formats=(("answer", OutputField(description="a", pattern=r"####[ ]*[0-9]+$")),),
+                           scaffold_labels=("Answer", "Question"), prose_fields=("question",))
 
 
 def context(verify: str = "none", **settings) -> ChunkContext:
@@ -37,10 +38,13 @@ def context(verify: str = "none", **settings) -> ChunkContext:
 
 
 def answering(request) -> str:
-    fields = request.json_schema["properties"]
-    if "answer" in fields:
-        return json.dumps({"answer": "Add them up: 3 + 2 = 5 #### 5"})
-    return json.dumps({"question": f"How many marbles are in jar {request.key[:8]} after 3 more are added?"})
+    """JSON where the stage asks for it, else the field as free text (one-field stages)."""
+    fields = (request.json_schema or {}).get("properties") or {}
+    if "answer" in fields or "Write only the answer" in request.messages[-1]["content"]:
+        answer = {"answer": "Add them up: 3 + 2 = 5 #### 5"}
+    else:
+        answer = {"question": f"How many marbles are in jar {request.key[:8]} after 3 more are added?"}
+    return json.dumps(answer) if request.json_schema else next(iter(answer.values()))
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -65,13 +69,16 @@ def test_every_strategy_makes_a_sample_with_lineage(name):
 
 CLEAN = {"question": "A farmer has 12 cows and sells 4. How many cows are left?", "answer": "12 - 4 = 8 #### 8"}
 FILTER_CASES = {  # filter name -> a sample only that filter refuses
-    "length": {"question": "Hi?", "answer": "#### 4"},
+    "length": {"question": "Hi?", "answer": "2 + 2 = 4 #### 4"},
     "refusal": {**CLEAN, "question": "I'm sorry, I cannot help with that request."},
     "template_text": {**CLEAN, "question": CLEAN["question"] + " Reply as JSON with the key: answer"},
     "language": {**CLEAN, "question": "Сколько будет два плюс два, если сложить их вместе и ещё раз?"},
-    "repetition": {**CLEAN, "answer": "She buys 3 apples for 2 dollars each. " * 6 + "#### 6"},
+    "repetition": {**CLEAN, "answer": "She buys 3 apples for 6 dollars each. " * 6 + "#### 6"},
     "symbol_lines": {**CLEAN, "answer": "12 - 4 = 8\n" + "```\n" * 10 + "#### 8"},
     "format": {**CLEAN, "answer": "12 - 4 = 8, so 8 cows are left."},
+    "leading_punctuation": {**CLEAN, "question": "} " + CLEAN["question"]},
+    "scaffold_echo": {**CLEAN, "answer": "12 - 4 = 8\nQuestion: Ann has 3 hats. #### 8"},
+    "degenerate_ending": {**CLEAN, "answer": "12 - 4 = 8 cows. #### 9"},
 }
 
 

@@ -31,6 +31,9 @@ def test_constraints_and_fields_appear():
     ctx = GenerationContext(TASK, SEEDS)
     slot = Slot(index=0, strategy="new_question", constraints=(("setting", "farm"),), example_rows=(1,))
     text = STRATEGIES["new_question"].render(STRATEGIES["new_question"].stages[0], slot, ctx, {})[1]["content"]
+    assert "- setting: farm" in text and "Write only the question itself" in text  # one field: free text
+    json_ctx = GenerationContext(TASK, SEEDS, output={"question": "json"})
+    text = STRATEGIES["new_question"].render(STRATEGIES["new_question"].stages[0], slot, json_ctx, {})[1]["content"]
     assert "- setting: farm" in text and "keys: question" in text
 
 

@@ -12,6 +12,7 @@ import pytest
 from synth.quality import FILTERS, FilterContext, first_problem, repeated_ngram_share
 from synth.recipe import RecipeError, load_recipe
 from tests.conftest import start_run, write_recipe
+from synth.backends.scripted import asked, reply
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -80,9 +81,9 @@ def test_a_looping_answer_is_filtered_with_its_raw_text(tmp_path):
     path = write_recipe(tmp_path, generation={"target": 2, "budget": 8, "chunk_size": 4, "max_rounds": 1})
 
     def script(request):
-        if "answer" in request.json_schema["properties"]:
-            return json.dumps({"answer": LOOP})
-        return json.dumps({"question": f"How many apples does shop {request.key[:6]} sell in a week?"})
+        if "answer" in asked(request):
+            return reply(request, {"answer": LOOP})
+        return reply(request, {"question": f"How many apples does shop {request.key[:6]} sell in a week?"})
 
     from synth.backends.scripted import ScriptedBackend
 

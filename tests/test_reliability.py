@@ -143,8 +143,9 @@ GOOD_BUT_ODD = [
 
 
 def test_hostile_outputs_become_rejects_and_odd_text_stays_data(tmp_path):
+    # hostile JSON is what this test plays: the stages are asked for JSON
     path = write_recipe(tmp_path, generation={"target": len(GOOD_BUT_ODD), "budget": 200, "chunk_size": 16,
-                                              "max_rounds": 8})
+                                              "max_rounds": 8, "output": {"question": "json", "answer": "json"}})
     question_outputs = iter([h for h, _ in HOSTILE] + [json.dumps({"question": q}) for q in GOOD_BUT_ODD])
 
     def script(request):
@@ -204,7 +205,8 @@ def test_hostile_http_server_429_500_timeouts_garbage(tmp_path):
         return StubResponse(json=chat_reply(json.dumps({field: f"a {field} number {n} with words"})))
 
     with StubServer(handler) as stub:
-        data = base_recipe(tmp_path, generation={"target": 4, "budget": 60, "chunk_size": 8, "max_rounds": 4},
+        data = base_recipe(tmp_path, generation={"target": 4, "budget": 60, "chunk_size": 8, "max_rounds": 4,
+                                                 "output": {"question": "json", "answer": "json"}},
                            backend={"kind": "openai", "base_url": stub.url + "/v1", "model": "stub",
                                     "timeout_s": 1.0, "max_retries": 2, "concurrency": 4})
         path = tmp_path / "r.yaml"

@@ -13,6 +13,7 @@ from synth.dedup import Candidate, Deduper
 from synth.recipe import RecipeError
 from synth.semantic import SemanticIndex
 from tests.conftest import start_run, write_recipe
+from synth.backends.scripted import asked, reply
 
 ORIGINAL = ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
             "How much did she earn?")
@@ -88,10 +89,10 @@ def test_the_run_marks_semantic_duplicates(tmp_path, monkeypatch):
                         generation={"target": 3, "budget": 12, "chunk_size": 4, "max_rounds": 2})
 
     def script(request):
-        if "answer" in request.json_schema["properties"]:
-            return json.dumps({"answer": "12 * 50 / 60 = 10 #### 10"})
+        if "answer" in asked(request):
+            return reply(request, {"answer": "12 * 50 / 60 = 10 #### 10"})
         n = int(request.key[:2], 16)
-        return json.dumps({"question": (ORIGINAL if n % 2 else PARAPHRASE) + f" (case {n})"})
+        return reply(request, {"question": (ORIGINAL if n % 2 else PARAPHRASE) + f" (case {n})"})
 
     from synth.backends.scripted import ScriptedBackend
 
@@ -133,10 +134,10 @@ def test_a_growing_dataset_embeds_each_text_once(tmp_path, monkeypatch):
     topics = ["babysitting", "train", "apples", "pencils", "oranges", "buses", "cakes", "boats"]
 
     def script(request):
-        if "answer" in request.json_schema["properties"]:
-            return json.dumps({"answer": "2 + 2 = 4 #### 4"})
+        if "answer" in asked(request):
+            return reply(request, {"answer": "2 + 2 = 4 #### 4"})
         n = int(request.key[:4], 16)
-        return json.dumps({"question": f"How many {topics[n % 8]} are there if there are {n} of them?"})
+        return reply(request, {"question": f"How many {topics[n % 8]} are there if there are {n} of them?"})
 
     run, _ = run_dataset(path, ScriptedBackend(script))
     first = toy.texts

@@ -36,6 +36,7 @@ class GenerationRequest:
     messages: tuple[dict[str, str], ...]  # chat messages, content as plain strings
     sampling: Sampling = field(default_factory=Sampling)
     json_schema: dict[str, Any] | None = None  # constrain the output where the backend can
+    expects: tuple[str, ...] = ()  # the output fields it asks for (a free-text request: its one field)
 
 
 # finish_reason of an output whose pattern-bound free text ran to the length bound the grammar

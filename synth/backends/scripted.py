@@ -43,6 +43,22 @@ def fill_schema(schema: dict[str, Any] | None, key: str) -> Any:
     return f"scripted {key.rsplit('/', 1)[-1]} {digest[:10]}"
 
 
+def asked(request: GenerationRequest) -> list[str]:
+    """The output fields a request asks for: its schema's properties, or a free-text request's field."""
+    if request.json_schema and request.json_schema.get("type") == "object":
+        return list(request.json_schema.get("properties", {}))
+    return list(request.expects)
+
+
+def reply(request: GenerationRequest, values: dict[str, Any]) -> str:
+    """A scripted reply as the request asks for it: a JSON object of the asked fields where it
+    has a schema, else the one asked field's value as free text."""
+    names = asked(request)
+    if request.json_schema is not None:
+        return json.dumps({name: values[name] for name in names if name in values})
+    return str(values.get(names[0], "")) if names else ""
+
+
 class ScriptedSettings(BackendSettingsBase):
     """`backend: {kind: scripted}`: no model; deterministic JSON (dry runs and tests)."""
 
@@ -78,7 +94,10 @@ class ScriptedBackend:
             time.sleep(self.latency_s * len(requests))  # one stream: requests one after the other
         results = []
         for request in requests:
-            text = self.script(request) if self.script else json.dumps(fill_schema(request.json_schema, request.key))
+            text = (self.script(request) if self.script
+                    else (f"scripted {request.expects[0]} {hashlib.sha256(request.key.encode()).hexdigest()[:10]}"
+                          if request.expects else fill_schema(None, request.key)) if request.json_schema is None
+                    else json.dumps(fill_schema(request.json_schema, request.key)))
             prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
             if isinstance(text, Exception):
                 results.append(GenerationResult(key=request.key, error=f"{type(text).__name__}: {text}",

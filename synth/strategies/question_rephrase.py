@@ -31,5 +31,5 @@ class QuestionRephrase(Strategy):
 @prompt_example(TEMPLATE)
 def _example() -> dict[str, Any]:
     return {"question_field": "question", "fields": ["question"], "constraints": EXAMPLE_CONSTRAINTS,
-            "examples": ["Tom has 3 apples and buys 2 more. How many does he have?"],
+            "examples": ["Tom has 3 apples and buys 2 more. How many does he have?"], "json_reply": False,
             "original": "A farmer has 12 cows and sells a third of them. How many are left?"}

@@ -62,6 +62,7 @@ class VerifyCase:
     answers: tuple[Any, ...] = ()  # every sampled answer (k > 1 for self-consistency)
     seed: Mapping[str, Any] | None = None  # the seed row the sample came from, if any
     reference: str | None = None  # the answer the strategy says must come out (rephrase, augmentation)
+    sampled: int = 0  # answers sampled for it (those that did not parse are not in `answers`)
 
 
 class Verifier(Protocol):

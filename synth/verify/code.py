@@ -32,14 +32,17 @@ _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTAL
 
 
 class CodeVerifySettings(VerifierSettingsBase):
-    """`verify: {kind: code}`: limits of one sandboxed test run."""
+    """`verify: {kind: code}`: limits of one sandboxed test run, and `tries`: solutions sampled
+    (in one batch) for a new problem, whose tests the question stage wrote in its own request
+    before any solution existed; the first solution that passes them is kept (CodeT, KodCode)."""
 
     kind: Literal["code"] = "code"
     timeout_s: float = Field(default=5.0, gt=0, le=300)
     memory_mb: int = Field(default=256, ge=16, le=16384)
+    tries: int = Field(default=3, ge=1, le=10)
 
     def build(self) -> "CodeVerifier":
-        return CodeVerifier(self.timeout_s, self.memory_mb)
+        return CodeVerifier(self.timeout_s, self.memory_mb, self.tries)
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ def assemble(fields: dict[str, Any], ctx: CodeContext) -> tuple[str, str, str] |
         return f"empty_solution: the {ctx.answer_field!r} field holds no code"
     prompt = str(fields.get(ctx.prompt_field, "") or "") if ctx.prompt_field else ""
     # a model that repeats the signature gives the whole function; else prompt + body
-    program = solution if not prompt or solution.lstrip().startswith(prompt.strip()) else prompt + solution
+    # (a parsed prompt has lost its trailing newline: the body must still start on its own line)
+    program = (solution if not prompt or solution.lstrip().startswith(prompt.strip())
+               else prompt.rstrip("\n") + "\n" + solution)
     test = ctx.test if ctx.test is not None else fields.get(ctx.test_field)
     entry = ctx.entry_point if ctx.entry_point is not None else fields.get(ctx.entry_point_field)
     if not test or not str(test).strip():
@@ -83,11 +88,12 @@ def assemble(fields: dict[str, Any], ctx: CodeContext) -> tuple[str, str, str] |
 class CodeVerifier:
     kind = "code"
 
-    def __init__(self, timeout_s: float = 5.0, memory_mb: int = 256) -> None:
-        self.timeout_s, self.memory_mb = timeout_s, memory_mb
+    def __init__(self, timeout_s: float = 5.0, memory_mb: int = 256, tries: int = 1) -> None:
+        self.timeout_s, self.memory_mb, self.tries = timeout_s, memory_mb, tries
 
     def answer_copies(self, has_reference: bool) -> int:
-        return 1
+        """A new problem's own tests judge `tries` solutions; a seed problem's solution, one."""
+        return 1 if has_reference else self.tries
 
     def context(self, case: VerifyCase) -> CodeContext:
         """The seed's tests and entry point (answer augmentation keeps the seed's prompt);

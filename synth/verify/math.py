@@ -128,6 +128,21 @@ def show(value: Decimal | None) -> str:
     return text if len(text) <= 24 else format(value, ".12g")
 
 
+def plurality_answer(texts: Sequence[str]) -> tuple[Decimal | None, int]:
+    """(the number most of `texts` end on, its votes); (None, 0) when none has a number.
+
+    >>> plurality_answer(["#### 72", "The answer is 72.", "#### 71"])
+    (Decimal('72'), 2)
+    """
+    counts: Counter[Decimal] = Counter()
+    for text in texts:
+        value = extract_final_number(text)
+        if value is not None:
+            key = next((k for k in counts if same_number(k, value)), value)  # 0.75 and 3/4 are one answer
+            counts[key] += 1
+    return counts.most_common(1)[0] if counts else (None, 0)
+
+
 def majority_answer(texts: Sequence[str]) -> tuple[Decimal | None, int]:
     """(value, votes) when more than half of `texts` end on the same number; texts without
     a number count against it. Otherwise (None, votes of the most common number).
@@ -156,13 +171,18 @@ def _tally(texts: Sequence[str]) -> str:
 
 
 class MathVerifySettings(VerifierSettingsBase):
-    """`verify: {kind: math}`; `samples`: answers sampled per new question for self-consistency."""
+    """`verify: {kind: math}`. A question without a reference answer (new_question) gets
+    `samples` solutions in one batch; the number most of them reach is its label, and one
+    solution that reached it is kept, when more than half of the `samples` agree and at least
+    `min_agreement` of them do (self-consistency, Wang et al. 2023). A solution that did not
+    parse (cut off, no number) counts against."""
 
     kind: Literal["math"] = "math"
     samples: int = Field(default=3, ge=1, le=32)
+    min_agreement: float = Field(default=0.5, gt=0, le=1)
 
     def build(self) -> "MathVerifier":
-        return MathVerifier(self.samples)
+        return MathVerifier(self.samples, self.min_agreement)
 
 
 @dataclass(frozen=True)
@@ -170,13 +190,15 @@ class MathContext:
     answer_field: str = "answer"
     reference: str | None = None  # a reference answer: the sample must give its number ...
     solutions: tuple[str, ...] = ()  # ... else the number most of these k solutions give
+    sampled: int = 0  # solutions sampled (those that did not parse count against); 0: len(solutions)
+    min_agreement: float = 0.5
 
 
 class MathVerifier:
     kind = "math"
 
-    def __init__(self, samples: int = 3) -> None:
-        self.samples = samples
+    def __init__(self, samples: int = 3, min_agreement: float = 0.5) -> None:
+        self.samples, self.min_agreement = samples, min_agreement
 
     def answer_copies(self, has_reference: bool) -> int:
         return 1 if has_reference else self.samples
@@ -186,7 +208,8 @@ class MathVerifier:
         else self-consistency over the sample's k answers."""
         if case.reference:
             return MathContext(case.answer_field, reference=str(case.reference))
-        return MathContext(case.answer_field, solutions=tuple(str(a) for a in case.answers))
+        return MathContext(case.answer_field, solutions=tuple(str(a) for a in case.answers),
+                           sampled=max(case.sampled, len(case.answers)), min_agreement=self.min_agreement)
 
     def verify(self, fields: dict[str, Any], ctx: MathContext) -> Verdict:
         text = str(fields.get(ctx.answer_field, ""))
@@ -205,12 +228,15 @@ class MathVerifier:
             return Verdict.failed(f"wrong_answer: disagrees with seed answer {show(expected)} (got {show(got)})",
                            detail)
         if ctx.solutions:
-            k = len(ctx.solutions)
-            majority, votes = majority_answer(ctx.solutions)
-            detail.update(mode="self_consistency", k=k, votes=votes, expected=show(majority),
+            k = max(ctx.sampled, len(ctx.solutions))
+            majority, votes = plurality_answer(ctx.solutions)
+            detail.update(mode="self_consistency", k=k, votes=votes, agreement=votes / k, expected=show(majority),
                           tally=_tally(ctx.solutions))
-            if majority is None:
+            if majority is None or votes * 2 <= k:
                 return Verdict.failed(f"no_majority: no majority among {k} solutions ({detail['tally']})", detail)
+            if votes / k < ctx.min_agreement:
+                return Verdict.failed(f"low_agreement: {votes} of {k} solutions agree on {show(majority)}, "
+                                      f"below min_agreement {ctx.min_agreement}", detail)
             if same_number(got, majority):
                 return Verdict.passed(detail)
             return Verdict.failed(f"wrong_answer: disagrees with the majority answer {show(majority)} of {k} "

@@ -84,14 +84,17 @@ def test_batch_comes_back_in_order_with_token_counts(engine):
     assert sorted(r.prompt_tokens for r in results) == [r.prompt_tokens for r in results]  # prompts grow
 
 
-def test_same_seeds_agree_and_different_seeds_differ(engine):
+def test_each_request_carries_its_seed_and_seeds_take_their_own_paths(engine):
+    """What the factory relies on: every request's seed reaches vLLM's SamplingParams, and
+    different seeds sample differently. Not bitwise repeatability: vLLM's seeded sampling is
+    not batch-invariant (the same request in another batch may decode differently), and a
+    rerun never needs it (ids are deterministic; what the catalog holds is not asked again)."""
     prompt = "Invent a name for a new fruit and describe its taste."
     batch = [chat(f"s{seed}", prompt, temperature=1.0, top_p=1.0, max_tokens=24, seed=seed) for seed in (1, 2, 3, 4)]
+    assert [engine._params(r).seed for r in batch] == [1, 2, 3, 4]
     first = engine.generate(batch)
-    second = engine.generate(batch)
-    assert all(r.ok for r in first + second)
-    assert [r.text for r in first] == [r.text for r in second]  # the same seeds repeat themselves
-    assert len({r.text for r in first}) == len(batch)  # and each seed takes its own path
+    assert all(r.ok for r in first)
+    assert len({r.text for r in first}) == len(batch)  # each seed takes its own path
 
 
 def test_json_schema_outputs_parse_and_free_text_stays_free(engine):

@@ -1,0 +1,119 @@
+"""The gates that catch junk, each on outputs that tripped it for real (the demo's accepted
+rows before these gates, issue 22), and on real data they must let through."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from synth.quality import (DegenerateEnding, FilterContext, LeadingPunctuation, ScaffoldEcho, first_problem,
+                           prose_fields, scaffold_labels)
+from synth.recipe import OutputField, load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+GSM_PATTERN = r"####[ ]*-?[0-9][0-9,]{0,12}(\.[0-9]{1,4})?$"
+ANSWER = OutputField(description="solution", pattern=GSM_PATTERN)
+CTX = FilterContext(min_chars=8, max_chars=8000, question_field="question",
+                    formats=(("question", OutputField(description="q")), ("answer", ANSWER)),
+                    scaffold_labels=("Answer", "Example #", "Question"), prose_fields=("question", "answer"))
+QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+
+
+def reason(fields):
+    problem = first_problem(fields, CTX)
+    return problem.reason if problem else None
+
+
+# Replies of the 135M and 1.5B demo runs that the old gates accepted (issue 22):
+@pytest.mark.parametrize("answer, gate", [
+    ("} 3 + 4 = 7 apples.\n#### 7", "leading_punctuation"),
+    ("); She has 3 + 4 = 7 apples.\n#### 7", "leading_punctuation"),
+    ("]){ 3 + 4 = 7\n#### 7", "leading_punctuation"),
+    ("3 + 4 = 7 apples.\n#### 7\nQuestion: Mary has 5 pears and eats 2. How many are left?\nAnswer: 5 - 2 = 3\n#### 3",
+     "scaffold_echo"),
+    ("He has 3 + 4 = 7.\nExample 3: A farmer has 12 cows.\n#### 7", "scaffold_echo"),
+    ("He buys 10 and 100 and 14 of them, 0.49 each.\n####10100,110,14,.49", "degenerate_ending"),
+    ("3 x 40 = 120 so the answer is\n#### 120.0000000000000100", "pattern_mismatch"),  # the recipe's pattern
+    ("#### 7", "degenerate_ending"),  # no working at all
+    ("Tom now has a lot of apples.\n#### 7", "degenerate_ending"),  # a working with no number
+    ("He had 3 and bought 4, so he has 3 + 4 = 8.\n#### 1000.4098", "degenerate_ending"),  # never reached
+])
+def test_junk_is_rejected_with_a_reason(answer, gate):
+    assert reason({"question": QUESTION, "answer": answer}) == gate
+
+
+def test_degenerate_digits_even_where_the_pattern_allows_them():
+    loose = OutputField(description="s", pattern=r"####[ ]*[0-9.,]+$")
+    ctx = FilterContext(min_chars=1, max_chars=9000, question_field="q", formats=(("a", loose),))
+    out = DegenerateEnding().check({"a": "3 x 40 = 120\n#### 120.00000000000001"}, ctx)
+    assert out is not None and "run of digits" in out.detail
+
+
+def test_a_worked_solution_passes():
+    assert reason({"question": QUESTION, "answer": "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"}) is None
+    assert reason({"question": QUESTION, "answer": "Cost: 2 x $1,250 = $2,500.\n#### 2,500"}) is None
+
+
+def test_an_indented_docstring_label_is_not_an_echo():
+    ctx = FilterContext(min_chars=1, max_chars=9000, question_field="prompt", scaffold_labels=("Example #",))
+    prompt = 'def f(x):\n    """Double x.\n    Example 1:\n        f(2) == 4\n    """\n'
+    assert ScaffoldEcho().check({"prompt": prompt}, ctx) is None
+    assert ScaffoldEcho().check({"prompt": prompt + "Example 2: def g(): pass"}, ctx) is not None
+
+
+def test_labels_come_from_the_prompts_as_they_render():
+    from synth.pipeline import prompt_scaffold
+    from synth.render import Renderer
+
+    recipe = load_recipe(ROOT / "recipes" / "gsm8k.yaml")
+    assert set(prompt_scaffold(Renderer(), recipe.task)) >= {"Question", "Answer", "Example #"}
+    assert scaffold_labels(["Here is how answers look:\nTopic: x\n- setting: farm"]) == ("Topic",)
+
+
+def test_prose_fields_come_from_the_seeds():
+    seeds = [{"q": "Tom has 3", "code": "    return x"}, {"q": "Ann buys", "code": "{1: 2}"}]
+    assert prose_fields(seeds, ["q", "code"]) == ("q",)
+    assert LeadingPunctuation().check({"q": "{\"q\": 1}"}, FilterContext(1, 99, "q", prose_fields=("q",))) is not None
+    assert LeadingPunctuation().check({"code": "{1: 2}"}, FilterContext(1, 99, "q", prose_fields=("q",))) is None
+
+
+def _gsm8k_rows():
+    return [json.loads(line) for line in (DATA / "gsm8k" / "train.jsonl").open()]
+
+
+def _humaneval_rows():
+    return [json.loads(line) for line in gzip.open(DATA / "humaneval" / "HumanEval.jsonl.gz", "rt")]
+
+
+def _context_of(recipe_name, seeds):
+    from synth.pipeline import prompt_scaffold
+    from synth.render import Renderer
+
+    recipe = load_recipe(ROOT / "recipes" / recipe_name)
+    return FilterContext(min_chars=recipe.quality.min_chars, max_chars=recipe.quality.max_chars,
+                         question_field=recipe.task.question, formats=tuple(recipe.task.output_fields.items()),
+                         scaffold_labels=prompt_scaffold(Renderer(), recipe.task),
+                         prose_fields=prose_fields(seeds, recipe.task.output_fields))
+
+
+@pytest.mark.skipif(not (DATA / "gsm8k").exists(), reason="needs ../shared/data (GSM8K train)")
+def test_false_positives_on_gsm8k_train_stay_below_half_a_percent():
+    rows = _gsm8k_rows()
+    ctx = _context_of("gsm8k.yaml", rows[:100])
+    gates = (ScaffoldEcho(), LeadingPunctuation(), DegenerateEnding())
+    flagged = [r for r in rows if any(g.check({"question": r["question"], "answer": r["answer"]}, ctx) for g in gates)]
+    assert len(flagged) / len(rows) <= 0.005, len(flagged)
+
+
+@pytest.mark.skipif(not (DATA / "humaneval").exists(), reason="needs ../shared/data (HumanEval)")
+def test_false_positives_on_humaneval_stay_below_half_a_percent():
+    rows = _humaneval_rows()
+    ctx = _context_of("humaneval.yaml", rows[:40])
+    gates = (ScaffoldEcho(), LeadingPunctuation(), DegenerateEnding())
+    fields = ("prompt", "test", "entry_point", "canonical_solution")
+    flagged = [r for r in rows if any(g.check({f: r[f] for f in fields}, ctx) for g in gates)]
+    assert len(flagged) / len(rows) <= 0.005, [r["task_id"] for r in flagged]
