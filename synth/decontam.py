@@ -130,7 +130,11 @@ _FILLER = {NUMBER_TOKEN, ID_TOKEN, "def", "import", "from", "typing", "list", "d
 _MASKED = np.array(sorted({zlib.crc32(w.encode()) | 1 << 32 for w in _FILLER}), dtype=np.uint64)
 
 
-def ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
+def content_mask(words: Sequence[str]) -> np.ndarray:
+    return np.fromiter((w not in _FILLER for w in words), dtype=bool, count=len(words))
+
+
+def ngram_hashes(codes: np.ndarray, n: int, content: np.ndarray | None = None) -> np.ndarray:
     """One uint64 per word n-gram, in order (empty when there are fewer than n words); an
     n-gram of mostly `0` and `_id_` ("_id_ 0 true _id_ 0 true ...", a docstring's examples)
     hashes to 0, which is never indexed nor looked up."""
@@ -141,8 +145,9 @@ def ngram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         for k in range(1, n):
             out = out * _MULT + codes[k:k + width]
-    content = np.concatenate([[0], np.cumsum(~np.isin(codes, _MASKED))])
-    out[(content[n:] - content[:width]) < CONTENT_SHARE * n] = 0
+    informative = ~np.isin(codes, _MASKED) if content is None else content
+    counts = np.concatenate([[0], np.cumsum(informative)])
+    out[(counts[n:] - counts[:width]) < CONTENT_SHARE * n] = 0
     return out
 
 
@@ -219,15 +224,16 @@ class DecontamIndex:
             for name, value in item.fields.items():
                 if value is None or not str(value).strip():
                     continue
-                codes = _codes(tokens(str(value), names))
+                words = tokens(str(value), names)
+                codes, content = _codes(words), content_mask(words)
                 if len(codes) < SPAN_N:
                     too_short += 1
                     continue
                 text_item.append(i)
                 text_field.append(name)
                 text_len.append(len(codes))
-                long_h.append(_informative(ngram_hashes(codes, LONG_N)))
-                span_h.append(_informative(ngram_hashes(codes, SPAN_N)))
+                long_h.append(_informative(ngram_hashes(codes, LONG_N, content)))
+                span_h.append(_informative(ngram_hashes(codes, SPAN_N, content)))
                 whole.setdefault(_whole_hash(codes), len(text_item) - 1)
         owners = list(range(len(text_item)))
         keys_long, owner_long = _postings(long_h, owners)
@@ -251,17 +257,16 @@ class DecontamIndex:
     def check_text(self, text: str, name: str = "text", names: set[str] | None = None) -> Match | None:
         """The strongest lexical match of one candidate field, or None."""
         words = tokens(text, names)
-        codes = _codes(words)
-        span = ngram_hashes(codes, SPAN_N)
+        codes, content = _codes(words), content_mask(words)
+        span = ngram_hashes(codes, SPAN_N, content)
         if not len(span):
             return None
-        long = ngram_hashes(codes, LONG_N)
+        long = ngram_hashes(codes, LONG_N, content)
         if len(long) and len(self.keys_long):
             at = np.minimum(np.searchsorted(self.keys_long, long), len(self.keys_long) - 1)
-            hits = [int(p) for p in np.flatnonzero(self.keys_long[at] == long)
-                    if len(set(words[p:p + LONG_N]) - _FILLER) >= MIN_DISTINCT]
-            if hits:
-                p = hits[0]
+            p = next((int(p) for p in np.flatnonzero(self.keys_long[at] == long)
+                      if len(set(words[p:p + LONG_N]) - _FILLER) >= MIN_DISTINCT), None)
+            if p is not None:
                 t = int(self.owner_long[at[p]])
                 share = self._best_share(span).get(t, 0.0)
                 return Match(self.item_ids[self.text_item[t]], f"{LONG_N}-gram", name, self.text_field[t],

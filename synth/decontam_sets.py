@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from synth.decontam import DecontamIndex, Match, TestItem
 from synth.recipe import Recipe, Seeds
-from synth.seeds import map_rows, read_rows
+from synth.seeds import SeedError, map_rows, read_rows
 
 ID_COLUMNS = ("id", "task_id", "idx", "problem_id", "uid")
 _CACHE: dict[tuple, DecontamIndex] = {}
@@ -39,8 +39,11 @@ def load_test_items(recipe: Recipe) -> list[TestItem]:
     items: list[TestItem] = []
     for where, spec in test_specs(recipe):
         path = recipe.resolve_input(spec.path)
-        rows = read_rows(path, spec.format, where)
-        mapped = map_rows(recipe, spec, rows, where)
+        try:
+            rows = read_rows(path, spec.format, where)
+            mapped = map_rows(recipe, spec, rows, where)
+        except SeedError as exc:  # a bad line's message names the file; the field is named too
+            raise exc if str(exc).startswith(where) else SeedError(f"{where}: {exc}") from None
         id_column = next((c for c in ID_COLUMNS if rows and c in rows[0]), None)
         for number, (raw, row) in enumerate(zip(rows, mapped), 1):
             item_id = raw.get(id_column) if id_column else number

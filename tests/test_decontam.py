@@ -133,11 +133,13 @@ def test_the_gate_turns_a_copied_candidate_into_a_contaminated_row(tmp_path):
     path = write_recipe(tmp_path, quality={"decontaminate": ["gsm8k_test.jsonl"]},
                         generation={"target": 4, "budget": 8, "chunk_size": 4, "max_rounds": 1})
     copied = renumber(test_rows[1]["question"])
+    asked = []
 
     def script(request):
         if "answer" in request.json_schema["properties"]:
             return json.dumps({"answer": "She has 5 apples left. #### 5"})
-        if int(request.key[:2], 16) % 2:  # about half the candidates copy test item t1
+        asked.append(request.key)
+        if len(asked) % 2:  # every other candidate copies test item t1, its numbers changed
             return json.dumps({"question": copied})
         return json.dumps({"question": f"How many apples does shop {request.key[:6]} sell in a week?"})
 
