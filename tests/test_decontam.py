@@ -208,3 +208,16 @@ def test_synth_eval_decontaminate_reports_the_rate_and_worst_matches(tmp_path, c
     assert "2 of 4 rows contaminated (50.00%)" in capsys.readouterr().out
     assert main(["eval", str(export), "--decontaminate", "missing.jsonl"]) == 2
     assert "--decontaminate: no file or folder at missing.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_synth_run_prints_the_seeds_that_copy_a_test_item(tmp_path):
+    from tests.test_cli import synth
+
+    seeds = [json.loads(line) for line in GSM8K_SLICE.read_text().splitlines()[:12]]
+    _test_set(tmp_path, [{"question": seeds[4]["question"]}])
+    path = write_recipe(tmp_path, quality={"decontaminate": ["gsm8k_test.jsonl"]})
+    out = synth("run", str(path), "--no-export", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "decontamination: 1 of 12 seed rows match a test item (1 indexed): seed row 4 ~ gsm8k_test.jsonl#t0" \
+        in out.stdout
