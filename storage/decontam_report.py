@@ -63,9 +63,10 @@ def contamination(source: Source, index: DecontamIndex, worst: int = 10) -> dict
     for _, m in found:
         by_rule[m.rule] = by_rule.get(m.rule, 0) + 1
     found.sort(key=lambda im: (-im[1].score, im[0]))
+    rate = round(len(found) / len(source.rows), 4) if source.rows else None
     return {
         "label": source.label, "rows": len(source.rows), "fields": fields, "test_items": len(index),
-        "contaminated": len(found), "contaminated_rate": round(len(found) / len(source.rows), 4) if source.rows else None,
+        "contaminated": len(found), "contaminated_rate": rate,
         "by_rule": by_rule, "test_items_unmatchable": index.too_short,
         "worst": [{"row": i, "test_item": m.item_id, "rule": m.rule, "field": m.field, "score": round(m.score, 3),
                    "evidence": m.evidence, "text": str(source.rows[i].get(m.field, ""))[:SNIPPET]}

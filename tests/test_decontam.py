@@ -92,7 +92,8 @@ def test_a_short_test_item_inside_a_longer_candidate_is_an_8_gram_span():
 
 def test_a_copy_made_of_masked_words_is_caught_whole():
     # a one-line docstring: every 8-gram of it is mostly names and numbers, never looked up alone
-    prompt = "def strlen(string: str) -> int:\n    \"\"\" Return length of given string\n    >>> strlen('abc')\n    3\n    \"\"\"\n"
+    prompt = ('def strlen(string: str) -> int:\n    """ Return length of given string\n'
+              '    >>> strlen("abc")\n    3\n    """\n')
     index = DecontamIndex.build([TestItem("he#23", {"prompt": prompt})])
     match = index.check({"prompt": rename(prompt, {"strlen": "size_of", "string": "text"})})
     assert match is not None and match.rule == "whole text"
