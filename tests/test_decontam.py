@@ -222,3 +222,32 @@ def test_synth_run_prints_the_seeds_that_copy_a_test_item(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "decontamination: 1 of 12 seed rows match a test item (1 indexed): seed row 4 ~ gsm8k_test.jsonl#t0" \
         in out.stdout
+
+
+def test_the_embedding_rule_needs_the_model_at_preflight(tmp_path, monkeypatch):
+    import synth.embed
+    from flows.preflight import preflight
+    from synth.recipe import RecipeError
+
+    _test_set(tmp_path, GSM[30:32])
+    monkeypatch.setattr(synth.embed, "embedding_status", lambda: "no embedding model installed: pip install x")
+    path = write_recipe(tmp_path, quality={"decontaminate": ["gsm8k_test.jsonl"], "decontaminate_cosine": 0.94})
+    with pytest.raises(RecipeError, match=r"quality\.decontaminate_cosine: this needs the embedding model"):
+        preflight(path)
+
+
+@pytest.mark.slow
+def test_with_the_real_model_a_heavily_edited_copy_is_caught_by_embedding():
+    from synth.embed import embedding_status, get_embedder
+
+    if embedding_status():
+        pytest.skip(embedding_status())  # the `embed` extra: make install has it
+    question = GSM[7]["question"]
+    words = question.split(" ")
+    edited = renumber(" ".join(w for i, w in enumerate(words) if i % 3 != 1))  # a third of the words gone
+    index = DecontamIndex.build([TestItem(f"gsm8k#{i}", {"question": r["question"]}) for i, r in enumerate(GSM[:10])],
+                                cosine=0.94, question="question", embed=get_embedder().encode)
+    assert index.check({"question": edited}) is None  # the lexical rules miss it
+    found = index.check_many([{"question": edited}, {"question": GSM[20]["question"]}], "question")
+    assert found[0] is not None and found[0].rule == "embedding" and found[0].item_id == "gsm8k#7", found
+    assert found[1] is None
