@@ -38,6 +38,8 @@ def load_test_items(recipe: Recipe) -> list[TestItem]:
     question = recipe.task.question
     items: list[TestItem] = []
     for where, spec in test_specs(recipe):
+        # only the question is matched: a test file need not have the other mapped columns
+        spec = spec.model_copy(update={"fields": {k: v for k, v in spec.fields.items() if k == question}})
         path = recipe.resolve_input(spec.path)
         try:
             rows = read_rows(path, spec.format, where)

@@ -166,6 +166,22 @@ def test_preflight_reports_seeds_that_copy_a_test_item(tmp_path):
     assert seed_contamination(preflight(write_recipe(tmp_path))) is None
 
 
+def test_a_code_test_set_needs_only_its_question_column(tmp_path):
+    from synth.decontam_sets import load_test_items
+    from synth.recipe import load_recipe
+
+    (tmp_path / "he_test.jsonl").write_text("".join(json.dumps({"task_id": p["task_id"], "prompt": p["prompt"]}) + "\n"
+                                                    for p in HE[:3]))
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "humaneval_40.jsonl").write_text((ROOT / "recipes/seeds/humaneval_40.jsonl").read_text())
+    recipe_file = tmp_path / "humaneval.yaml"
+    text = (ROOT / "recipes/humaneval.yaml").read_text()
+    recipe_file.write_text(text + "\nquality: {decontaminate: [he_test.jsonl]}\n")
+    items = load_test_items(load_recipe(recipe_file))
+    assert [i.item_id for i in items] == [f"he_test.jsonl#{p['task_id']}" for p in HE[:3]]
+    assert items[0].fields == {"prompt": HE[0]["prompt"]}
+
+
 def test_a_missing_test_set_is_a_recipe_error_naming_the_field(tmp_path):
     from flows.preflight import preflight
     from synth.seeds import SeedError
