@@ -38,6 +38,10 @@ def load_test_items(recipe: Recipe) -> list[TestItem]:
     question = recipe.task.question
     items: list[TestItem] = []
     for where, spec in test_specs(recipe):
+        unknown = sorted(set(spec.fields) - set(recipe.task.output_fields))
+        if unknown:
+            raise SeedError(f"{where}.fields maps {unknown[0]!r}, which is not one of task.output_fields "
+                            f"({', '.join(recipe.task.output_fields)})")
         # only the question is matched: a test file need not have the other mapped columns
         spec = spec.model_copy(update={"fields": {k: v for k, v in spec.fields.items() if k == question}})
         path = recipe.resolve_input(spec.path)

@@ -186,10 +186,15 @@ def test_a_missing_test_set_is_a_recipe_error_naming_the_field(tmp_path):
     from flows.preflight import preflight
     from synth.seeds import SeedError
 
-    path = write_recipe(tmp_path, quality={"decontaminate": [{"path": "nowhere.jsonl"}]})
+    _test_set(tmp_path, GSM[30:32])
+    missing = write_recipe(tmp_path, quality={"decontaminate": [{"path": "nowhere.jsonl"}]})
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(SeedError, match=r"quality\.decontaminate\[0\]\.path: no file or folder at .*nowhere"):
-        preflight(path)
+        preflight(missing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    typo = {"path": "gsm8k_test.jsonl", "fields": {"questoin": "q"}}
+    with pytest.raises(SeedError, match=r"quality\.decontaminate\[0\]\.fields maps 'questoin'"):
+        preflight(write_recipe(tmp_path, quality={"decontaminate": [typo]}))
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
