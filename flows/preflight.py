@@ -18,9 +18,9 @@ import storage.card  # noqa: F401  (registers the card template's example variab
 import synth.classify  # noqa: F401  (the classification prompt's)
 import synth.judge  # noqa: F401  (the judge's)
 import synth.tree  # noqa: F401  (the tree prompts')
+from synth.decontam_sets import index_for, seed_report
 from synth.recipe import Recipe, RecipeError, load_recipe
 from synth.render import Renderer, check_overrides
-from synth.decontam_sets import index_for, seed_report
 from synth.seeds import load_seeds
 
 

@@ -207,6 +207,8 @@ class Quality(_Strict):
     def _bounds(self) -> "Quality":
         if self.max_chars <= self.min_chars:
             raise ValueError(f"max_chars ({self.max_chars}) must be greater than min_chars ({self.min_chars})")
+        if self.decontaminate_cosine is not None and not self.decontaminate:
+            raise ValueError("decontaminate_cosine compares with test sets: list them in `decontaminate:` too")
         return self
 
 

@@ -255,6 +255,8 @@ def test_the_embedding_rule_needs_the_model_at_preflight(tmp_path, monkeypatch):
     path = write_recipe(tmp_path, quality={"decontaminate": ["gsm8k_test.jsonl"], "decontaminate_cosine": 0.94})
     with pytest.raises(RecipeError, match=r"quality\.decontaminate_cosine: this needs the embedding model"):
         preflight(path)
+    with pytest.raises(RecipeError, match=r"list them in `decontaminate:` too"):
+        preflight(write_recipe(tmp_path, quality={"decontaminate_cosine": 0.94}))
 
 
 @pytest.mark.slow
