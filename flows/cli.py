@@ -84,6 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             quiet_prefect_console(after_flow=True)  # shutdown chatter would bury the command's last line
     print(json.dumps({k: summary[k] for k in ("run_id", "dataset", "status", "message", "growth", "catalog")},
                      indent=2))
+    if summary.get("decontamination"):  # seeds that copy a test item (flows/preflight.py)
+        print(summary["decontamination"])
     reused = [c for c in summary.get("reused", []) if not c["this_run"] and c["counted"]]
     if reused:
         print("reused: " + ", ".join(f"{c['counted']} from {c['run_id']} ({c['model']}, {c['strategy']})"

@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from flows.decontam_cmd import add_decontaminate_option, cmd_decontaminate
+
 
 def add_eval_command(sub) -> None:
     ev = sub.add_parser("eval", help="diversity and quality figures of exports, snapshots and a reference dataset")
@@ -31,6 +33,7 @@ def add_eval_command(sub) -> None:
     ev.add_argument("--embed-sample", type=int, default=1000, metavar="N",
                     help="embed at most N rows per set, a fixed sample (default 1000; ~18 rows/s on 2 cores)")
     ev.add_argument("--json", action="store_true")
+    add_decontaminate_option(ev)
     ev.set_defaults(func=cmd_eval)
 
 
@@ -39,6 +42,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from storage.evaluation import (EvalError, embedder_or_reason, evaluate_source, read_source, render_table,
                                     snapshot_source)
 
+    if args.decontaminate:  # contamination only: flows/decontam_cmd.py
+        return cmd_decontaminate(args)
     if not args.paths and not args.snapshot:
         return _fail("name what to evaluate: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")
     if args.embed_sample < 2:

@@ -1,5 +1,6 @@
 """The pre-flight every run goes through, from the command line or the Prefect UI alike:
-the recipe and its overrides are valid, its input files read, every overridden prompt
+the recipe and its overrides are valid, its input files read (seeds, the test sets to
+decontaminate against: indexed here, once), every overridden prompt
 renders in the sandbox, a tree file parses, and the catalog is not busy, before
 anything is written or any request is made. Bad input raises the error the command
 line turns into exit code 2 (RecipeError, SeedError, PromptError, TreeError); Ray missing
@@ -17,6 +18,7 @@ import storage.card  # noqa: F401  (registers the card template's example variab
 import synth.classify  # noqa: F401  (the classification prompt's)
 import synth.judge  # noqa: F401  (the judge's)
 import synth.tree  # noqa: F401  (the tree prompts')
+from synth.decontam_sets import index_for, seed_report
 from synth.recipe import Recipe, RecipeError, load_recipe
 from synth.render import Renderer, check_overrides
 from synth.seeds import load_seeds
@@ -48,7 +50,9 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         check_cluster(recipe)
     load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
     wants = [name for name, on in (("quality.semantic_dup_threshold", recipe.quality.semantic_dup_threshold
-                                     is not None), ("balance.assign", recipe.balance.assign == "embedding")) if on]
+                                     is not None), ("balance.assign", recipe.balance.assign == "embedding"),
+                                   ("quality.decontaminate_cosine", recipe.quality.decontaminate_cosine is not None))
+             if on]
     if wants:
         from synth.embed import embedding_status
 
@@ -59,6 +63,7 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         from synth.backends.embedded import resolve_gguf
 
         resolve_gguf(recipe.backend.model)  # the 1.5B tier is joined and checked here on first use
+    index_for(recipe)  # so are unreadable test sets; the run's chunk context reuses this index
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
         from storage.recipe_tree import tree_from_file
@@ -73,6 +78,14 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         if catalog_wait_s <= 0:
             raise  # else the run waits its turn when it opens the catalog
     return recipe
+
+
+def seed_contamination(recipe: Recipe) -> str | None:
+    """The run's line on its seeds against its test sets (`quality.decontaminate`): how many
+    seed rows copy a test item, and which; None without test sets or seeds."""
+    index = index_for(recipe)
+    seeds = load_seeds(recipe)
+    return seed_report(index, seeds, recipe.task.question) if index is not None and seeds else None
 
 
 def check_cluster(recipe: Recipe) -> None:

@@ -30,7 +30,7 @@ from prefect.states import Cancelled
 from tqdm import tqdm
 
 from flows.lifecycle import stop_between_chunks, supersede
-from flows.preflight import preflight
+from flows.preflight import preflight, seed_contamination
 from storage.catalog import Catalog
 from storage.runs import LocalExecutor, RunLedger, superseded_note
 from synth.pipeline import ChunkResult, run_work
@@ -175,6 +175,9 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
     logger = get_run_logger()
     recipe = preflight(recipe_path, catalog, out, target, catalog_wait_s=catalog_wait_s, ray_address=ray_address,
                        model=model)
+    contamination = seed_contamination(recipe)  # seeds that copy a test item: said, not silently used
+    if contamination:
+        logger.info(contamination)
     # on a cluster the pool is the backend: tree, classification and chunks all go to its replicas
     backend = ReplicaPool(recipe.cluster, recipe.backend) if recipe.cluster.kind == "ray" else recipe.backend.build()
     with Catalog(recipe.catalog, wait_s=catalog_wait_s) as cat:
@@ -250,5 +253,6 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
             backend.close()
         summary["run_id"] = ledger.run_id
         summary["catalog"] = str(recipe.catalog)
+        summary["decontamination"] = contamination
         summary["stats"] = cat.stats(ledger.run_id)
         return summary

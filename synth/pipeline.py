@@ -12,9 +12,11 @@ the verifier wants several (math self-consistency). Then, in this order:
 - parse: a reply that is not the stage's fields -> `rejected` (raw text and reason kept);
 - verify (unless `verify.kind: none`): the first of the sampled answers that holds up
   becomes the sample's answer; none -> `rejected` with the first verdict's reason;
+- decontaminate (`quality.decontaminate`): every candidate the heuristic filters would keep
+  is looked up in the run's index of test sets (synth/decontam.py, one batch a chunk);
 - judge (`quality.judge`): one batched request per chunk scores every candidate that
-  the heuristic filters would keep;
-- filters, then the judge's verdict -> `filtered` with the reason;
+  the heuristic filters and the test sets would keep;
+- filters, then contamination, then the judge's verdict -> `filtered` with the reason;
 - the rest are `accepted` candidates with their content hash; the ledger dedups them.
 
 Lineage: a sample row's `request_id` is the request whose text became the sample (or
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from synth.backends.base import Backend, GenerationRequest, Sampling, SamplingSettings
 from synth.calls import Call, call_batch
+from synth.decontam import DecontamIndex
 from synth.ids import content_hash, stable_id, stable_seed
 from synth.judge import SCHEMA as JUDGE_SCHEMA, TEMPLATE as JUDGE_TEMPLATE, judge_messages, parse_judgement
 from synth.parsing import parse_fields
@@ -65,6 +68,7 @@ class Attempt:
     judged_out: Reject | None = None
     copies: int = 1  # answers sampled for it (k for self-consistency, tries for code)
     agreement: float | None = None  # share of the sampled answers the verifier accepts (the majority's votes / k)
+    contaminated: Reject | None = None  # copies a test item (quality.decontaminate)
 
     @property
     def alive(self) -> bool:
@@ -76,10 +80,11 @@ class ChunkContext:
 
     def __init__(self, run_id: str, task: "Task", seeds: Sequence[dict[str, Any]], renderer: Renderer,
                  sampling: SamplingSettings, verify: VerifierSettingsBase, filters: FilterContext,
-                 judge: "Judge | None" = None, output: dict[str, str] | None = None, extract: bool = True) -> None:
+                 judge: "Judge | None" = None, output: dict[str, str] | None = None, extract: bool = True,
+                 decontam: DecontamIndex | None = None) -> None:
         self.run_id, self.task, self.seeds = run_id, task, list(seeds)
         self.renderer, self.sampling, self.verify_settings = renderer, sampling, verify
-        self.filters, self.judge, self.extract = filters, judge, extract
+        self.filters, self.judge, self.extract, self.decontam = filters, judge, extract, decontam
         self.generation = GenerationContext(task, self.seeds, renderer, dict(output or {}))
         self.verifier = verify.build()
 
@@ -93,9 +98,11 @@ class ChunkContext:
                                 formats=tuple(recipe.task.output_fields.items()),
                                 scaffold_labels=prompt_scaffold(renderer, recipe.task),
                                 prose_fields=prose_fields(seeds, recipe.task.output_fields))
+        from synth.decontam_sets import index_for
+
         g = recipe.generation
         return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filters, q.judge,
-                   output=dict(g.output), extract=g.extract)
+                   output=dict(g.output), extract=g.extract, decontam=index_for(recipe))
 
     def answer_copies(self, strategy: Strategy) -> int:
         return self.verifier.answer_copies(strategy.has_reference)
@@ -169,6 +176,8 @@ def run_chunk(attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext) 
         _run_stage(position, attempts, backend, ctx, request_rows)
     if ctx.verifier.kind != "none":
         _verify(attempts, ctx)
+    if ctx.decontam is not None:
+        _decontaminate(attempts, ctx)
     if ctx.judge is not None:
         _judge(attempts, backend, ctx, request_rows)
     return ChunkResult(request_rows, [_sample_row(a, ctx) for a in attempts])
@@ -289,6 +298,15 @@ def _verify(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
             attempt.reject, attempt.status, attempt.verified = first_failure[attempt.sample_id], "rejected", False
 
 
+def _decontaminate(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
+    """Look every candidate the filters would keep up in the test sets' index, as one batch."""
+    kept = [a for a in attempts if a.alive and not first_problem(ctx.output_fields(a), ctx.filters)]
+    matches = ctx.decontam.check_many([ctx.output_fields(a) for a in kept], ctx.task.question)
+    for attempt, match in zip(kept, matches):
+        if match is not None:
+            attempt.contaminated = match.reject()
+
+
 def _judge(attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
            request_rows: list[dict[str, Any]]) -> None:
     """Score every candidate that passed parsing, verification and the heuristic filters, in
@@ -300,7 +318,7 @@ def _judge(attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
         if not attempt.alive:
             continue
         fields = ctx.output_fields(attempt)
-        if first_problem(fields, ctx.filters):
+        if attempt.contaminated or first_problem(fields, ctx.filters):
             continue  # filtered anyway: not worth a judge request
         key = stable_id(attempt.sample_id, "judge")
         request = GenerationRequest(
@@ -339,7 +357,7 @@ def _sample_row(attempt: Attempt, ctx: ChunkContext) -> dict[str, Any]:
         return {**row, "status": "rejected", "reason": str(attempt.reject), "raw_text": attempt.raw_text,
                 "fields": attempt.known or None}
     fields = ctx.output_fields(attempt)
-    problem = first_problem(fields, ctx.filters) or attempt.judged_out
+    problem = first_problem(fields, ctx.filters) or attempt.contaminated or attempt.judged_out
     if problem is not None:
         attempt.status = "filtered"
         return {**row, "fields": fields, "status": "filtered", "reason": str(problem), "raw_text": attempt.raw_text}

@@ -205,11 +205,17 @@ class Quality(_Strict):
     # share of repeated 4-word phrases above which a field counts as a loop (1 turns it off)
     max_repetition: float = Field(default=0.75, gt=0, le=1)
     judge: Judge | None = None  # `judge: {}` turns it on with the defaults
+    # benchmark test sets generated rows must not copy (synth/decontam.py): paths (read with the
+    # seeds' field mapping) or `{path, fields, format}`; with a cosine, also by embedding
+    decontaminate: list[Seeds | Path] = Field(default_factory=list)
+    decontaminate_cosine: float | None = Field(default=None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _bounds(self) -> "Quality":
         if self.max_chars <= self.min_chars:
             raise ValueError(f"max_chars ({self.max_chars}) must be greater than min_chars ({self.min_chars})")
+        if self.decontaminate_cosine is not None and not self.decontaminate:
+            raise ValueError("decontaminate_cosine compares with test sets: list them in `decontaminate:` too")
         return self
 
 
@@ -444,6 +450,11 @@ def absolute_inputs(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     balance = data.get("balance")
     if isinstance(balance, dict) and isinstance(balance.get("dataset"), dict) and balance["dataset"].get("path"):
         data["balance"] = {**balance, "dataset": {**balance["dataset"], "path": absolute(balance["dataset"]["path"])}}
+    quality = data.get("quality")
+    if isinstance(quality, dict) and isinstance(quality.get("decontaminate"), list):
+        data["quality"] = {**quality, "decontaminate": [
+            {**entry, "path": absolute(entry.get("path"))} if isinstance(entry, dict) else absolute(entry)
+            for entry in quality["decontaminate"]]}
     if isinstance(data.get("templates"), dict):
         data["templates"] = {name: absolute(path) for name, path in data["templates"].items()}
     return data

@@ -91,7 +91,11 @@ def load_dataset_rows(recipe: Recipe) -> list[dict[str, Any]]:
 
 
 def load_rows(recipe: Recipe, spec: Seeds, where: str) -> list[dict[str, Any]]:
-    rows = read_rows(recipe.resolve_input(spec.path), spec.format, where)
+    return map_rows(recipe, spec, read_rows(recipe.resolve_input(spec.path), spec.format, where), where)
+
+
+def map_rows(recipe: Recipe, spec: Seeds, rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Rows as read from `spec.path`, limited and mapped to the task's fields (in order)."""
     if spec.limit is not None:
         rows = rows[: spec.limit]
     if not rows:
