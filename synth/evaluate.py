@@ -146,6 +146,17 @@ def format_pass_rate(rows: Sequence[Mapping[str, Any]], specs: Mapping[str, Outp
     return {"rate": round(passing / len(rows), 4), "fields": sorted(constrained), "misses": dict(misses)}
 
 
+def agreement_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """How many of each row's sampled solutions its verifier accepted (the `agreement` column:
+    for math self-consistency, the majority's votes / n_solutions): mean and distribution."""
+    values = [float(r["agreement"]) for r in rows if isinstance(r.get("agreement"), (int, float))]
+    if not values:
+        return None
+    spread = Counter(f"{v:.2f}" for v in values)
+    return {"rate": round(sum(values) / len(values), 4), "rows": len(values),
+            "distribution": dict(sorted(spread.items(), reverse=True))}
+
+
 def evaluate(rows: Sequence[Mapping[str, Any]], text_fields: Sequence[str], *,
              specs: Mapping[str, OutputField] | None = None, leaf_field: str = "leaf_id",
              embed: Callable[[Sequence[str]], np.ndarray] | None = None, embed_sample: int = 1000,
@@ -162,6 +173,7 @@ def evaluate(rows: Sequence[Mapping[str, Any]], text_fields: Sequence[str], *,
     leaves = [row.get(leaf_field) for row in rows]
     out.update(leaf_figures(leaves) if any(leaves) else {"leaf_count": None, "leaf_entropy": None})
     out["format_pass"] = format_pass_rate(rows, specs or {})
+    out["agreement"] = agreement_figures(rows)
     left_out: dict[str, str] = {}
     if not any(leaves):
         left_out["leaves"] = f"no {leaf_field} values (made without a tree, or exported without lineage)"
@@ -195,12 +207,15 @@ FIGURES: tuple[tuple[str, str], ...] = (
     ("vendi", "Vendi score (centred embeddings)"), ("leaf_count", "leaves"),
     ("leaf_entropy", "leaf normalized entropy"), ("format_pass", "format-constraint pass rate"),
     ("verifier_pass", "verifier pass rate"),
+    ("agreement", "solutions agreeing with the label (mean; rows per share)"),
 )
 
 
 def figure_text(key: str, value: Any) -> str:
     if value is None:
         return "-"
+    if key == "agreement" and isinstance(value, dict):
+        return f"{value['rate']:.2f} (" + ", ".join(f"{k}: {n}" for k, n in value["distribution"].items()) + ")"
     if key == "format_pass" or key == "verifier_pass":
         return f"{value['rate']:.1%}" if isinstance(value, dict) and value.get("rate") is not None else "-"
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
