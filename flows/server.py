@@ -35,6 +35,8 @@ from pathlib import Path
 
 import httpx
 
+from synth.errors import SynthError
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 DEFAULT_STATE_DIR = "data"
@@ -44,7 +46,7 @@ DB_URL_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_C
 NO_TELEMETRY = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
 
-class ServerError(RuntimeError):
+class ServerError(SynthError, RuntimeError):
     """The Prefect server could not be started, reached or stopped; the message says what to do."""
 
 

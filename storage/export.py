@@ -42,6 +42,7 @@ from typing import Any, Iterable
 from storage import faults
 from storage.catalog import Catalog, now
 from storage.snapshots import SPLITS, get_snapshot
+from synth.errors import SynthError
 from synth.ids import stable_id
 
 FORMATS = ("parquet", "jsonl", "save_to_disk")
@@ -54,7 +55,7 @@ _LINEAGE_TYPES = {"sample_id": "string", "run_id": "string", "leaf_id": "string"
 SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)(?:-v(?P<version>\d{4}))?-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 
 
-class ExportError(ValueError):
+class ExportError(SynthError, ValueError):
     """An export that cannot be written; the message says what to do."""
 
 

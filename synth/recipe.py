@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
 from synth.cluster import ClusterSettings
+from synth.errors import BadInput
 from synth.formats import OutputField  # the field spec and its format constraints
 from synth.strategies import STRATEGIES
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
 
 
-class RecipeError(ValueError):
+class RecipeError(BadInput, ValueError):
     """A recipe that cannot run; the message is meant for the person who wrote it."""
 
 

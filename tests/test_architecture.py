@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import builtins
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +67,50 @@ def test_ray_is_imported_only_by_the_replica_module_and_only_when_used():
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- one error base -----------------------------------------------------------------------------
+
+# Exceptions that never reach a person: control flow inside one module, not errors.
+NOT_ERRORS = {"Rejected", "_Retryable", "_Refused"}
+BUILTIN_EXCEPTIONS = {name for name, value in vars(builtins).items()
+                      if isinstance(value, type) and issubclass(value, BaseException)}
+
+
+def exception_classes(paths) -> dict[str, list[str]]:
+    """{class name: its base names} of every exception class defined in `paths` (by name: a
+    class whose base is a built-in exception or another class found here)."""
+    classes = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name] = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+    found: dict[str, list[str]] = {}
+    grew = True
+    while grew:
+        grew = False
+        for name, bases in classes.items():
+            if name not in found and any(b in BUILTIN_EXCEPTIONS or b in found for b in bases):
+                found[name] = bases
+                grew = True
+    return found
+
+
+def test_every_error_derives_from_the_one_base():
+    """flows/errors.py maps SynthError to its exit code and line: an error class outside it
+    would be a traceback at the command line."""
+    found = exception_classes(path for package in FORBIDDEN for path in (ROOT / package).rglob("*.py"))
+    assert {"RecipeError", "CatalogError", "ServerError", "SandboxUnavailable"} <= set(found)
+
+    def ours(name: str) -> bool:
+        return name in {"SynthError", "BadInput"} or any(ours(b) for b in found.get(name, []))
+
+    assert sorted(name for name in found if name not in NOT_ERRORS and not ours(name)) == []
+    assert len([name for name in found if name not in NOT_ERRORS]) >= 24
+
+
+def test_the_error_check_sees_a_stray_error(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("class Fine(SynthError, ValueError): ...\nclass Stray(RuntimeError): ...\n"
+                   "class StrayChild(Stray): ...\n")
+    assert set(exception_classes([bad])) == {"Fine", "Stray", "StrayChild"}
