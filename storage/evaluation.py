@@ -7,7 +7,7 @@ recipe in its dataset card (README.md, the JSON block under "## Recipe"): from i
 the question and answer fields and the format constraints. A reference dataset
 (Parquet, JSONL, CSV or a saved `datasets` folder) is read the same way, without them.
 
-Left out: computing embeddings (synth/embed.py) and printing (flows/eval_cmd.py).
+Left out: computing embeddings (synth/embed.py) and printing (flows/cli/eval.py).
 """
 
 from __future__ import annotations

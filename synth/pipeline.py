@@ -40,7 +40,8 @@ from synth.strategies.base import SYSTEM_TEMPLATE
 from synth.verify.base import VerifierSettingsBase, VerifyCase
 
 if TYPE_CHECKING:
-    from synth.recipe import Judge, Task
+    from synth.recipe import Judge
+    from synth.task import Task
 
 MAX_VERIFIED_ANSWERS = 8  # sampled answers tried against the verifier, per attempt
 

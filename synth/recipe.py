@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
 from synth.cluster import ClusterSettings
 from synth.errors import BadInput
-from synth.formats import OutputField  # the field spec and its format constraints
 from synth.strategies import STRATEGIES
+from synth.task import Task
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
 
 
@@ -33,44 +33,6 @@ class RecipeError(BadInput, ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Task(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = Field(min_length=10)
-    output_fields: dict[str, OutputField]
-    question_field: str | None = None  # the field that holds the instruction/question
-    answer_field: str | None = None  # the field that holds the answer/solution
-
-    @field_validator("output_fields")
-    @classmethod
-    def _fields(cls, value: dict[str, OutputField]) -> dict[str, OutputField]:
-        if not value:
-            raise ValueError("list at least one output field, e.g. `question: {description: ...}`")
-        for name in value:
-            if not name.isidentifier():
-                raise ValueError(f"field name {name!r} must be a plain identifier (letters, digits, _)")
-        return value
-
-    @model_validator(mode="after")
-    def _roles(self) -> "Task":
-        names = list(self.output_fields)
-        for role in ("question_field", "answer_field"):
-            chosen = getattr(self, role)
-            if chosen is not None and chosen not in self.output_fields:
-                raise ValueError(f"{role} {chosen!r} is not one of output_fields ({', '.join(names)})")
-        return self
-
-    @property
-    def question(self) -> str:
-        return self.question_field or next(iter(self.output_fields))
-
-    @property
-    def answer(self) -> str:
-        if self.answer_field:
-            return self.answer_field
-        names = list(self.output_fields)
-        return names[1] if len(names) > 1 else names[0]
 
 
 class Seeds(_Strict):

@@ -23,7 +23,7 @@ from synth.render import Renderer, prompt_example
 from synth.slot import Slot
 
 if TYPE_CHECKING:
-    from synth.recipe import Task
+    from synth.task import Task
 
 SYSTEM_TEMPLATE = "generate/system.jinja2"
 QUESTION, ANSWER = "question", "answer"  # what a stage writes

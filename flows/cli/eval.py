@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from flows.cli.common import fail, find_catalog
 
-def add_eval_command(sub) -> None:
+
+def add_command(sub) -> None:
     ev = sub.add_parser("eval", help="diversity and quality figures of exports, snapshots and a reference dataset")
     ev.add_argument("paths", nargs="*", help="export folders, Parquet/JSONL/CSV files or saved `datasets` folders")
     ev.add_argument("--snapshot", action="append", default=[], help="a snapshot (name or id) in the catalog")
@@ -35,14 +36,13 @@ def add_eval_command(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from flows.cli import _fail, find_catalog
     from storage.evaluation import (EvalError, embedder_or_reason, evaluate_source, read_source, render_table,
                                     snapshot_source)
 
     if not args.paths and not args.snapshot:
-        return _fail("name what to evaluate: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")
+        return fail("name what to evaluate: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")
     if args.embed_sample < 2:
-        return _fail("--embed-sample must be at least 2")
+        return fail("--embed-sample must be at least 2")
     recipe = None
     if args.recipe:
         from synth.recipe import load_recipe
@@ -54,7 +54,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         reference = read_source(Path(args.reference), None, f"reference {Path(args.reference).name}") \
             if args.reference else None
     except EvalError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     catalog = _catalog(find_catalog(args.catalog), required=bool(args.snapshot))
     try:
         sources += [snapshot_source(catalog, name) for name in args.snapshot]
@@ -69,7 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                    if reference.rows and n in reference.rows[0]}
             results.append(evaluate_source(reference, None, embed, why, args.embed_sample, ref_fields))
     except EvalError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     finally:
         if catalog is not None:
             catalog.close()
@@ -88,9 +88,3 @@ def _catalog(path: str, required: bool):
             raise CatalogError(f"no catalog at {path}: pass --catalog PATH to read snapshots")
         return None
     return Catalog(path, read_only=True)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from flows.cli import main
-
-    sys.exit(main(["eval", *sys.argv[1:]]))
