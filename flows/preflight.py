@@ -59,6 +59,11 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         from synth.backends.embedded import resolve_gguf
 
         resolve_gguf(recipe.backend.model)  # the 1.5B tier is joined and checked here on first use
+    from storage.exporters import EXPORTERS
+
+    unknown = [name for name in recipe.export.formats if name not in EXPORTERS]
+    if unknown:
+        raise RecipeError(f"export.formats: no exporter {unknown[0]!r}; write any of: {', '.join(EXPORTERS)}")
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
         from storage.recipe_tree import tree_from_file

@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 from storage.card import mask_tokens
 from storage.catalog import Catalog
-from storage.export import DEFAULT_SHARD_ROWS, SHARD_NAME, export_snapshot, record_export
+from storage.export import DEFAULT_SHARD_ROWS, export_snapshot, record_export
+from storage.exporters import SHARD_NAME
 from storage.snapshots import get_snapshot
 from synth.errors import SynthError
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
 from synth.cluster import ClusterSettings
 from synth.errors import BadInput
-from synth.strategies import STRATEGIES
+from synth.strategies import DEFAULT_KIND as DEFAULT_STRATEGY, STRATEGIES
 from synth.task import Task
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
 
@@ -94,7 +94,7 @@ class Balance(_Strict):
 class Generation(_Strict):
     target: int = Field(default=24, gt=0, le=10_000_000)  # accepted samples wanted
     budget: int | None = Field(default=None, gt=0)  # teacher requests allowed; default 4 x target
-    strategy: str = "new_question"  # one of STRATEGIES, or "auto"
+    strategy: str = DEFAULT_STRATEGY  # one of STRATEGIES, or "auto"
     strategy_weights: dict[str, float] | None = None  # mix strategies instead of one
     examples_per_prompt: int = Field(default=3, ge=0, le=20)
     chunk_size: int = Field(default=64, gt=0, le=100_000)  # requests per backend call and commit
@@ -171,7 +171,8 @@ class Quality(_Strict):
 
 class Export(_Strict):
     dir: Path = Path("out")
-    formats: list[Literal["parquet", "jsonl", "save_to_disk"]] = Field(default_factory=lambda: ["parquet", "jsonl"])
+    # exporters by name (storage/exporters.py: parquet, jsonl, save_to_disk, ...); the pre-flight checks the names
+    formats: list[str] = Field(default_factory=lambda: ["parquet", "jsonl"])
     test_fraction: float = Field(default=0.0, ge=0, lt=1)
     lineage: bool = True  # include leaf, strategy, seed row and request columns
     # publish each new version to this Hub dataset repo (token from HF_TOKEN), tagged v1, v2, ...

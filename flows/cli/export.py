@@ -18,17 +18,28 @@ def add_command(sub) -> None:
     export.add_argument("--test-fraction", type=float, default=0.0)
     export.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
     export.add_argument("--out", default="out/export")
-    export.add_argument("--format", action="append", choices=["parquet", "jsonl", "save_to_disk"])
+    export.add_argument("--format", action="append", type=exporter_name,
+                        help="an exporter of storage/exporters.py (parquet, jsonl, save_to_disk, ...); repeat it for "
+                             "several (default: parquet and jsonl)")
     export.add_argument("--no-lineage", action="store_true", help="leave out the lineage columns")
     export.add_argument("--push", metavar="OWNER/NAME", help="also upload to this Hub dataset repo (token: HF_TOKEN)")
     export.add_argument("--private", action="store_true")
     export.set_defaults(func=cmd_export)
 
 
+def exporter_name(value: str) -> str:
+    """--format's check, against the exporters' registry (imported only when --format is given)."""
+    from storage.exporters import EXPORTERS
+
+    if value not in EXPORTERS:
+        raise argparse.ArgumentTypeError(f"no exporter {value!r}: write one of {', '.join(EXPORTERS)}")
+    return value
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from storage.catalog import Catalog
-    from storage.export import export_snapshot, prepare_out_dir
-    from storage.publish import tree_text_of_run
+    from storage.export import prepare_out_dir
+    from storage.publish import publish_snapshot, tree_text_of_run
     from storage.snapshots import SnapshotError, create_snapshot, get_snapshot
 
     args.catalog = find_catalog(args.catalog)
@@ -56,14 +67,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             snapshot_id = create_snapshot(cat, run_id, args.snapshot, args.test_fraction, args.seed)
         snapshot = get_snapshot(cat, snapshot_id)
         tree_text = tree_text_of_run(cat, snapshot["run_id"])
-        result = export_snapshot(cat, snapshot_id, Path(args.out), formats=args.format or ("parquet", "jsonl"),
-                                 lineage=not args.no_lineage, tree_text=tree_text)
-        print(f"snapshot {snapshot['name']} ({snapshot_id}): {result.n_rows} rows -> {result.out_dir}")
-        if args.push:
-            from storage.hub import push_to_hub
-
-            # the token comes from HF_TOKEN (or a Prefect Secret block in the flows); it is never printed
-            commit = push_to_hub(cat, snapshot_id, args.push, private=args.private, export_dir=Path(args.out),
-                                 tree_text=tree_text)
-            print(f"pushed to {args.push} at commit {commit}")
+        # the Hub token comes from HF_TOKEN (or a Prefect Secret block in the flows); it is never printed
+        result, pushed = publish_snapshot(cat, snapshot_id, Path(args.out), args.format or ("parquet", "jsonl"),
+                                          lineage=not args.no_lineage, tree_text=tree_text, hub_repo=args.push,
+                                          private=args.private)
+    print(f"snapshot {snapshot['name']} ({snapshot_id}): {result.n_rows} rows -> {result.out_dir}")
+    if pushed:
+        print(f"pushed to {pushed['repo']} at commit {pushed['commit']}")
     return 0
