@@ -3,13 +3,18 @@
     0    done
     1    a failed run or a broken environment: the catalog busy, damaged, not a catalog, not
          writable or on a full disk; an export folder that cannot be written; the backend's
-         server, the Ray cluster or the Prefect API not answering; a lost text segment
+         server, the Ray cluster or the Prefect API not answering; a lost text segment; a
+         model or the embedding model not installed; the code verifier's sandbox unable to
+         start a process; a backend that broke its contract (a bug in that backend)
     2    bad input: the recipe, its seeds, templates or tree file (the message names the field)
     130  stopped by Ctrl-C (SIGINT) or cancelled from the Prefect UI; 143 stopped by SIGTERM
 
-Every line names the file or service, says what is wrong and what to do; the traceback
-is shown only with `--debug` or `SYNTH_DEBUG=1`. An exception this module does not know
-is a bug: it is not turned into a line (its traceback is what a bug report needs).
+Every error of ours derives from `synth.errors.SynthError`, which carries its exit code
+and its line: a new error class needs no edit here. Faults raised by others (DuckDB, the
+file system, the Prefect API's transport) are worded here. Every line names the file or
+service, says what is wrong and what to do; the traceback is shown only with `--debug` or
+`SYNTH_DEBUG=1`. An exception this module does not know is a bug: it is not turned into a
+line (its traceback is what a bug report needs).
 
 `quiet_prefect_console()` keeps Prefect's console log lines but drops the tracebacks it
 prints under them (the run's page in the UI still gets them): the command's own last
@@ -22,43 +27,14 @@ import logging
 import os
 from pathlib import Path
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
+from synth.errors import EXIT_FAILED, SynthError
+
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
 
 def debug_enabled(flag: bool = False) -> bool:
     return flag or os.environ.get("SYNTH_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _bad_input() -> tuple[type[BaseException], ...]:
-    from storage.backup import BackupExists
-    from synth.allocate import AllocationError
-    from synth.backends.openai import OpenAIConfigError
-    from synth.balance import BalanceError
-    from synth.recipe import RecipeError
-    from synth.render import PromptError
-    from synth.seeds import SeedError
-    from synth.tree import TreeError
-
-    return (RecipeError, SeedError, PromptError, TreeError, BalanceError, AllocationError, OpenAIConfigError,
-            BackupExists)
-
-
-def _environment() -> tuple[type[BaseException], ...]:
-    from flows.server import ServerError
-    from storage.backup import BackupError
-    from storage.catalog import CatalogBusy, CatalogError
-    from storage.export import ExportError
-    from storage.hub import HubError
-    from storage.snapshots import SnapshotError
-    from synth.backends.base import BackendUnavailable
-    from synth.backends.embedded import ModelNotFound
-    from synth.cluster import ClusterError
-
-    return (CatalogBusy, CatalogError, ExportError, SnapshotError, HubError, BackendUnavailable, ServerError,
-            BackupError, ClusterError, ModelNotFound)
 
 
 def explain(exc: BaseException, catalog: str | Path | None = None,
@@ -73,10 +49,8 @@ def explain(exc: BaseException, catalog: str | Path | None = None,
                              "again to resume")
     if type(exc).__name__ == "TerminationSignal":  # prefect.exceptions, raised by its SIGTERM bridge
         return EXIT_SIGTERM, "stopped by SIGTERM; what was committed is kept: run the same command again to resume"
-    if isinstance(exc, _bad_input()):
-        return EXIT_BAD_INPUT, str(exc)
-    if isinstance(exc, _environment()):
-        return EXIT_FAILED, str(exc)
+    if isinstance(exc, SynthError):  # every error of ours knows its code and its line
+        return exc.exit_code, exc.line()
     from storage import faults
 
     if isinstance(exc, duckdb.Error):

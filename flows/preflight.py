@@ -64,6 +64,11 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
 
         resolve_gguf(recipe.backend.model)  # the 1.5B tier is joined and checked here on first use
     index_for(recipe)  # so are unreadable test sets; the run's chunk context reuses this index
+    from storage.exporters import EXPORTERS
+
+    unknown = [name for name in recipe.export.formats if name not in EXPORTERS]
+    if unknown:
+        raise RecipeError(f"export.formats: no exporter {unknown[0]!r}; write any of: {', '.join(EXPORTERS)}")
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
         from storage.recipe_tree import tree_from_file

@@ -15,7 +15,7 @@ answer is one line, and without one the temporary server is started shielded fro
 The server's database is SQLite at `<state_dir>/prefect-server.db` unless
 `PREFECT_API_DATABASE_CONNECTION_URL` is set (PostgreSQL: see docs/prefect.md).
 
-`add_server_commands` registers `synth server start|stop|status` and `synth serve`.
+The commands `synth server start|stop|status` and `synth serve` are in flows/cli/server.py and serve.py.
 
 Leaves out: remote servers (point `PREFECT_API_URL` at them instead), auth and TLS,
 and anything but POSIX process groups. This module imports prefect only inside
@@ -24,7 +24,6 @@ and anything but POSIX process groups. This module imports prefect only inside
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import httpx
 
+from synth.errors import SynthError
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 DEFAULT_STATE_DIR = "data"
@@ -44,7 +45,7 @@ DB_URL_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_C
 NO_TELEMETRY = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
 
-class ServerError(RuntimeError):
+class ServerError(SynthError, RuntimeError):
     """The Prefect server could not be started, reached or stopped; the message says what to do."""
 
 
@@ -233,6 +234,11 @@ def stop_server(state_dir: str | Path = DEFAULT_STATE_DIR, timeout: float = 20.0
     return True
 
 
+def server_pid(state_dir: str | Path = DEFAULT_STATE_DIR) -> int | None:
+    """The pid of the server started from `state_dir`, when it is still running."""
+    return _our_server_pid(_paths(state_dir)[0])
+
+
 def prefect_api_for_run() -> None:
     """Before `synth run` starts its flow: a PREFECT_API_URL that does not answer is a
     `ServerError` now. Without one, Prefect's temporary server is started here with SIGINT
@@ -252,79 +258,3 @@ def prefect_api_for_run() -> None:
             pass  # creating the client starts the temporary server: a child, it inherits the mask
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-# --- the command line: `synth server start|stop|status` and `synth serve` ---------------------
-
-
-def _cmd_server(args: argparse.Namespace) -> int:
-    api = api_url(args.host, args.port)
-    if args.action == "start":
-        try:
-            api = ensure_server(args.host, args.port, args.timeout, args.state_dir)
-        except ServerError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"Prefect UI: {ui_url(api)}")
-        print(f"API: {api}  (export PREFECT_API_URL={api} so that runs report here)")
-        return 0
-    if args.action == "stop":
-        stopped = stop_server(args.state_dir)
-        print("stopped the Prefect server" if stopped else f"no server started from {args.state_dir} is running")
-        return 0
-    pid = _our_server_pid(_paths(args.state_dir)[0])
-    if is_healthy(api):
-        print(f"up: UI {ui_url(api)}, API {api}" + (f", pid {pid}" if pid else " (started elsewhere)"))
-        return 0
-    print(f"down: nothing answers {api}/health" + (f" (pid {pid} is still starting)" if pid else ""))
-    return 1
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    api = args.api_url
-    try:
-        if api:
-            if not is_healthy(api):
-                raise ServerError(f"nothing answers {api}/health: start it (`synth server start`) "
-                                  "or drop --api-url / PREFECT_API_URL")
-        else:
-            api = ensure_server(args.host, args.port, args.timeout, args.state_dir)
-    except ServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    # Before prefect is imported: the runner and its flow-run subprocesses read it from the environment.
-    os.environ["PREFECT_API_URL"] = api
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")  # killed runs end Crashed (see above)
-    for name, value in NO_TELEMETRY.items():
-        os.environ.setdefault(name, value)
-    print(f"Prefect UI: {ui_url(api)}  (deployments: {ui_url(api)}/deployments)", flush=True)
-    from flows.deployments import serve_deployments
-
-    serve_deployments(api, limit=args.limit, schedule_paused=args.pause_schedule)
-    return 0
-
-
-def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                        help="seconds to wait for the server to answer")
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
-                        help="folder of the server's pid file, log and SQLite database (default data/)")
-
-
-def add_server_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `server` (start/stop/status) and `serve` on the `synth` command line."""
-    server = subparsers.add_parser("server", help="start, stop or check the local Prefect server (UI)")
-    server.add_argument("action", choices=["start", "stop", "status"], nargs="?", default="start")
-    _server_options(server)
-    server.set_defaults(func=_cmd_server)
-
-    serve = subparsers.add_parser("serve", help="serve the deployments (on-demand and nightly) to the Prefect UI")
-    _server_options(serve)
-    serve.add_argument("--api-url", default=os.environ.get("PREFECT_API_URL"),
-                       help="use this Prefect API instead of the local server (default: $PREFECT_API_URL)")
-    serve.add_argument("--limit", type=int, default=1,
-                       help="flow runs at a time (default 1: one DuckDB catalog has one writer)")
-    serve.add_argument("--pause-schedule", action="store_true", help="register the nightly schedule paused")
-    serve.set_defaults(func=_cmd_serve)

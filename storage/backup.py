@@ -27,13 +27,14 @@ from typing import Any
 
 from storage import faults
 from storage.catalog import Catalog, CatalogBusy
+from synth.errors import BadInput, SynthError
 
 
-class BackupError(RuntimeError):
+class BackupError(SynthError, RuntimeError):
     """The backup could not be taken; the message says why and what to do."""
 
 
-class BackupExists(BackupError):
+class BackupExists(BadInput, BackupError):
     """The destination exists: a backup never overwrites."""
 
 

@@ -25,13 +25,14 @@ import duckdb
 import pyarrow as pa
 
 from storage import faults, schema
+from synth.errors import SynthError
 
 
-class CatalogBusy(RuntimeError):
+class CatalogBusy(SynthError, RuntimeError):
     """Another process holds the catalog for writing."""
 
 
-class CatalogError(RuntimeError):
+class CatalogError(SynthError, RuntimeError):
     """The catalog cannot be used as asked; the message names the file and says what to do."""
 
 

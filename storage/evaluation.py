@@ -7,7 +7,7 @@ recipe in its dataset card (README.md, the JSON block under "## Recipe"): from i
 the question and answer fields and the format constraints. A reference dataset
 (Parquet, JSONL, CSV or a saved `datasets` folder) is read the same way, without them.
 
-Left out: computing embeddings (synth/embed.py) and printing (flows/eval_cmd.py).
+Left out: computing embeddings (synth/embed.py) and printing (flows/cli/eval.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from storage.catalog import Catalog
+from synth.errors import BadInput
 from synth.evaluate import FIGURES, evaluate, figure_text, figure_value
 from synth.formats import OutputField
 
@@ -26,7 +27,7 @@ LINEAGE = {"sample_id", "run_id", "leaf_id", "leaf_path", "strategy", "seed_row"
 CARD_EMBED_SAMPLE = 200  # rows embedded for a card or a run report (about 10 s here); `synth eval` does more
 
 
-class EvalError(ValueError):
+class EvalError(BadInput, ValueError):
     """An input `synth eval` cannot read; the message names it and says what to pass."""
 
 

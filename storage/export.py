@@ -3,7 +3,7 @@
 One snapshot becomes a `datasets.DatasetDict` ("train", and "test" when the snapshot has
 test rows) with typed features: each task field as string / int64 / float64 from the
 recipe, and, unless `lineage=False`, the lineage columns (sample, run, leaf, leaf path,
-strategy, seed row, request). It is written as
+strategy, seed row, request). It is written by the exporters named (storage/exporters.py):
 
     <out>/data/train-00000-of-00002.parquet ...   the Hub's layout; `load_dataset("parquet", ...)`
     <out>/jsonl/train.jsonl, jsonl/test.jsonl     one JSON object a line, UTF-8
@@ -30,10 +30,7 @@ Left out: uploading (storage.hub), choosing what goes into the snapshot (storage
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,23 +38,16 @@ from typing import Any, Iterable
 
 from storage import faults
 from storage.catalog import Catalog, now
+from storage.exporters import EXPORTERS, SHARD_NAME, ExportError
 from storage.snapshots import SPLITS, get_snapshot
 from synth.ids import stable_id
 
-FORMATS = ("parquet", "jsonl", "save_to_disk")
 DEFAULT_SHARD_ROWS = 100_000  # rows per Parquet shard: a few tens of MB of text, easy to resume
 _VALUE_TYPES = {"string": "string", "integer": "int64", "number": "float64"}
 _LINEAGE_TYPES = {"sample_id": "string", "run_id": "string", "leaf_id": "string", "leaf_path": "string",
                   "strategy": "string", "seed_row": "int64", "request_id": "string",
                   # of the n_solutions sampled for the row, the share its verifier accepted (majority votes / n)
                   "agreement": "float64", "n_solutions": "int64"}
-# `train-00000-of-00002.parquet`, or for a version of a growing dataset `train-v0002-00000-of-00001.parquet`:
-# the rows a version added, so a later version that only adds rows adds only new shards
-SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)(?:-v(?P<version>\d{4}))?-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
-
-
-class ExportError(ValueError):
-    """An export that cannot be written; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -216,72 +206,6 @@ def prepare_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def _version_runs(versions: list[Any]) -> list[tuple[Any, int, int]]:
-    """(version, start, stop) of each run of equal versions (rows are ordered by version)."""
-    runs, start = [], 0
-    for i in range(1, len(versions) + 1):
-        if i == len(versions) or versions[i] != versions[start]:
-            runs.append((versions[start], start, i))
-            start = i
-    return runs or [(None, 0, 0)]
-
-
-def _write_parquet(dataset_dict, folder: Path, shard_rows: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    versions = getattr(dataset_dict, "versions", {})
-    for split, dataset in dataset_dict.items():
-        for version, start, stop in _version_runs(versions.get(split, [None] * len(dataset))):
-            part = dataset.select(range(start, stop)) if (start, stop) != (0, len(dataset)) else dataset
-            count = max(1, math.ceil(len(part) / shard_rows))
-            tag = f"-v{version:04d}" if version is not None else ""
-            for index in range(count):
-                final = folder / f"{split}{tag}-{index:05d}-of-{count:05d}.parquet"
-                with faults.staged(final) as tmp:
-                    part.shard(num_shards=count, index=index, contiguous=True).to_parquet(str(tmp))
-                written.append(final)
-    keep = {p.name for p in written}
-    for stale in folder.iterdir():  # shards of an earlier export with another count or split
-        if SHARD_NAME.match(stale.name) and stale.name not in keep:
-            stale.unlink()
-    return written
-
-
-def _write_jsonl(dataset_dict, folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for split, dataset in dataset_dict.items():
-        final = folder / f"{split}.jsonl"
-        with faults.staged(final) as tmp, tmp.open("w", encoding="utf-8") as out:
-            # Arrow batches to Python rows: ten times faster than iterating the Dataset
-            for batch in dataset.data.table.to_batches(max_chunksize=10_000):
-                out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist())
-        written.append(final)
-    keep = {p.name for p in written}
-    for stale in folder.glob("*.jsonl"):
-        if stale.name not in keep and stale.stem in SPLITS:
-            stale.unlink()
-    return written
-
-
-def _write_saved(dataset_dict, folder: Path) -> list[Path]:
-    if folder.exists() and not (folder / "dataset_dict.json").exists():
-        raise ExportError(f"{folder} exists and is not a saved dataset: refusing to replace it; "
-                          "remove it or export to another folder")
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by an interrupted export
-    try:
-        dataset_dict.save_to_disk(str(tmp))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return [folder]
-
-
 def record_export(catalog: Catalog, snapshot_id: str, target: str, location: str, n_rows: int,
                   revision: str | None = None) -> str:
     """Write (or refresh) the export row for one target; returns its id, a hash of snapshot,
@@ -313,9 +237,9 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
     a recipe's override of the card template applies; default: the built-in template.
     """
     formats = tuple(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in EXPORTERS]
     if unknown or not formats:
-        raise ExportError(f"unknown export format(s) {unknown or '(none)'}: write any of {', '.join(FORMATS)}")
+        raise ExportError(f"unknown export format(s) {unknown or '(none)'}: write any of {', '.join(EXPORTERS)}")
     if shard_rows <= 0:
         raise ExportError(f"shard_rows must be > 0, got {shard_rows}")
     snapshot = get_snapshot(catalog, snapshot_id)
@@ -326,15 +250,12 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
 
     dataset_dict = build_dataset_dict(snapshot_table(catalog, snapshot_id, output_fields, lineage))
     n_rows = {split: len(ds) for split, ds in dataset_dict.items()}
-    writers = {
-        "parquet": lambda: _write_parquet(dataset_dict, out_dir / "data", shard_rows),
-        "jsonl": lambda: _write_jsonl(dataset_dict, out_dir / "jsonl"),
-        "save_to_disk": lambda: _write_saved(dataset_dict, out_dir / "hf"),
-    }
-    locations = {"parquet": out_dir / "data", "jsonl": out_dir / "jsonl", "save_to_disk": out_dir / "hf"}
+    exporters = {target: EXPORTERS[target] for target in formats}
+    locations = {target: out_dir / exporter.folder for target, exporter in exporters.items()}
     # a full disk or a folder that turns read-only half way: one line naming the folder
     with _quiet_progress(), faults.raising(ExportError, out_dir, "the export folder"):
-        paths: dict[str, list[Path]] = {target: writers[target]() for target in formats}
+        paths: dict[str, list[Path]] = {target: exporter.write(dataset_dict, locations[target], shard_rows)
+                                        for target, exporter in exporters.items()}
         if card:
             from storage.card import write_card  # matplotlib and the card template: only when asked
 

@@ -31,8 +31,10 @@ from typing import Any, Callable
 
 from storage.card import mask_tokens
 from storage.catalog import Catalog
-from storage.export import DEFAULT_SHARD_ROWS, SHARD_NAME, export_snapshot, record_export
+from storage.export import DEFAULT_SHARD_ROWS, export_snapshot, record_export
+from storage.exporters import SHARD_NAME
 from storage.snapshots import get_snapshot
+from synth.errors import SynthError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ DEFAULT_SHARDS_PER_COMMIT = 8  # the Hub rate-limits commits per hour: parts, no
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class HubError(RuntimeError):
+class HubError(SynthError, RuntimeError):
     """A push that failed; the message says what to do and never contains the token."""
 
 

@@ -4,15 +4,17 @@ The step the flow calls after generation. The dataset's version (storage/version
 holds, per leaf, at most the run's target of the dataset's members; a rerun that changed
 nothing finds the same version and rewrites the same files. When the recipe names a Hub
 repo (`export.hub_repo`), a new version is pushed as a new commit tagged `v<N>`.
+`publish_snapshot` is the export step both the flow and `synth export` call.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable
 
 from storage.bulk import leaf_counts
 from storage.catalog import Catalog
-from storage.export import export_snapshot
+from storage.export import ExportResult, export_snapshot
 from storage.snapshots import create_snapshot
 from synth.recipe import Recipe
 from synth.render import Renderer
@@ -55,16 +57,11 @@ def export_run(catalog: Catalog, recipe: Recipe, run_id: str, scope: Any = None,
         snapshot_id = create_snapshot(catalog, run_id, test_fraction=recipe.export.test_fraction,
                                       seed=recipe.backend.sampling.seed)
     tree_text = tree_text_of_run(catalog, run_id, snapshot_id)
-    result = export_snapshot(catalog, snapshot_id, recipe.export.dir, formats=recipe.export.formats,
-                             lineage=recipe.export.lineage, tree_text=tree_text, renderer=renderer)
-    pushed = None
-    if recipe.export.hub_repo:
-        from storage.hub import push_to_hub
-
-        tag = f"v{version['version']}" if version is not None else None
-        pushed = {"repo": recipe.export.hub_repo, "tag": tag,
-                  "commit": push_to_hub(catalog, snapshot_id, recipe.export.hub_repo, private=recipe.export.private,
-                                        token=token, tree_text=tree_text, tag=tag, renderer=renderer)}
+    tag = f"v{version['version']}" if version is not None else None
+    result, pushed = publish_snapshot(catalog, snapshot_id, recipe.export.dir, recipe.export.formats,
+                                      lineage=recipe.export.lineage, tree_text=tree_text, renderer=renderer,
+                                      hub_repo=recipe.export.hub_repo, private=recipe.export.private, token=token,
+                                      tag=tag)
     return {
         "snapshot_id": snapshot_id,
         "version": version,
@@ -74,3 +71,21 @@ def export_run(catalog: Catalog, recipe: Recipe, run_id: str, scope: Any = None,
         "paths": {target: str(paths[0].parent if target == "parquet" else paths[0])
                   for target, paths in result.paths.items() if paths},
     }
+
+
+def publish_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path, formats: Iterable[str], *,
+                     lineage: bool = True, tree_text: str | None = None, renderer: Any = None,
+                     hub_repo: str | None = None, private: bool = False, token: str | None = None,
+                     tag: str | None = None) -> tuple[ExportResult, dict[str, Any] | None]:
+    """The one export path of `synth run` and `synth export`: the snapshot written by the
+    exporters `formats` names (storage/exporters.py) under `out_dir`, then, with `hub_repo`,
+    pushed to the Hub (tagged `tag`). Returns the export and {"repo", "tag", "commit"} or None."""
+    result = export_snapshot(catalog, snapshot_id, out_dir, formats=formats, lineage=lineage,
+                             tree_text=tree_text, renderer=renderer)
+    if not hub_repo:
+        return result, None
+    from storage.hub import push_to_hub
+
+    commit = push_to_hub(catalog, snapshot_id, hub_repo, private=private, token=token, tree_text=tree_text,
+                         tag=tag, renderer=renderer)
+    return result, {"repo": hub_repo, "tag": tag, "commit": commit}

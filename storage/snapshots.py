@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from storage.catalog import Catalog, now
+from synth.errors import SynthError
 from synth.ids import stable_id
 
 # Lineage columns carried next to the task's fields, in this order.
@@ -29,7 +30,7 @@ LINEAGE_COLUMNS = ("sample_id", "run_id", "leaf_id", "leaf_path", "strategy", "s
 SPLITS = ("train", "test")
 
 
-class SnapshotError(ValueError):
+class SnapshotError(SynthError, ValueError):
     """A snapshot that cannot be made or found; the message says what to do."""
 
 

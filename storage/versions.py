@@ -25,10 +25,11 @@ import pyarrow as pa
 
 from storage.catalog import Catalog, now
 from storage.datasets import Scope, members_sql
+from synth.errors import SynthError
 from synth.ids import stable_id
 
 
-class NothingToVersion(ValueError):
+class NothingToVersion(SynthError, ValueError):
     """The dataset has no accepted member on its leaves: there is no version to make or export."""
 
 

@@ -17,10 +17,12 @@ import math
 from fractions import Fraction
 from typing import Hashable, Mapping, TypeVar
 
+from synth.errors import BadInput
+
 K = TypeVar("K", bound=Hashable)
 
 
-class AllocationError(ValueError):
+class AllocationError(BadInput, ValueError):
     """Weights or a count that cannot be allocated; the message says what to change."""
 
 

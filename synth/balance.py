@@ -24,12 +24,13 @@ from fractions import Fraction
 from typing import Mapping, Sequence
 
 from synth.allocate import largest_remainder
+from synth.errors import BadInput
 
 
 OTHER = "(other)"
 
 
-class BalanceError(ValueError):
+class BalanceError(BadInput, ValueError):
     """The target cannot be met as written; the message says what to change."""
 
 

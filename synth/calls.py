@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from synth.backends.base import Backend, GenerationRequest, GenerationResult
+from synth.errors import SynthError
 from synth.ids import prompt_hash
 
 
-class BackendContractError(RuntimeError):
+class BackendContractError(SynthError, RuntimeError):
     """A backend broke the contract (results missing or out of order)."""
 
 

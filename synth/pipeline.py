@@ -43,7 +43,8 @@ from synth.strategies.base import EXTRACT_TEMPLATE, SYSTEM_TEMPLATE, TEXT
 from synth.verify.base import VerifierSettingsBase, VerifyCase
 
 if TYPE_CHECKING:
-    from synth.recipe import Judge, Task
+    from synth.recipe import Judge
+    from synth.task import Task
 
 MAX_VERIFIED_ANSWERS = 8  # sampled answers tried against the verifier, per attempt
 EXTRACT_MAX_TOKENS = 48  # the final line only: `#### 1,234.5` and a little slack

@@ -21,55 +21,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
 from synth.cluster import ClusterSettings
-from synth.formats import OutputField  # the field spec and its format constraints
-from synth.strategies import STRATEGIES
+from synth.errors import BadInput
+from synth.strategies import DEFAULT_KIND as DEFAULT_STRATEGY, STRATEGIES
+from synth.task import Task
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
 
 
-class RecipeError(ValueError):
+class RecipeError(BadInput, ValueError):
     """A recipe that cannot run; the message is meant for the person who wrote it."""
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Task(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = Field(min_length=10)
-    output_fields: dict[str, OutputField]
-    question_field: str | None = None  # the field that holds the instruction/question
-    answer_field: str | None = None  # the field that holds the answer/solution
-
-    @field_validator("output_fields")
-    @classmethod
-    def _fields(cls, value: dict[str, OutputField]) -> dict[str, OutputField]:
-        if not value:
-            raise ValueError("list at least one output field, e.g. `question: {description: ...}`")
-        for name in value:
-            if not name.isidentifier():
-                raise ValueError(f"field name {name!r} must be a plain identifier (letters, digits, _)")
-        return value
-
-    @model_validator(mode="after")
-    def _roles(self) -> "Task":
-        names = list(self.output_fields)
-        for role in ("question_field", "answer_field"):
-            chosen = getattr(self, role)
-            if chosen is not None and chosen not in self.output_fields:
-                raise ValueError(f"{role} {chosen!r} is not one of output_fields ({', '.join(names)})")
-        return self
-
-    @property
-    def question(self) -> str:
-        return self.question_field or next(iter(self.output_fields))
-
-    @property
-    def answer(self) -> str:
-        if self.answer_field:
-            return self.answer_field
-        names = list(self.output_fields)
-        return names[1] if len(names) > 1 else names[0]
 
 
 class Seeds(_Strict):
@@ -131,7 +94,7 @@ class Balance(_Strict):
 class Generation(_Strict):
     target: int = Field(default=24, gt=0, le=10_000_000)  # accepted samples wanted
     budget: int | None = Field(default=None, gt=0)  # teacher requests allowed; default 4 x target
-    strategy: str = "new_question"  # one of STRATEGIES, or "auto"
+    strategy: str = DEFAULT_STRATEGY  # one of STRATEGIES, or "auto"
     strategy_weights: dict[str, float] | None = None  # mix strategies instead of one
     examples_per_prompt: int = Field(default=3, ge=0, le=20)
     chunk_size: int = Field(default=64, gt=0, le=100_000)  # requests per backend call and commit
@@ -221,7 +184,8 @@ class Quality(_Strict):
 
 class Export(_Strict):
     dir: Path = Path("out")
-    formats: list[Literal["parquet", "jsonl", "save_to_disk"]] = Field(default_factory=lambda: ["parquet", "jsonl"])
+    # exporters by name (storage/exporters.py: parquet, jsonl, save_to_disk, ...); the pre-flight checks the names
+    formats: list[str] = Field(default_factory=lambda: ["parquet", "jsonl"])
     test_fraction: float = Field(default=0.0, ge=0, lt=1)
     lineage: bool = True  # include leaf, strategy, seed row and request columns
     # publish each new version to this Hub dataset repo (token from HF_TOKEN), tagged v1, v2, ...

@@ -32,10 +32,12 @@ from jinja2 import StrictUndefined, TemplateError, TemplateNotFound
 from jinja2.loaders import BaseLoader, FileSystemLoader
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from synth.errors import BadInput
+
 RENDER_TIMEOUT_S = 5.0  # the sandbox bounds what a template reaches, not how long it runs
 
 
-class PromptError(ValueError):
+class PromptError(BadInput, ValueError):
     """A template that cannot be loaded or rendered; the message says which and why."""
 
 

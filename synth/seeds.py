@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synth.errors import BadInput
 from synth.ids import content_hash
 from synth.recipe import Recipe, Seeds
 
 
-class SeedError(ValueError):
+class SeedError(BadInput, ValueError):
     pass
 
 

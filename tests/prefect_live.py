@@ -14,12 +14,11 @@ from uuid import UUID
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# `synth serve` exactly as flows/cli.py wires it (add_server_commands), without depending on cli.py.
+# `synth serve` as the command line parses it, without `main`'s environment defaults.
 SERVE_MAIN = (
-    "import argparse, sys\n"
-    "from flows.server import add_server_commands\n"
-    "parser = argparse.ArgumentParser(prog='synth')\n"
-    "add_server_commands(parser.add_subparsers(dest='command', required=True))\n"
+    "import sys\n"
+    "from flows.cli import build_parser\n"
+    "parser = build_parser()\n"
     "args = parser.parse_args(sys.argv[1:])\n"
     "sys.exit(args.func(args))\n"
 )

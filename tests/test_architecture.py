@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import builtins
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +67,161 @@ def test_ray_is_imported_only_by_the_replica_module_and_only_when_used():
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- one error base -----------------------------------------------------------------------------
+
+# Exceptions that never reach a person: control flow inside one module, not errors.
+NOT_ERRORS = {"Rejected", "_Retryable", "_Refused"}
+BUILTIN_EXCEPTIONS = {name for name, value in vars(builtins).items()
+                      if isinstance(value, type) and issubclass(value, BaseException)}
+
+
+def exception_classes(paths) -> dict[str, list[str]]:
+    """{class name: its base names} of every exception class defined in `paths` (by name: a
+    class whose base is a built-in exception or another class found here)."""
+    classes = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name] = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+    found: dict[str, list[str]] = {}
+    grew = True
+    while grew:
+        grew = False
+        for name, bases in classes.items():
+            if name not in found and any(b in BUILTIN_EXCEPTIONS or b in found for b in bases):
+                found[name] = bases
+                grew = True
+    return found
+
+
+def test_every_error_derives_from_the_one_base():
+    """flows/errors.py maps SynthError to its exit code and line: an error class outside it
+    would be a traceback at the command line."""
+    found = exception_classes(path for package in FORBIDDEN for path in (ROOT / package).rglob("*.py"))
+    assert {"RecipeError", "CatalogError", "ServerError", "SandboxUnavailable"} <= set(found)
+
+    def ours(name: str) -> bool:
+        return name in {"SynthError", "BadInput"} or any(ours(b) for b in found.get(name, []))
+
+    assert sorted(name for name in found if name not in NOT_ERRORS and not ours(name)) == []
+    assert len([name for name in found if name not in NOT_ERRORS]) >= 24
+
+
+def test_the_error_check_sees_a_stray_error(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("class Fine(SynthError, ValueError): ...\nclass Stray(RuntimeError): ...\n"
+                   "class StrayChild(Stray): ...\n")
+    assert set(exception_classes([bad])) == {"Fine", "Stray", "StrayChild"}
+
+
+# --- no import circles, and the command line's layering -----------------------------------------
+
+PACKAGES = ("synth", "storage", "flows", "prompts")
+
+
+def module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path, packages=PACKAGES) -> dict[str, set[str]]:
+    """{module: the project's modules it imports}, every import counted: at the top, inside
+    functions and under TYPE_CHECKING alike (each is a dependency a reader has to follow).
+    `from a.b import c` points at a.b.c when that is a module, else at a.b."""
+    files = {module_name(root, p): p for package in packages for p in (root / package).rglob("*.py")}
+
+    def known(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package, `level - 1` folders up
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                targets |= {f"{base}.{alias.name}" for alias in node.names}
+        graph[name] = {t for t in map(known, targets) if t and t != name}
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def test_no_import_circles():
+    graph = import_graph(ROOT)
+    assert {"synth.recipe", "synth.task", "flows.cli", "flows.cli.common"} <= set(graph)
+    assert import_circles(graph) == []
+
+
+def test_the_circle_check_sees_a_circle(tmp_path):
+    (tmp_path / "synth" / "sub").mkdir(parents=True)
+    (tmp_path / "synth" / "__init__.py").write_text("")
+    (tmp_path / "synth" / "a.py").write_text("def f():\n    from synth.sub import b\n")
+    (tmp_path / "synth" / "sub" / "__init__.py").write_text("from .b import g\n")
+    (tmp_path / "synth" / "sub" / "b.py").write_text("from typing import TYPE_CHECKING\n"
+                                                     "if TYPE_CHECKING:\n    from synth.a import f\n")
+    (tmp_path / "synth" / "c.py").write_text("import synth.a\n")
+    graph = import_graph(tmp_path, ("synth",))
+    assert graph["synth.sub"] == {"synth.sub.b"} and graph["synth.c"] == {"synth.a"}
+    assert import_circles(graph) == [["synth.a", "synth.sub.b"]]
+
+
+def test_the_command_line_is_one_module_per_command():
+    """flows/cli/: every command module is in COMMANDS and has `add_command`; a command imports
+    from the package only `flows.cli.common`, which imports no command."""
+    from flows.cli import COMMANDS, build_parser
+
+    here = ROOT / "flows" / "cli"
+    commands = {p.stem for p in here.glob("*.py")} - {"__init__", "__main__", "common"}
+    assert commands == {entry for entry in COMMANDS if ":" not in entry and "." not in entry}
+    graph = import_graph(ROOT)
+    for name in commands:
+        inside = {m for m in graph[f"flows.cli.{name}"] if m == "flows.cli" or m.startswith("flows.cli.")}
+        assert inside <= {"flows.cli.common"}, f"flows/cli/{name}.py imports {sorted(inside)}"
+    assert not {m for m in graph["flows.cli.common"] if m.startswith("flows.cli.")}
+    assert not {m for m in graph["flows.cli"] if m.startswith("flows.cli.")} - {"flows.cli.common"}
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    assert set(subcommands) >= {"run", "plan", "report", "tree", "export", "stats", "catalog", "server", "serve",
+                                "eval"}

@@ -16,7 +16,7 @@ from synth.backends.scripted import ScriptedBackend
 from synth.reject import Rejected
 from synth.classify import MAX_TRIES, classify_rows, leaf_distribution, match_value
 from synth.backends.base import SamplingSettings
-from synth.recipe import Task
+from synth.task import Task
 from synth.tree import ANY, tree_from_yaml
 from tests.conftest import GSM8K_SLICE
 

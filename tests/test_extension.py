@@ -1,5 +1,5 @@
-"""Adding a strategy is one class and its template; overriding any built-in prompt works,
-the tree's included; the chunk pipeline is pure data in, rows out."""
+"""Adding a strategy is one class and its template, an exporter one class; overriding any
+built-in prompt works, the tree's included; the chunk pipeline is pure data in, rows out."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import json
 import pickle
 from typing import Any
 
+import pytest
+
 from storage.catalog import Catalog
+from storage.exporters import EXPORTERS, Exporter
 from storage.recipe_tree import ensure_tree
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.pipeline import ChunkContext, new_attempts, run_chunk
-from synth.recipe import load_recipe
+from synth.recipe import RecipeError, load_recipe
 from synth.render import Renderer, user_template_hash
 from synth.slot import Slot
 from synth.strategies import QUESTION, STRATEGIES, GenerationContext, Stage, Strategy
-from tests.conftest import run_to_end, write_recipe
+from tests.conftest import run_dataset, run_to_end, write_recipe
 
 KEEP_TEMPLATE = "test/rephrase_keep_answer.jinja2"
 KEEP_SOURCE = "Say this {{ question_field }} again in new words: {{ original }}\nReply as JSON with the keys: question."
@@ -101,3 +104,55 @@ def test_the_chunk_pipeline_is_pure_and_its_context_travels(tmp_path):
 def test_run_to_end_is_the_shared_life_cycle(recipe_path):
     run, summary = run_to_end(recipe_path)
     assert summary["status"] == "finished" and run.catalog.integrity_problems() == []
+
+
+class CsvExporter(Exporter):
+    """Test-only: one CSV file a split."""
+
+    name = "csv"
+    folder = "csv"
+
+    def write(self, dataset_dict, folder, shard_rows):
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for split, dataset in dataset_dict.items():
+            dataset.to_csv(str(folder / f"{split}.csv"), index=False)
+            written.append(folder / f"{split}.csv")
+        return written
+
+
+def test_a_new_exporter_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+    """The flow's export step and `synth export` both find it by name."""
+    import csv
+
+    from flows.cli import main
+    from flows.preflight import preflight
+    from storage.export import list_exports
+
+    monkeypatch.setitem(EXPORTERS, CsvExporter.name, CsvExporter())
+    path = write_recipe(tmp_path, generation={"target": 3, "budget": 20, "chunk_size": 8},
+                        export={"dir": str(tmp_path / "out"), "formats": ["csv", "jsonl"]})
+    recipe = preflight(path)  # the name is checked against the registry
+    run, _ = run_dataset(recipe, export=True)  # the flow's export step, without Prefect
+    run.catalog.close()
+    rows = list(csv.DictReader((tmp_path / "out" / "csv" / "train.csv").open(encoding="utf-8")))
+    assert len(rows) == 3 and {"question", "answer"} <= set(rows[0])
+    assert main(["export", "--catalog", str(recipe.catalog), "--out", str(tmp_path / "cli"), "--format", "csv"]) == 0
+    assert (tmp_path / "cli" / "csv" / "train.csv").read_text(encoding="utf-8").count("\n") >= 3
+    with Catalog(recipe.catalog, read_only=True) as cat:
+        assert "csv" in {row["target"] for row in list_exports(cat)}
+    monkeypatch.delitem(EXPORTERS, CsvExporter.name)
+    with pytest.raises(RecipeError, match="export.formats: no exporter 'csv'"):
+        preflight(path)
+
+
+def test_every_registry_names_each_part_by_its_own_name():
+    """Strategies, backends, verifiers and exporters: one dict each, one line a member."""
+    from synth.backends import BACKENDS
+    from synth.strategies import DEFAULT_KIND
+    from synth.verify import VERIFIERS
+
+    assert all(name == strategy.name for name, strategy in STRATEGIES.items()) and DEFAULT_KIND in STRATEGIES
+    assert all(name == exporter.name for name, exporter in EXPORTERS.items())
+    for registry in (BACKENDS, VERIFIERS):
+        assert all(settings.model_fields["kind"].default == kind for kind, settings in registry.items())

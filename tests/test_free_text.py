@@ -8,7 +8,8 @@ import pytest
 
 from synth.backends.scripted import ScriptedBackend
 from synth.parsing import parse_text
-from synth.recipe import OutputField, parse_recipe
+from synth.formats import OutputField
+from synth.recipe import parse_recipe
 from synth.reject import Reject
 
 ANSWER = {"answer": OutputField(description="solution ending in #### N", pattern=r"####[ ]*-?[0-9][0-9,]*$",

@@ -11,7 +11,8 @@ import pytest
 
 from synth.quality import (DegenerateEnding, FilterContext, LeadingPunctuation, ScaffoldEcho, first_problem,
                            prose_fields, scaffold_labels)
-from synth.recipe import OutputField, load_recipe
+from synth.formats import OutputField
+from synth.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

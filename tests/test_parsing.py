@@ -8,7 +8,7 @@ import pytest
 
 from synth.reject import Reject
 from synth.parsing import extract_json, json_schema_for, parse_fields
-from synth.recipe import OutputField
+from synth.formats import OutputField
 
 FIELDS = {"question": OutputField(description="q"), "n": OutputField(description="n", type="integer")}
 

@@ -16,7 +16,8 @@ from synth.backends.base import SamplingSettings
 from synth.pipeline import ChunkContext, new_attempts, run_chunk
 from synth.plan import plan_slots
 from synth.quality import FILTERS, FilterContext, first_problem
-from synth.recipe import OutputField, Task
+from synth.formats import OutputField
+from synth.task import Task
 from synth.render import Renderer
 from synth.strategies import ANSWER, STRATEGIES
 from synth.verify import VERIFIERS, VerifyCase

@@ -4,7 +4,6 @@ UI triggers it, its artifacts read back through the API, and the nightly schedul
 
 from __future__ import annotations
 
-import argparse
 import socket
 import time
 import typing
@@ -13,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.cli import build_parser
 from flows.deployments import NIGHTLY_CRON, BackendKind, RunParameters, resolve_recipe
-from flows.server import ServerError, add_server_commands, ensure_server
+from flows.server import ServerError, ensure_server
 from synth.backends import BACKENDS
 from synth.recipe import RecipeError, load_recipe
 from tests.conftest import base_recipe, write_recipe
@@ -81,8 +81,7 @@ def test_ensure_server_refuses_a_port_held_by_another_program(tmp_path):
 
 
 def test_server_commands_parse():
-    parser = argparse.ArgumentParser()
-    add_server_commands(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     args = parser.parse_args(["server", "stop", "--state-dir", "x"])
     assert (args.action, args.state_dir) == ("stop", "x") and callable(args.func)
     args = parser.parse_args(["serve", "--port", "4300", "--pause-schedule"])
@@ -180,8 +179,7 @@ def test_server_refuses_parameters_that_do_not_fit_the_form(served):
 @pytest.mark.slow
 def test_server_status_command(server, capsys):
     api, port, state = server
-    parser = argparse.ArgumentParser()
-    add_server_commands(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     args = parser.parse_args(["server", "status", "--port", str(port), "--state-dir", str(state)])
     assert args.func(args) == 0
     out = capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from synth.render import PromptError, Renderer, render_string
-from synth.recipe import Task
+from synth.task import Task
 from synth.slot import Slot
 from synth.strategies import STRATEGIES, GenerationContext
 

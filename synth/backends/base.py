@@ -17,6 +17,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from synth.errors import SynthError
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -73,7 +75,7 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(SynthError, RuntimeError):
     """The backend cannot be used on this machine; the message says what to install."""
 
 

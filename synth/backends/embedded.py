@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from synth.errors import SynthError
+
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
 QWEN_ALIAS = "embedded-1.5b"
 QWEN_MODEL_NAME = "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M"
@@ -41,7 +43,7 @@ MODEL_NOTICES = {
 }
 
 
-class ModelNotFound(FileNotFoundError):
+class ModelNotFound(SynthError, FileNotFoundError):
     pass
 
 

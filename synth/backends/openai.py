@@ -47,6 +47,7 @@ from pydantic import Field, field_validator
 from synth.backends.base import (LENGTH_BOUND, BackendSettingsBase, BackendUnavailable, GenerationRequest,
                                  GenerationResult)
 from synth.backends.embedded import EMBEDDED_MODEL_NAME
+from synth.errors import BadInput
 from synth.formats import grammar_schema, ran_to_bound
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ _FORMAT_WORDS = ("response_format", "json_schema", "json_object", "schema")
 _SNIPPET_CHARS = 300
 
 
-class OpenAIConfigError(ValueError):
+class OpenAIConfigError(BadInput, ValueError):
     """The backend settings cannot work; the message says what to write."""
 
 

@@ -4,8 +4,11 @@
 - question_rephrase:   a seed question rewritten, then answered
 - answer_augmentation: a new answer to a seed question
 
-`STRATEGIES` is the one list: the recipe validates names against it, the plan asks it
-which strategies need seed rows, the pipeline asks it for stages and prompts.
+`STRATEGIES` is the one list, in the style of `BACKENDS` and `VERIFIERS`: a name, one
+line per member. The recipe validates `generation.strategy` and `strategy_weights`
+against it, the plan asks it which strategies need seed rows, the pipeline asks it for
+stages and prompts. Adding a strategy: one module with a `Strategy` subclass (and its
+templates), and one line here.
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ from synth.strategies.base import ANSWER, QUESTION, GenerationContext, Stage, St
 from synth.strategies.new_question import NewQuestion
 from synth.strategies.question_rephrase import QuestionRephrase
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (NewQuestion(), QuestionRephrase(), AnswerAugmentation())}
+STRATEGIES: dict[str, Strategy] = {
+    "new_question": NewQuestion(),
+    "question_rephrase": QuestionRephrase(),
+    "answer_augmentation": AnswerAugmentation(),
+}
+DEFAULT_KIND = "new_question"
+
+
+def strategy_names() -> tuple[str, ...]:
+    return tuple(STRATEGIES)
 
 
 def get_strategy(name: str) -> Strategy:
@@ -25,4 +37,5 @@ def get_strategy(name: str) -> Strategy:
         raise ValueError(f"unknown strategy {name!r}; write one of: {', '.join(STRATEGIES)}") from None
 
 
-__all__ = ["ANSWER", "QUESTION", "STRATEGIES", "GenerationContext", "Stage", "Strategy", "get_strategy"]
+__all__ = ["ANSWER", "DEFAULT_KIND", "QUESTION", "STRATEGIES", "GenerationContext", "Stage", "Strategy", "get_strategy",
+           "strategy_names"]

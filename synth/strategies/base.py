@@ -24,7 +24,7 @@ from synth.render import Renderer, prompt_example
 from synth.slot import Slot
 
 if TYPE_CHECKING:
-    from synth.recipe import Task
+    from synth.task import Task
 
 SYSTEM_TEMPLATE = "generate/system.jinja2"
 EXTRACT_TEMPLATE = "generate/extract.jinja2"  # the follow-up turn that asks for a missing ending

@@ -22,10 +22,12 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
+from synth.errors import BadInput
+
 ANY = "*"  # the path value of an infinite node: one of its value_list is drawn per sample
 
 
-class TreeError(ValueError):
+class TreeError(BadInput, ValueError):
     """A tree (usually an edited YAML file) that is not valid; the message names the node."""
 
 

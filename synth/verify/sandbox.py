@@ -43,6 +43,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from synth.errors import SynthError
+
 NOBODY = 65534
 STARTUP_S = 1.0  # wall time allowed on top of timeout_s for the interpreter to start
 MAX_OUTPUT_BYTES = 8192  # kept of each of stdout and stderr: the first and last half
@@ -54,7 +56,7 @@ STATUSES = ("passed", "failed", "timeout", "memory_limit", "network_blocked", "s
             "crashed", "sandbox_error")
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(SynthError, RuntimeError):
     """The sandbox cannot start processes at all on this machine."""
 
 
@@ -329,7 +331,8 @@ def run_check(program: str, test: str, entry_point: str, *, timeout_s: float = 5
         except OSError as exc:
             os.close(result_r)
             os.close(result_w)
-            raise SandboxUnavailable(f"cannot start {cmd[0]}: {exc}") from exc
+            raise SandboxUnavailable(f"the code verifier's sandbox cannot start {cmd[0]} ({exc}): check that this "
+                                     "machine can start processes (free memory, `ulimit -u`) and rerun") from exc
         os.close(result_w)
         captures = [_Capture(proc.stdout, max_output_bytes), _Capture(proc.stderr, max_output_bytes),
                     _Capture(os.fdopen(result_r, "rb"), 65536)]

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from flows.decontam_cmd import add_decontaminate_option, cmd_decontaminate
+from flows.cli.common import fail, find_catalog
 
 
-def add_eval_command(sub) -> None:
+def add_command(sub) -> None:
     ev = sub.add_parser("eval", help="diversity and quality figures of exports, snapshots and a reference dataset")
     ev.add_argument("paths", nargs="*", help="export folders, Parquet/JSONL/CSV files or saved `datasets` folders")
     ev.add_argument("--snapshot", action="append", default=[], help="a snapshot (name or id) in the catalog")
@@ -38,16 +37,15 @@ def add_eval_command(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from flows.cli import _fail, find_catalog
     from storage.evaluation import (EvalError, embedder_or_reason, evaluate_source, read_source, render_table,
                                     snapshot_source)
 
-    if args.decontaminate:  # contamination only: flows/decontam_cmd.py
+    if args.decontaminate:  # contamination only (below)
         return cmd_decontaminate(args)
     if not args.paths and not args.snapshot:
-        return _fail("name what to evaluate: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")
+        return fail("name what to evaluate: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")
     if args.embed_sample < 2:
-        return _fail("--embed-sample must be at least 2")
+        return fail("--embed-sample must be at least 2")
     recipe = None
     if args.recipe:
         from synth.recipe import load_recipe
@@ -59,7 +57,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         reference = read_source(Path(args.reference), None, f"reference {Path(args.reference).name}") \
             if args.reference else None
     except EvalError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     catalog = _catalog(find_catalog(args.catalog), required=bool(args.snapshot))
     try:
         sources += [snapshot_source(catalog, name) for name in args.snapshot]
@@ -74,7 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                    if reference.rows and n in reference.rows[0]}
             results.append(evaluate_source(reference, None, embed, why, args.embed_sample, ref_fields))
     except EvalError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     finally:
         if catalog is not None:
             catalog.close()
@@ -95,7 +93,43 @@ def _catalog(path: str, required: bool):
     return Catalog(path, read_only=True)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    from flows.cli import main
+# -- `--decontaminate FILE`: the share of an export that copies a test set --------------------
+# With it the command reports contamination only (rate, per rule, worst matches; `contaminated_rate`
+# in the JSON). Logic: storage/decontam_report.py. A test file that is not there: exit 2.
 
-    sys.exit(main(["eval", *sys.argv[1:]]))
+def add_decontaminate_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--decontaminate", action="append", default=[], metavar="FILE",
+                        help="report how many rows copy an item of this test set (JSONL, Parquet, CSV, "
+                             "`datasets` folder); repeatable")
+
+
+def cmd_decontaminate(args: argparse.Namespace) -> int:
+    from storage.decontam_report import contamination, render, test_index
+    from storage.evaluation import EvalError, read_source, recipe_from_card, snapshot_source
+
+    if not args.paths and not args.snapshot:
+        return fail("name what to check: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")
+    recipe = None
+    if args.recipe:
+        from synth.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe).model_dump(mode="json")
+    catalog = _catalog(find_catalog(args.catalog), required=bool(args.snapshot)) if args.snapshot else None
+    try:
+        sources = [read_source(Path(p), recipe) for p in args.paths]
+        sources += [snapshot_source(catalog, name) for name in args.snapshot]
+        if args.fields:
+            for source in sources:
+                source.text_fields = [f.strip() for f in args.fields.split(",") if f.strip()]
+        first = Path(args.paths[0]) if args.paths else None
+        known = recipe or (recipe_from_card(first / "README.md") if first is not None and first.is_dir() else None)
+        question = sources[0].text_fields[0] if sources and sources[0].text_fields else None
+        index = test_index([Path(p) for p in args.decontaminate], known, question)
+        results = [contamination(source, index) for source in sources]
+    except EvalError as exc:
+        return fail(str(exc))
+    finally:
+        if catalog is not None:
+            catalog.close()
+    print(json.dumps(results, indent=2, default=str) if args.json else render(results))
+    return 0
