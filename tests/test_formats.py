@@ -110,7 +110,7 @@ def test_a_missed_format_is_a_filtered_row_with_its_reason(tmp_path):
     def script(request):
         if "answer" in asked(request):
             assert request.json_schema is None  # free text: the pattern is checked after, not in a grammar
-            if "final line" in request.messages[-1]["content"]:
+            if "required form" in request.messages[-1]["content"]:
                 return "seven"  # the extraction turn does not give the form either
             good = int(request.key[:2], 16) % 2
             return reply(request, {"answer": "3 + 4 = 7 #### 7" if good else "3 + 4 = 7, so seven."})

@@ -71,7 +71,7 @@ def _run(recipe, script):
 def test_stages_ask_for_free_text_and_extraction_adds_the_final_line(tmp_path):
     def script(request):
         user = request.messages[-1]["content"]
-        if "final line" in user:
+        if "required form" in user:
             return "#### 12"
         if "Write only the answer" in user:
             return "Each box holds 4, so 3 boxes hold 3 x 4 = 12 pens."  # no ending: extraction asks for it
