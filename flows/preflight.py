@@ -59,6 +59,10 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         from synth.backends.embedded import resolve_gguf
 
         resolve_gguf(recipe.backend.model)  # the 1.5B tier is joined and checked here on first use
+        if recipe.backend.parallel > 1:  # several sequences at once: llama.cpp's server must be built
+            from synth.backends.llama_server import server_binary
+
+            server_binary()
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
         from storage.recipe_tree import tree_from_file

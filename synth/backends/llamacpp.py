@@ -1,8 +1,10 @@
-"""The embedded CPU backend: llama-cpp-python in process.
+"""The embedded CPU backend's settings, and its one-stream path: llama-cpp-python in process.
 
-Sequential by nature (one stream); JSON-schema constrained output through the
-grammar that llama.cpp builds from `response_format`. `llama_cpp` is imported in
-`load()`, so constructing this backend costs nothing.
+`parallel: N` (N >= 2) builds `LlamaServerBackend` (synth/backends/llama_server.py), which
+decodes N sequences together in llama.cpp's own server; `parallel: 1` builds `LlamaCppBackend`
+here: one sequence at a time, JSON-schema constrained output through the grammar that
+llama.cpp builds from `response_format`. `llama_cpp` is imported in `load()`, so constructing
+this backend costs nothing.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from pydantic import Field
 
@@ -18,6 +20,9 @@ from synth.backends.base import (LENGTH_BOUND, BackendSettingsBase, BackendUnava
                                  GenerationResult)
 from synth.backends.embedded import model_label, resolve_gguf
 from synth.formats import grammar_schema, ran_to_bound
+
+if TYPE_CHECKING:
+    from synth.backends.llama_server import LlamaServerBackend
 
 
 class LlamaCppSettings(BackendSettingsBase):
@@ -29,8 +34,16 @@ class LlamaCppSettings(BackendSettingsBase):
     n_threads: int | None = Field(default=None, gt=0)  # generation and prompt processing; default: free_cores()
     # output fields' `pattern`s in the grammar (bounded by max_tokens), or only checked after parsing
     grammar_patterns: bool = True
+    # sequences decoded together: 2 or more runs llama.cpp's own server as a child process with that
+    # many slots of n_ctx tokens (synth/backends/llama_server.py); 1 decodes one at a time in process
+    parallel: int = Field(default=4, ge=1, le=64)
 
-    def build(self) -> "LlamaCppBackend":
+    def build(self) -> "LlamaCppBackend | LlamaServerBackend":
+        if self.parallel > 1:
+            from synth.backends.llama_server import LlamaServerBackend
+
+            return LlamaServerBackend(model=self.model, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                      grammar_patterns=self.grammar_patterns, parallel=self.parallel)
         return LlamaCppBackend.from_settings(self)
 
 
