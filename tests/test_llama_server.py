@@ -110,8 +110,11 @@ def test_child_killed_mid_chunk_is_restarted_and_the_chunk_redone(tmp_path, capl
     killer = threading.Thread(target=kill_when_busy)
     killer.start()
     try:
-        with caplog.at_level("WARNING", logger="synth.backends.llama_server"):
-            run, summary = run_to_end(recipe, backend, Catalog(tmp_path / "catalog.duckdb"))
+        with caplog.at_level("WARNING", logger="synth.backends.llama_server"), \
+                Catalog(tmp_path / "catalog.duckdb") as cat:
+            run, summary = run_to_end(recipe, backend, cat)
+            requests = cat.query("SELECT request_id, error, raw_text FROM requests")
+            samples = cat.query("SELECT sample_id, slot, attempt FROM samples")
         restarted_pid = backend.server.pid
     finally:
         killer.join()
@@ -119,9 +122,6 @@ def test_child_killed_mid_chunk_is_restarted_and_the_chunk_redone(tmp_path, capl
     assert killed and backend.restarts == 1 and restarted_pid != killed[0]
     assert _gone(killed[0], 5)
     assert "killed by SIGKILL during a chunk" in caplog.text and "started it again" in caplog.text
-    with Catalog(tmp_path / "catalog.duckdb", read_only=True) as cat:
-        requests = cat.query("SELECT request_id, error, raw_text FROM requests")
-        samples = cat.query("SELECT sample_id, slot, attempt FROM samples")
     # the chunk was redone inside the call: every request answered, none recorded as an error, none twice
     assert len(requests) == 4 and all(r["error"] is None and r["raw_text"] for r in requests)
     assert len({r["request_id"] for r in requests}) == len(requests)
