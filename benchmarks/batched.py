@@ -11,8 +11,10 @@ Both plain and with the factory's JSON schema grammar (the GSM8K answer field wi
 `#### N` pattern, as json_object + schema). The baseline is the old in-process path
 (`LlamaCppBackend`, one sequence at a time, `parallel: 1`) on the same requests, measured
 before and after the model's slot counts. Figures: tokens/s (completion tokens over wall
-time); `x1` = the factory's figure over the one-stream baseline's; `/raw` = factory over
-raw at the same N.
+time) and tokens per CPU second (user + system time of the benchmark process and the
+server child over the pass: on a shared machine it holds still where tokens/s follows the
+CPU share the run gets); `x1` = the factory's figure over the one-stream baseline's;
+`/raw` = factory over raw at the same N.
 
     python benchmarks/batched.py                                  # both tiers, N = 1 2 4 8
     python benchmarks/batched.py --models embedded --n 16 --max-tokens 64
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -80,10 +83,22 @@ async def _raw(url: str, model: str, requests: list[GenerationRequest], slots: i
         return sum(await asyncio.gather(*(one(r) for r in requests)))
 
 
-def timed(fn) -> tuple[float, int]:
-    started = time.perf_counter()
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, every thread) of this process, plus the server child's."""
+    own = os.times()
+    total = own.user + own.system
+    if pid is not None:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
+
+
+def timed(fn, pid: int | None = None) -> tuple[float, float]:
+    """(tokens per wall second, tokens per CPU second of this process and the server): the
+    second holds still on a shared machine, where the first follows the CPU share we get."""
+    started, cpu = time.perf_counter(), cpu_seconds(pid)
     tokens = fn()
-    return tokens / (time.perf_counter() - started), tokens
+    return tokens / (time.perf_counter() - started), tokens / max(cpu_seconds(pid) - cpu, 1e-9)
 
 
 def factory_pass(backend, requests) -> int:
@@ -94,15 +109,15 @@ def factory_pass(backend, requests) -> int:
     return sum(r.completion_tokens for r in results)
 
 
-def baseline(model: str, requests: list[GenerationRequest], threads: int, n_ctx: int) -> float:
+def baseline(model: str, requests: list[GenerationRequest], threads: int, n_ctx: int) -> tuple[float, float]:
     from synth.backends.llamacpp import LlamaCppBackend
 
     backend = LlamaCppBackend(model=model, n_ctx=n_ctx, n_threads=threads)
     backend.load()
     backend.generate(requests[:1])  # warm-up
-    rate, _ = timed(lambda: factory_pass(backend, requests))
+    rates = timed(lambda: factory_pass(backend, requests))
     backend.close()
-    return rate
+    return rates
 
 
 def measure(model: str, slots: int, requests: list[GenerationRequest], order: str, threads: int,
@@ -114,17 +129,22 @@ def measure(model: str, slots: int, requests: list[GenerationRequest], order: st
     try:
         backend.generate(requests[:slots])  # warm-up: the first requests pay the caches
         passes: dict[str, list[float]] = {"A": [], "B": []}
+        per_cpu: dict[str, list[float]] = {"A": [], "B": []}
+        pid = backend.server.pid
         for side in order:
             if side == "A":
-                rate, _ = timed(lambda: asyncio.run(_raw(backend.server.url, backend.model, requests, slots)))
+                rate, cpu_rate = timed(lambda: asyncio.run(_raw(backend.server.url, backend.model, requests, slots)),
+                                       pid)
             else:
-                rate, _ = timed(lambda: factory_pass(backend, requests))
+                rate, cpu_rate = timed(lambda: factory_pass(backend, requests), pid)
             passes[side].append(rate)
-            print(f"  {model} N={slots} {'json' if requests[0].json_schema else 'plain'} {side}: {rate:.1f} tok/s",
-                  file=sys.stderr, flush=True)
+            per_cpu[side].append(cpu_rate)
+            print(f"  {model} N={slots} {'json' if requests[0].json_schema else 'plain'} {side}: {rate:.1f} tok/s, "
+                  f"{cpu_rate:.1f} tok/CPU-s", file=sys.stderr, flush=True)
     finally:
         backend.close()
-    return {"raw": statistics.mean(passes["A"]), "factory": statistics.mean(passes["B"]), "passes": passes}
+    return {"raw": statistics.mean(passes["A"]), "factory": statistics.mean(passes["B"]), "passes": passes,
+            "raw_cpu": statistics.mean(per_cpu["A"]), "factory_cpu": statistics.mean(per_cpu["B"])}
 
 
 def main() -> None:
@@ -149,20 +169,25 @@ def main() -> None:
         for mode in args.modes.split(","):
             requests = make_requests(args.n, args.max_tokens, mode == "json")
             base = [baseline(model, requests, threads, args.n_ctx)]
-            print(f"  {model} {mode} in-process one stream: {base[0]:.1f} tok/s", file=sys.stderr, flush=True)
+            print(f"  {model} {mode} in-process one stream: {base[0][0]:.1f} tok/s, {base[0][1]:.1f} tok/CPU-s",
+                  file=sys.stderr, flush=True)
             found = {n: measure(model, n, requests, args.order, threads, args.n_ctx) for n in slot_counts}
             base.append(baseline(model, requests, threads, args.n_ctx))
-            print(f"  {model} {mode} in-process one stream: {base[1]:.1f} tok/s", file=sys.stderr, flush=True)
-            one = statistics.mean(base)
+            print(f"  {model} {mode} in-process one stream: {base[1][0]:.1f} tok/s, {base[1][1]:.1f} tok/CPU-s",
+                  file=sys.stderr, flush=True)
+            one = (statistics.mean(b[0] for b in base), statistics.mean(b[1] for b in base))
             for n, row in found.items():
                 rows.append((model, mode, n, one, row))
-    print("\n| model | output | sequences | in-process 1 stream tok/s | raw llama-server tok/s | factory tok/s |"
-          " factory x1 stream | factory / raw | passes (A raw, B factory) |")
+    print("\n| model | output | sequences | in-process 1 stream tok/s (tok/CPU-s) | raw llama-server tok/s (tok/CPU-s) |"
+          " factory tok/s (tok/CPU-s) | factory x1 stream, wall (CPU) | factory / raw, wall (CPU) |"
+          " passes tok/s (A raw, B factory) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for model, mode, n, one, row in rows:
         passes = " ".join(f"{side}{rate:.0f}" for side, rate in _interleave(args.order, row["passes"]))
-        print(f"| {model} | {mode} | {n} | {one:.1f} | {row['raw']:.1f} | {row['factory']:.1f} | "
-              f"{row['factory'] / one:.2f} | {row['factory'] / row['raw']:.3f} | {passes} |")
+        print(f"| {model} | {mode} | {n} | {one[0]:.1f} ({one[1]:.1f}) | {row['raw']:.1f} ({row['raw_cpu']:.1f}) | "
+              f"{row['factory']:.1f} ({row['factory_cpu']:.1f}) | {row['factory'] / one[0]:.2f} "
+              f"({row['factory_cpu'] / one[1]:.2f}) | {row['factory'] / row['raw']:.3f} "
+              f"({row['factory_cpu'] / row['raw_cpu']:.3f}) | {passes} |")
 
 
 def _interleave(order: str, passes: dict[str, list[float]]) -> list[tuple[str, float]]:
