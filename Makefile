@@ -15,7 +15,7 @@ LLAMA_CPP := llama-cpp-python==0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEELS ?= $(HOME)/.cache/synth-factory/wheels/llama-cpp-python-0.3.36-avx2
 # llama.cpp's own server, built from the same pinned source with the same flags: the embedded
-# backend runs it as a child to decode several sequences together (backend.parallel, default 4).
+# backend runs it as a child to decode several sequences together (backend.parallel, default 8).
 # The path is the one synth/backends/llama_server.py looks for (SYNTH_LLAMA_SERVER overrides both).
 LLAMA_SERVER ?= $(HOME)/.cache/synth-factory/bin/llama-server-0.3.36-avx2
 # Ray for generation on a cluster (docs/scaling.md): the driver and every node run the same

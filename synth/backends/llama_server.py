@@ -224,7 +224,7 @@ class LlamaServerBackend:
     name = "llamacpp"
 
     def __init__(self, model: str = "embedded", n_ctx: int = 2048, n_threads: int | None = None,
-                 grammar_patterns: bool = True, parallel: int = 4, timeout_s: float = 1800.0,
+                 grammar_patterns: bool = True, parallel: int = 8, timeout_s: float = 1800.0,
                  max_restarts: int = 3, hang_s: float = 60.0) -> None:
         self.model_ref = model
         self.model = model_label(model)

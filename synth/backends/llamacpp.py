@@ -36,7 +36,7 @@ class LlamaCppSettings(BackendSettingsBase):
     grammar_patterns: bool = True
     # sequences decoded together: 2 or more runs llama.cpp's own server as a child process with that
     # many slots of n_ctx tokens (synth/backends/llama_server.py); 1 decodes one at a time in process
-    parallel: int = Field(default=4, ge=1, le=64)
+    parallel: int = Field(default=8, ge=1, le=64)
 
     def build(self) -> "LlamaCppBackend | LlamaServerBackend":
         if self.parallel > 1:
