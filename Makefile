@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 # Each creates .venv and installs what it needs from the package registries
-# (llama-cpp-python compiles from source the first time: about 5-6 minutes on 2 cores;
+# (llama-cpp-python compiles from source the first time: about 5-6 minutes on 2 cores, and
+# llama.cpp's own server from the same source about 9 more;
 # pip caches the wheel after that).
 
 PYTHON ?= python3
@@ -64,7 +65,7 @@ $(STAMP): pyproject.toml
 
 # a target of its own, so that a machine installed before it existed gets it on its next make
 $(LLAMA_SERVER): | $(STAMP)
-	@echo "building llama-server from $(LLAMA_CPP)'s llama.cpp for AVX2 (about N minutes on 2 cores, once per machine)"
+	@echo "building llama-server from $(LLAMA_CPP)'s llama.cpp for AVX2 (16 min of CPU: about 9 minutes on 2 idle cores, once per machine)"
 	scripts/build_llama_server.sh $(BIN)/python '$(LLAMA_CPP)' $(LLAMA_SERVER) "$(LLAMA_CMAKE_ARGS)"
 
 install: $(STAMP) $(LLAMA_SERVER)
