@@ -121,7 +121,7 @@ def test_child_killed_mid_chunk_is_restarted_and_the_chunk_redone(tmp_path, capl
         backend.close()
     assert killed and backend.restarts == 1 and restarted_pid != killed[0]
     assert _gone(killed[0], 5)
-    assert "killed by SIGKILL during a chunk" in caplog.text and "started it again" in caplog.text
+    assert "killed by SIGKILL during a chunk" in caplog.text and "starting it again" in caplog.text
     # the chunk was redone inside the call: every request answered, none recorded as an error, none twice
     assert len(requests) == 4 and all(r["error"] is None and r["raw_text"] for r in requests)
     assert len({r["request_id"] for r in requests}) == len(requests)

@@ -242,6 +242,11 @@ class LlamaServerBackend:
     def load(self) -> None:
         if self._server is not None and self._server.alive():
             return
+        if self._server is not None:  # it died between chunks: say so, then start another
+            log.warning("llama-server (pid %s) %s between chunks (its log ends: %s): starting it again",
+                        self._server.pid, self._server.exit_reason(), self._server.log_tail() or "(empty)")
+            self._server.stop()
+            self.restarts += 1
         from synth.backends.llamacpp import free_cores
         from synth.backends.openai import OpenAIBackend
 
@@ -287,7 +292,7 @@ class LlamaServerBackend:
                     raise BackendUnavailable(
                         f"llama-server {why} {restarts} times in one chunk (its log {log_path} ends: {tail or '(empty)'}):"
                         " nothing of this chunk was written; rerun to resume, or set backend.parallel: 1")
-                log.warning("llama-server (pid %s) %s during a chunk (its log ends: %s): started it again and sent "
+                log.warning("llama-server (pid %s) %s during a chunk (its log ends: %s): starting it again and sending "
                             "its %d unanswered requests again", self._server.pid, why,
                             self._server.log_tail() or "(empty)", len(failed))
                 self._server.stop(grace_s=1)
