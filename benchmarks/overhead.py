@@ -7,8 +7,13 @@ export off) and times it from the first chunk to the last commit. The ratio is (
 the shares say where the rest went: Prefect (task orchestration), the catalog (commits),
 and our own code (rendering, parsing, dedup, planning).
 
-    python benchmarks/overhead.py                       # llamacpp and openai, 500 requests, ABBA
+    python benchmarks/overhead.py                       # llamacpp (both paths) and openai, 500 requests, ABBA
     python benchmarks/overhead.py --backends llamacpp --n 100 --order AB
+    python benchmarks/overhead.py --backends llamacpp-server --parallel 8   # the batched embedded backend
+
+`llamacpp` is the in-process one-stream path (`parallel: 1`); `llamacpp-server` is the
+embedded backend with `--parallel` sequences decoded together in llama.cpp's own server,
+a child of the benchmark (synth/backends/llama_server.py); both run SmolLM2-135M.
 
 Passes run in ABBA order by default (raw, factory, factory, raw) and the ratio is the mean
 factory pass over the mean raw pass, so a machine that drifts during the run tilts both
@@ -194,12 +199,13 @@ def measure(kind: str, n: int, backend_settings: dict, order: str, examples: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--backends", default="llamacpp,openai")
+    parser.add_argument("--backends", default="llamacpp,llamacpp-server,openai")
     parser.add_argument("--order", default="ABBA",
                         help="passes in order, A = raw backend, B = factory (default ABBA)")
     parser.add_argument("--examples", type=int, default=1,
                         help="seed examples in each prompt (0 = shortest requests: the strictest test "
                              "of per-request overhead, and the quickest)")
+    parser.add_argument("--parallel", type=int, default=8, help="llamacpp-server: slots (sequences decoded together)")
     parser.add_argument("--shared-cores", action="store_true",
                         help="openai: let the server and the factory share every core (default: the "
                              "server gets the last core to itself, the client the others)")
@@ -227,6 +233,12 @@ def main() -> None:
                 stop_server(process)
                 if server_cpus:
                     pin_process_tree(set(cores))
+        elif kind == "llamacpp-server":
+            row = measure(kind, args.n, {"kind": "llamacpp", "parallel": args.parallel}, args.order, args.examples)
+            row["backend"] += f" (parallel {args.parallel})"
+            rows.append(row)
+        elif kind == "llamacpp":
+            rows.append(measure(kind, args.n, {"kind": "llamacpp", "parallel": 1}, args.order, args.examples))
         else:
             rows.append(measure(kind, args.n, {"kind": kind}, args.order, args.examples))
     print("\n| backend | requests | passes | raw s | factory s | ratio | catalog share | ours+Prefect share |"

@@ -1,6 +1,6 @@
 """llama.cpp threads on a shared machine: one greedy chat request with 2 threads and with 1,
 in ABBA order, with the load average beside each (the measurement behind
-synth.backends.llamacpp.free_cores).
+synth.backends.cores.free_cores).
 
     python benchmarks/threads.py [--model embedded-1.5b] [--tokens 40]
 """

@@ -63,6 +63,10 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
         from synth.backends.embedded import resolve_gguf
 
         resolve_gguf(recipe.backend.model)  # the 1.5B tier is joined and checked here on first use
+        if recipe.backend.parallel > 1:  # several sequences at once: llama.cpp's server must be built
+            from synth.backends.llama_server import server_binary
+
+            server_binary()
     index_for(recipe)  # so are unreadable test sets; the run's chunk context reuses this index
     from storage.exporters import EXPORTERS
 

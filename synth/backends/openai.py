@@ -138,6 +138,8 @@ class OpenAIBackend:
         backoff_cap_s: float = 30.0,
         retry_after_cap_s: float = 60.0,
         max_response_bytes: int = 20 * 1024 * 1024,
+        format_mode: str = "json_schema",  # the dialect to start in: json_object for a llama.cpp server we run
+        grammar_patterns: bool = True,  # json_object: output fields' patterns in the grammar (the llamacpp setting)
     ) -> None:
         if not base_url:
             raise OpenAIConfigError(
@@ -170,8 +172,9 @@ class OpenAIBackend:
         self.max_response_bytes = max_response_bytes
         self._key: _Secret | None = None
         self._loaded = False
-        self._format_mode = 0  # index into FORMAT_MODES
+        self._format_mode = FORMAT_MODES.index(format_mode)  # index into FORMAT_MODES
         self._format_confirmed = False  # a structured request succeeded in this mode
+        self.grammar_patterns = grammar_patterns
         self._unanswered = 0
         self.attempts = 0  # HTTP attempts made, retries included (for reports and tests)
 
@@ -290,7 +293,7 @@ class OpenAIBackend:
                 if structured and mode == self._format_mode:
                     self._format_confirmed = True
                 result = self._parse(request, attempt.body, started)
-                if (FORMAT_MODES[mode] == "json_object" and result.ok
+                if (FORMAT_MODES[mode] == "json_object" and result.ok and self.grammar_patterns
                         and ran_to_bound(request.json_schema, result.text, request.sampling.max_tokens)):
                     result = dataclasses.replace(result, finish_reason=LENGTH_BOUND)  # llama.cpp's grammar ended it
                 return result
@@ -383,7 +386,7 @@ class OpenAIBackend:
             }
         elif request.json_schema is not None and mode == "json_object":
             # json_object + schema is llama.cpp's server dialect: patterns in its grammar's dialect
-            schema = grammar_schema(request.json_schema, request.sampling.max_tokens)
+            schema = grammar_schema(request.json_schema, request.sampling.max_tokens, self.grammar_patterns)
             payload["response_format"] = {"type": "json_object", "schema": schema}
         return payload
 
