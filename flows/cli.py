@@ -411,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.eval_cmd import add_eval_command
 
     add_eval_command(sub)  # synth eval
+    from flows.probe_cmd import add_probe_command
+
+    add_probe_command(sub)  # synth probe
     return parser
 
 

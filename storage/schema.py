@@ -17,6 +17,9 @@ tries: which attempts, where they were tried, the last error).
 Version 6: `embeddings` (the vector of a text under one embedding model, by the text's
 hash: dedup by meaning embeds each text once across runs, storage/embeddings.py).
 
+Version 7: `probes` (student-probe results: a small student fine-tuned on a set and scored
+on held-out questions beside the untrained student, storage/probes.py).
+
 `samples` has no PRIMARY KEY (since version 3): keeping DuckDB's index on 10 M ids cost
 more than half of a bulk ingest. Its ids stay unique because every insert goes through
 `Catalog.insert_samples`, which skips ids that exist, under the catalog's lock, in a
@@ -25,7 +28,7 @@ process that holds the file alone (DuckDB's one writer per file).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 TABLES: dict[str, str] = {
     "schema_version": """
@@ -215,6 +218,32 @@ TABLES: dict[str, str] = {
             created_at TIMESTAMP NOT NULL,
             PRIMARY KEY (model, text_hash)
         )""",
+    "probes": """
+        CREATE TABLE IF NOT EXISTS probes (
+            probe_id VARCHAR PRIMARY KEY,        -- hash of what was probed, student, held-out set, settings, time
+            source VARCHAR NOT NULL,             -- the export folder, file or `snapshot NAME` probed
+            snapshot_id VARCHAR,                 -- its snapshot, where known (the card shows its probes)
+            run_id VARCHAR,                      -- the run that made most of its rows (the report shows its probes)
+            student VARCHAR NOT NULL,            -- the student model folder
+            heldout VARCHAR NOT NULL,            -- the held-out file, and a hash of its rows as read
+            heldout_hash VARCHAR NOT NULL,
+            heldout_rows INTEGER NOT NULL,
+            train_rows INTEGER NOT NULL,
+            steps INTEGER NOT NULL,
+            seed BIGINT NOT NULL,
+            settings JSON NOT NULL,              -- batch size, learning rate, LoRA rank, max length, ...
+            device VARCHAR NOT NULL,             -- cpu / cuda
+            baseline_loss DOUBLE NOT NULL,       -- held-out NLL per answer token, untrained student
+            loss DOUBLE NOT NULL,                -- the same after fine-tuning on this set
+            baseline_accuracy DOUBLE,            -- greedy answers the verifier accepts (NULL: no verifier)
+            accuracy DOUBLE,
+            accuracy_rows INTEGER NOT NULL DEFAULT 0,
+            first_train_loss DOUBLE,
+            last_train_loss DOUBLE,
+            train_s DOUBLE NOT NULL,             -- seconds of fine-tuning, and of scoring this set
+            eval_s DOUBLE NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""",
     "exports": """
         CREATE TABLE IF NOT EXISTS exports (
             export_id VARCHAR PRIMARY KEY,
@@ -273,6 +302,8 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # the embedding cache (created by create_all before the migration runs)
     6: [],
+    # student-probe results (created by create_all before the migration runs)
+    7: [],
 }
 
 INDEXES = [

@@ -195,7 +195,9 @@ FIGURES: tuple[tuple[str, str], ...] = (
     ("vendi", "Vendi score (centred embeddings)"), ("leaf_count", "leaves"),
     ("leaf_entropy", "leaf normalized entropy"), ("format_pass", "format-constraint pass rate"),
     ("verifier_pass", "verifier pass rate"),
+    ("g_vendi", "G-Vendi (student gradients, `--proxy`)"),
 )
+OPTIONAL_FIGURES = {"g_vendi"}  # shown only where some set has it
 
 
 def figure_text(key: str, value: Any) -> str:
