@@ -61,6 +61,6 @@ done
 
 # about 4-5 minutes on one H100 for the 135M student (an estimate: not yet run there)
 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH=. timeout 540 "$PY" benchmarks/probe.py --student "$STUDENT" \
-    --data "$DATA" --rows 1600 --steps 200 --batch-size 16 --heldout 500 --accuracy-rows 200 --seeds 0,1 \
+    --data "$DATA" --rows 1600 --steps 200 --batch-size 16 --heldout 500 --accuracy-rows 100 --seeds 0,1 \
     --gvendi-rows 500 --json-out "$OUT_DIR/gpu_probe.json" 2>"$OUT_DIR/gpu_probe.stderr" | tee "$OUT_DIR/gpu_probe.md"
 echo "gpu_probe: done in $(( $(date +%s) - started )) s; figures in $OUT_DIR"

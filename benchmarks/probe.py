@@ -13,7 +13,7 @@ and scores each on held-out GSM8K rows (the end of the train file, disjoint from
 training rows) beside the untrained student. Then G-Vendi (synth/gvendi.py) of each set,
 with its cost per row. Prints a markdown table; `--json-out` keeps the figures.
 
-    python benchmarks/probe.py --rows 200 --steps 30 --heldout 100
+    python benchmarks/probe.py --rows 64 --steps 6 --max-length 192 --heldout 16 --gvendi-rows 8
     python benchmarks/probe.py --demo out/gsm8k --seeds 0,1
 """
 
@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=GSM8K)
     parser.add_argument("--student", type=Path, help="a transformers folder (default: the converted 135M)")
     parser.add_argument("--rows", type=int, default=200, help="training rows per set")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--max-length", type=int, default=320)
-    parser.add_argument("--heldout", type=int, default=100, help="held-out rows (the end of the data file)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--heldout", type=int, default=64, help="held-out rows (the end of the data file)")
     parser.add_argument("--accuracy-rows", type=int, default=0)
     parser.add_argument("--seeds", default="0", help="comma-separated seeds: the spread between them is the noise")
     parser.add_argument("--demo", type=Path, help="an export folder of the demo (its accepted rows)")

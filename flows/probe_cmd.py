@@ -32,15 +32,15 @@ def add_probe_command(sub) -> None:
                         "recipe's seeds.fields mapping)")
     p.add_argument("--student", help="a local transformers model folder (default: the embedded SmolLM2-135M, "
                                      "converted once by scripts/gguf_to_hf.py)")
-    p.add_argument("--steps", type=int, default=30, help="fine-tuning steps per set (default 30)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4, help="learning rate of the LoRA adapters")
-    p.add_argument("--max-length", type=int, default=320, help="tokens of question + answer (default 320)")
+    p.add_argument("--steps", type=int, default=20, help="fine-tuning steps per set (default 20)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the LoRA adapters (default 1e-3)")
+    p.add_argument("--max-length", type=int, default=256, help="tokens of question + answer (default 256)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--heldout-rows", type=int, default=200, help="held-out rows scored for the loss (the first N)")
-    p.add_argument("--accuracy-rows", type=int, default=32,
+    p.add_argument("--heldout-rows", type=int, default=64, help="held-out rows scored for the loss (the first N)")
+    p.add_argument("--accuracy-rows", type=int, default=16,
                    help="held-out questions answered greedily for accuracy, where the task has a verifier (0: none)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=192)
     p.add_argument("--recipe", help="take the question and answer fields (and seeds.fields) from this recipe")
     p.add_argument("--fields", help="the sets' question and answer fields, e.g. question,answer")
     p.add_argument("--catalog", help="where results are recorded (default as `synth stats`)")

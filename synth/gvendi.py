@@ -41,7 +41,7 @@ from synth.student import LoraSettings, Pair, add_lora, answer_nll, collate, enc
 class GVendiSettings:
     dim: int = 1024
     seed: int = 0
-    max_length: int = 320
+    max_length: int = 256
     max_rows: int = 200            # a fixed sample of rows beyond this (each costs a backward pass)
     lora: LoraSettings = LoraSettings()
 
