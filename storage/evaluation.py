@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from storage.catalog import Catalog
 from synth.errors import BadInput
-from synth.evaluate import FIGURES, evaluate, figure_text, figure_value
+from synth.evaluate import FIGURES, OPTIONAL_FIGURES, evaluate, figure_text, figure_value
 from synth.formats import OutputField
 
 LINEAGE = {"sample_id", "run_id", "leaf_id", "leaf_path", "strategy", "seed_row", "request_id", "split"}
@@ -203,6 +203,8 @@ def render_table(results: Sequence[dict[str, Any]], ratio_to: int | None = None)
         header += f" {other['label']} / {results[ratio_to]['label']} |"
     lines = [header, "|---|" + "---:|" * (len(results) + (1 if ratio else 0))]
     for key, name in FIGURES:
+        if key in OPTIONAL_FIGURES and all(r.get(key) is None for r in results):
+            continue
         cells = [figure_text(key, r.get(key)) for r in results]
         row = f"| {name} | " + " | ".join(cells) + " |"
         if ratio:

@@ -15,6 +15,7 @@ from typing import Any
 
 from storage.catalog import Catalog
 from storage.evaluation import catalog_figures, render_table
+from storage.probes import probe_section, probes_of
 from synth.evaluate import distinct_n  # noqa: F401  (the report's distinct-n is the evaluation's)
 
 
@@ -118,6 +119,7 @@ def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
         "by_stage": [{k: (int(v) if isinstance(v, (int, float)) and k != "stage" else v) for k, v in r.items()}
                      for r in by_stage],
         "dataset": _dataset_section(catalog, run, leaves),
+        "probes": probes_of(catalog, run_id=run_id),  # `synth probe` of this run's exports and snapshots
     }
 
 
@@ -253,6 +255,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("evaluation"):
         lines += ["", "## Diversity and quality (accepted samples of this run; as `synth eval` computes them)", "",
                   render_table([report["evaluation"]]).rstrip()]
+    if report.get("probes"):
+        lines += ["", probe_section(report["probes"]).rstrip()]
     lines += render_dataset(report.get("dataset"))
     return "\n".join(lines) + "\n"
 

@@ -19,6 +19,8 @@ hash: dedup by meaning embeds each text once across runs, storage/embeddings.py)
 
 Version 7: `samples.agreement` and `samples.n_solutions` (of the n solutions sampled for a
 sample, the share its verifier accepts: for math self-consistency the majority's votes / n).
+Version 8: `probes` (student-probe results: a small student fine-tuned on a set and scored
+on held-out questions beside the untrained student, storage/probes.py).
 
 `samples` has no PRIMARY KEY (since version 3): keeping DuckDB's index on 10 M ids cost
 more than half of a bulk ingest. Its ids stay unique because every insert goes through
@@ -28,7 +30,7 @@ process that holds the file alone (DuckDB's one writer per file).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 TABLES: dict[str, str] = {
     "schema_version": """
@@ -220,6 +222,32 @@ TABLES: dict[str, str] = {
             created_at TIMESTAMP NOT NULL,
             PRIMARY KEY (model, text_hash)
         )""",
+    "probes": """
+        CREATE TABLE IF NOT EXISTS probes (
+            probe_id VARCHAR PRIMARY KEY,        -- hash of what was probed, student, held-out set, settings, time
+            source VARCHAR NOT NULL,             -- the export folder, file or `snapshot NAME` probed
+            snapshot_id VARCHAR,                 -- its snapshot, where known (the card shows its probes)
+            run_id VARCHAR,                      -- the run that made most of its rows (the report shows its probes)
+            student VARCHAR NOT NULL,            -- the student model folder
+            heldout VARCHAR NOT NULL,            -- the held-out file, and a hash of its rows as read
+            heldout_hash VARCHAR NOT NULL,
+            heldout_rows INTEGER NOT NULL,
+            train_rows INTEGER NOT NULL,
+            steps INTEGER NOT NULL,
+            seed BIGINT NOT NULL,
+            settings JSON NOT NULL,              -- batch size, learning rate, LoRA rank, max length, ...
+            device VARCHAR NOT NULL,             -- cpu / cuda
+            baseline_loss DOUBLE NOT NULL,       -- held-out NLL per answer token, untrained student
+            loss DOUBLE NOT NULL,                -- the same after fine-tuning on this set
+            baseline_accuracy DOUBLE,            -- greedy answers the verifier accepts (NULL: no verifier)
+            accuracy DOUBLE,
+            accuracy_rows INTEGER NOT NULL DEFAULT 0,
+            first_train_loss DOUBLE,
+            last_train_loss DOUBLE,
+            train_s DOUBLE NOT NULL,             -- seconds of fine-tuning, and of scoring this set
+            eval_s DOUBLE NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""",
     "exports": """
         CREATE TABLE IF NOT EXISTS exports (
             export_id VARCHAR PRIMARY KEY,
@@ -283,6 +311,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE samples ADD COLUMN IF NOT EXISTS agreement DOUBLE",
         "ALTER TABLE samples ADD COLUMN IF NOT EXISTS n_solutions INTEGER",
     ],
+    # student-probe results (created by create_all before the migration runs)
+    8: [],
 }
 
 INDEXES = [

@@ -208,7 +208,9 @@ FIGURES: tuple[tuple[str, str], ...] = (
     ("leaf_entropy", "leaf normalized entropy"), ("format_pass", "format-constraint pass rate"),
     ("verifier_pass", "verifier pass rate"),
     ("agreement", "solutions agreeing with the label (mean; rows per share)"),
+    ("g_vendi", "G-Vendi (student gradients, `--proxy`)"),
 )
+OPTIONAL_FIGURES = {"g_vendi"}  # shown only where some set has it
 
 
 def figure_text(key: str, value: Any) -> str:

@@ -138,7 +138,8 @@ def test_an_old_catalog_gains_the_judge_column(tmp_path):
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'requests'")}
         assert {"sample_id", "worker", "node"} <= requests  # versions 4 and 5
         assert cat.scalar("SELECT count(*) FROM failed_chunks") == 0  # version 5
-        assert cat.scalar("SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 7
+        assert cat.scalar("SELECT count(*) FROM probes") == 0  # version 8
+        assert cat.scalar("SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 8
         assert {"agreement", "n_solutions"} <= columns  # version 7
         assert cat.scalar("SELECT fields->>'q' FROM samples_text WHERE sample_id = 's1'") == "kept"
         # version 3 has no key on samples (see storage/schema.py); ids stay unique through inserts

@@ -37,6 +37,7 @@ COMMANDS = [
     "server",
     "serve",
     "eval",
+    "probe",
 ]
 
 

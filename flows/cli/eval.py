@@ -31,6 +31,11 @@ def add_command(sub) -> None:
     ev.add_argument("--no-embed", action="store_true", help="lexical figures only")
     ev.add_argument("--embed-sample", type=int, default=1000, metavar="N",
                     help="embed at most N rows per set, a fixed sample (default 1000; ~18 rows/s on 2 cores)")
+    ev.add_argument("--proxy", nargs="?", const="embedded", metavar="MODEL",
+                    help="add G-Vendi, the Vendi score of a student's per-sample gradients (docs/probe.md): the "
+                         "embedded SmolLM2-135M, or a local transformers folder; needs the `probe` extra")
+    ev.add_argument("--proxy-rows", type=int, default=200, metavar="N",
+                    help="rows per set for G-Vendi, a fixed sample (default 200; one backward pass a row)")
     ev.add_argument("--json", action="store_true")
     add_decontaminate_option(ev)
     ev.set_defaults(func=cmd_eval)
@@ -46,6 +51,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return fail("name what to evaluate: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")
     if args.embed_sample < 2:
         return fail("--embed-sample must be at least 2")
+    if args.proxy_rows < 2:
+        return fail("--proxy-rows must be at least 2")
     recipe = None
     if args.recipe:
         from synth.recipe import load_recipe
@@ -76,11 +83,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
     finally:
         if catalog is not None:
             catalog.close()
+    if args.proxy:
+        from synth.student import StudentUnavailable
+
+        try:
+            _add_gradient_diversity(args, results, sources + ([reference] if reference is not None else []), fields)
+        except ValueError as exc:
+            return fail(str(exc))
+        except StudentUnavailable as exc:  # the `probe` extra or the converted student is missing
+            return fail(str(exc), 1)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:
         print(render_table(results, ratio_to=len(results) - 1 if reference is not None and len(results) == 2 else None))
     return 0
+
+
+def _add_gradient_diversity(args, results, sources, fields) -> None:
+    """G-Vendi of every set (synth/gvendi.py), into its results."""
+    from tqdm import tqdm
+
+    from synth.gvendi import GradientSketcher, GVendiSettings, g_vendi
+    from synth.student import Pair, check_student_dir, default_student, require
+
+    student = None if args.proxy == "embedded" else check_student_dir(Path(args.proxy))
+    require()
+    sketcher = GradientSketcher(student or default_student(), GVendiSettings(max_rows=args.proxy_rows))
+    for result, source in zip(results, sources):
+        question, answer = (fields or source.text_fields)[:2] if len(fields or source.text_fields) > 1 else (None, None)
+        if question is None:
+            result["g_vendi"] = None
+            result["left_out"]["g_vendi"] = "needs a question and an answer field (--fields question,answer)"
+            continue
+        pairs = [Pair(str(r.get(question) or ""), str(r.get(answer) or "")) for r in source.rows if r.get(question)]
+        with tqdm(total=min(len(pairs), args.proxy_rows), desc=f"G-Vendi {source.label}", unit="row",
+                  file=sys.stderr, disable=None) as bar:
+            result.update(g_vendi(sketcher, pairs, bar.update))
 
 
 def _catalog(path: str, required: bool):
