@@ -113,9 +113,9 @@ def measure(kind: str, n: int, backend_settings: dict, order: str, examples: int
     (e.g. "ABBA": a machine or server that drifts over the run tilts both sides alike)."""
     from prefect import flow
 
-    from flows.run import generate_all
+    from flows.run import chunk_task
     from storage.catalog import Catalog
-    from storage.runs import RunLedger
+    from storage.lifecycle import RunHooks, RunLifecycle
     from synth.backends import make_backend
     from synth.pipeline import _request, new_attempts
     from synth.recipe import load_recipe
@@ -132,29 +132,35 @@ def measure(kind: str, n: int, backend_settings: dict, order: str, examples: int
 
         seeds = load_seeds(recipe)
         with Catalog(folder / "raw.duckdb") as scratch:
-            planner = RunLedger(recipe, scratch, backend.name, backend.model, seeds)
+            planner = RunLifecycle(recipe, scratch, backend, seeds)
             planner.start()
-            planner.make_plan()
-            requests = []
-            for attempt in new_attempts(planner.pending(), planner.ctx):
+            planner.plan()
+            requests, ctx = [], planner.ledger.ctx
+            for attempt in new_attempts(planner.ledger.pending(), ctx):
                 strategy = STRATEGIES[attempt.slot.strategy]
-                requests.append(_request(attempt, strategy, strategy.stages[0], planner.ctx, 0).request)
+                requests.append(_request(attempt, strategy, strategy.stages[0], ctx, 0).request)
 
         generate_timer, commit_timer = Timer(), Timer()
+
+        class ChunkTasks(RunHooks):
+            """Each chunk a retried Prefect task, as in the flow (its UI artifacts left out)."""
+
+            def wrap_chunk(self, run):
+                return chunk_task(run)
 
         @flow(name="bench-overhead")
         def bench_flow() -> tuple[float, int]:
             with Catalog(recipe.catalog) as cat:
-                ledger = RunLedger(recipe, cat, backend.name, backend.model, seeds)
+                run = RunLifecycle(recipe, cat, backend, seeds, hooks=ChunkTasks())
                 with patched(backend, "generate", generate_timer.wrap), \
                         patched(cat, "commit_chunk", commit_timer.wrap):
                     t0 = time.perf_counter()
-                    ledger.start()
-                    ledger.make_plan()
-                    generate_all(ledger, backend)
-                    ledger.finish()
+                    run.start()
+                    run.plan()
+                    run.generate()
+                    run.finish()
                     elapsed = time.perf_counter() - t0
-                accepted = ledger.accepted_count()
+                accepted = run.ledger.accepted_count()
             return elapsed, accepted
 
         raw_passes, factory_passes, flow_starts, tokens, accepted = [], [], [], 0, 0

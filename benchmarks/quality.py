@@ -42,24 +42,19 @@ from synth.recipe import load_recipe  # noqa: E402
 
 
 def arm(recipe, backend, folder: Path, with_tree: bool, embed_sample: int) -> dict:
-    from storage.recipe_tree import ensure_tree
-    from storage.runs import LocalExecutor, RunLedger
+    from storage.lifecycle import RunLifecycle
     from synth.seeds import load_seeds
 
     recipe = recipe.model_copy(update={"catalog": folder / "catalog.duckdb",
                                        "tree": recipe.tree if with_tree else None})
     started = time.perf_counter()
     with Catalog(recipe.catalog) as cat:
-        ledger = RunLedger(recipe, cat, backend.name, backend.model, load_seeds(recipe))
-        ledger.start()
+        run = RunLifecycle(recipe, cat, backend, load_seeds(recipe))
+        summary = run.run(export=False, close=False)  # the flow's steps without Prefect; one model for both arms
+        ledger = run.ledger
         tree_requests, leaves = 0, None
         if with_tree:
-            tree = ensure_tree(cat, recipe, backend, ledger.ctx.renderer)
-            ledger.set_tree(tree)
-            tree_requests, leaves = tree.requests, [n.label for n in tree.leaves()]
-        ledger.make_plan()
-        ledger.generate(LocalExecutor(backend, ledger.ctx))
-        summary = ledger.finish()
+            tree_requests, leaves = ledger.tree.requests, [n.label for n in ledger.tree.leaves()]
         everything = cat.query("SELECT fields, leaf_id, status FROM samples_text WHERE run_id = ? ORDER BY sample_id",
                                [ledger.run_id])
         rows = [{**json.loads(r["fields"]), "leaf_id": r["leaf_id"]} for r in everything if r["status"] == "accepted"]

@@ -1,9 +1,10 @@
 """Ray benchmark: scaling over replicas, the Ray path's overhead, and recovery from a lost node.
 
 Everything runs on a real multi-node Ray cluster on this machine (tests/ray_cluster.py:
-a head with 0 CPUs and worker nodes of 1 CPU each, on 127.0.0.1), through the run
-ledger and `RayExecutor` exactly as `synth run --ray-address` drives them (without
-Prefect: the flow adds the same cost to both sides of every ratio). Each pass writes a
+a head with 0 CPUs and worker nodes of 1 CPU each, on 127.0.0.1), through the run's
+life cycle (storage/lifecycle.py) and the executor `cluster.kind` names, exactly as
+`synth run --ray-address` drives them (without Prefect: the flow adds the same cost to
+both sides of every ratio). Each pass writes a
 fresh catalog, so every pass makes the same requests.
 
 - scaling (simulated): the scripted backend with a per-request latency (a sleep), so the
@@ -39,10 +40,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from storage.catalog import Catalog  # noqa: E402
-from storage.runs import LocalExecutor  # noqa: E402
-from synth.ray_replicas import RayExecutor, ReplicaPool  # noqa: E402
+from synth.execution.ray import ReplicaPool  # noqa: E402
 from synth.recipe import load_recipe  # noqa: E402
-from tests.conftest import start_run, write_recipe  # noqa: E402
+from tests.conftest import OnChunk, start_run, write_recipe  # noqa: E402
 from tests.ray_cluster import LocalCluster  # noqa: E402
 
 
@@ -53,13 +53,14 @@ def recipe_for(folder: Path, address: str, replicas: int, backend: dict, **gener
 
 
 def one_pass(recipe, backend_or_pool, ray: bool, on_progress=None) -> dict:
-    """Generate the recipe's run on a fresh catalog; wall time of generation only."""
+    """Generate the recipe's run on a fresh catalog; wall time of generation only. The
+    executor is the one `cluster.kind` names (ray, or local: the backend in this process)."""
+    if not ray:
+        recipe = recipe.model_copy(update={"cluster": recipe.cluster.model_copy(update={"kind": "local"})})
     with Catalog(recipe.catalog) as cat:
-        run = start_run(recipe, backend_or_pool, cat)
-        executor = RayExecutor(backend_or_pool, run.ledger.ctx) if ray else LocalExecutor(backend_or_pool,
-                                                                                          run.ledger.ctx)
+        run = start_run(recipe, backend_or_pool, cat, hooks=OnChunk(on_progress))
         started = time.perf_counter()
-        run.ledger.generate(executor, on_progress=on_progress)
+        run.generate()
         wall = time.perf_counter() - started
         requests = cat.scalar("SELECT count(*) FROM requests")
         tokens = cat.scalar("SELECT coalesce(sum(completion_tokens), 0) FROM requests")

@@ -7,10 +7,16 @@ line turns into exit code 2 (RecipeError, SeedError, PromptError, TreeError); Ra
 for a `cluster.kind: ray` run raises ClusterError (exit 1); then the catalog is opened
 (created if new), so that a busy, damaged or unwritable one raises CatalogBusy /
 CatalogError (exit 1) before the flow starts.
+
+`check_run` is that pre-flight for a run, done once: it hands the run the recipe, the
+seeds it read and the catalog it opened (`synth run` checks before Prefect starts and
+hands them to the flow through `hand_over` / `take_over`; a run from the Prefect UI
+checks inside the flow).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +46,35 @@ def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None 
     return recipe.model_copy(update=update) if update else recipe
 
 
-def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | None = None,
+@dataclass
+class CheckedRun:
+    """What the pre-flight read, for the run to use as is: the recipe with its overrides, the
+    seeds, the line on seeds that copy a test item, and the open catalog (None when another
+    run holds it and this one waits its turn: the run opens it then)."""
+
+    recipe: Recipe
+    seeds: list[dict[str, Any]]
+    contamination: str | None
+    catalog: Any = None
+
+    def open_catalog(self, wait_s: float = 0.0) -> Any:
+        """The catalog the check opened, or opened now (waiting up to `wait_s` for its holder)."""
+        from storage.catalog import Catalog
+
+        catalog, self.catalog = self.catalog, None
+        return catalog if catalog is not None else Catalog(self.recipe.catalog, wait_s=wait_s)
+
+
+def check_run(recipe_path: str | Path, catalog: str | None = None, out: str | None = None,
               target: int | None = None, catalog_wait_s: float = 0.0, ray_address: str | None = None,
-              model: str | None = None) -> Recipe:
-    """The recipe as it will run, checked; nothing is written but a new, empty catalog. A busy
-    catalog is an error here only when the run would not wait for it (`catalog_wait_s`)."""
+              model: str | None = None) -> CheckedRun:
+    """The recipe as it will run, checked; nothing is written but a new, empty catalog, which
+    is kept open for the run. A busy catalog is an error here only when the run would not
+    wait for it (`catalog_wait_s`)."""
     recipe = apply_overrides(load_recipe(recipe_path), catalog, out, target, ray_address=ray_address, model=model)
     if recipe.cluster.kind == "ray":
         check_cluster(recipe)
-    load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
+    seeds = load_seeds(recipe)  # unreadable seeds are bad input: refuse before the catalog is created
     wants = [name for name, on in (("quality.semantic_dup_threshold", recipe.quality.semantic_dup_threshold
                                      is not None), ("balance.assign", recipe.balance.assign == "embedding"),
                                    ("quality.decontaminate_cosine", recipe.quality.decontaminate_cosine is not None))
@@ -81,27 +107,61 @@ def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | No
     from storage.catalog import Catalog, CatalogBusy
 
     # busy, damaged, not a catalog, not writable? say so now, not after the flow has started
+    opened = None
     try:
-        Catalog(recipe.catalog).close()
+        opened = Catalog(recipe.catalog)
     except CatalogBusy:
         if catalog_wait_s <= 0:
             raise  # else the run waits its turn when it opens the catalog
-    return recipe
+    return CheckedRun(recipe, seeds, seed_contamination(recipe, seeds), opened)
 
 
-def seed_contamination(recipe: Recipe) -> str | None:
+def preflight(recipe_path: str | Path, catalog: str | None = None, out: str | None = None,
+              target: int | None = None, catalog_wait_s: float = 0.0, ray_address: str | None = None,
+              model: str | None = None) -> Recipe:
+    """`check_run`, for a caller that only wants the recipe: the catalog is closed again."""
+    checked = check_run(recipe_path, catalog, out, target, catalog_wait_s, ray_address, model)
+    if checked.catalog is not None:
+        checked.catalog.close()
+    return checked.recipe
+
+
+_handed_over: dict[tuple, CheckedRun] = {}
+
+
+def hand_over(key: tuple, checked: CheckedRun) -> None:
+    """Keep a check for the run of the same arguments in this process (`synth run` -> the flow)."""
+    _handed_over[key] = checked
+
+
+def take_over(key: tuple) -> CheckedRun | None:
+    """The check `hand_over` kept for these arguments, once; None when there is none."""
+    return _handed_over.pop(key, None)
+
+
+def drop_handed_over() -> None:
+    """A check nobody took (the run did not start): its catalog closed."""
+    while _handed_over:
+        checked = _handed_over.popitem()[1]
+        if checked.catalog is not None:
+            checked.catalog.close()
+
+
+def seed_contamination(recipe: Recipe, seeds: list[dict[str, Any]] | None = None) -> str | None:
     """The run's line on its seeds against its test sets (`quality.decontaminate`): how many
     seed rows copy a test item, and which; None without test sets or seeds."""
     index = index_for(recipe)
-    seeds = load_seeds(recipe)
-    return seed_report(index, seeds, recipe.task.question) if index is not None and seeds else None
+    if index is None:
+        return None
+    seeds = load_seeds(recipe) if seeds is None else seeds
+    return seed_report(index, seeds, recipe.task.question) if seeds else None
 
 
 def check_cluster(recipe: Recipe) -> None:
     """A Ray run names its cluster (bad input: RecipeError), has Ray installed and its
     cluster answers (environment faults: ClusterError), before anything is written."""
     from synth.cluster import ClusterError
-    from synth.ray_replicas import import_ray, reachable
+    from synth.execution.ray import import_ray, reachable
 
     try:
         address = recipe.cluster.resolved_address()

@@ -1,9 +1,9 @@
 """The Prefect flow that runs a recipe end to end: tree -> plan -> generate -> export.
 
-Wiring only: the run's bookkeeping is `storage.runs.RunLedger`, the generation of a
-chunk is `synth.pipeline.run_chunk`; this module decides what is a task, what retries,
-and what a person sees (progress bar in the terminal, progress and report artifacts in
-the Prefect UI).
+Wiring only: the run's steps, in order, are `storage.lifecycle.RunLifecycle`; this module
+adds, through its hooks, what is a task and what retries (each step a task, each chunk a
+retried task), what a person sees (progress bars in the terminal, progress, dataset and
+report artifacts in the Prefect UI) and how a run stops (flows/stopping.py).
 
 Tasks are coarse (one per chunk of requests), and caching across runs is the
 catalog's job, not Prefect's: a chunk's samples have deterministic ids, so a retried
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import base64
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -29,22 +30,22 @@ from prefect.exceptions import ExternalSignal
 from prefect.states import Cancelled
 from tqdm import tqdm
 
-from flows.lifecycle import stop_between_chunks, supersede
-from flows.preflight import preflight, seed_contamination
-from storage.catalog import Catalog
-from storage.runs import LocalExecutor, RunLedger, superseded_note
-from synth.pipeline import ChunkResult, run_work
-from synth.ray_replicas import RayExecutor, ReplicaPool
-from synth.seeds import load_seeds
+from flows.preflight import check_run, take_over
+from flows.stopping import stop_between_chunks, supersede
+from storage.lifecycle import RunHooks, RunLifecycle
+from synth.execution import backend_for
 
 
-@task(name="build-or-load-tree", cache_policy=NO_CACHE)
-def tree_task(ledger: RunLedger, backend):
-    from storage.recipe_tree import ensure_tree
+def _run_step(work: Callable[[], Any]) -> Any:
+    return work()
 
-    tree = ensure_tree(ledger.catalog, ledger.recipe, backend, ledger.ctx.renderer)
-    ledger.set_tree(tree)
-    return tree
+
+# each step of the life cycle is a task of its own name; `work` takes no argument here
+STEP_TASKS = {name: task(_run_step, name=name, cache_policy=NO_CACHE)
+              for name in ("build-or-load-tree", "place-on-tree", "import-existing-dataset", "export")}
+# the steps that show a terminal progress bar while they classify
+STEP_BARS = {"place-on-tree": ("placing earlier samples on the tree", "sample"),
+             "import-existing-dataset": ("classifying existing rows", "row")}
 
 
 def with_bar(desc: str, unit: str, work: Callable[[Callable[[int, int], None]], Any]) -> Any:
@@ -61,55 +62,32 @@ def with_bar(desc: str, unit: str, work: Callable[[Callable[[int, int], None]], 
         bar.close()
 
 
-@task(name="import-existing-dataset", cache_policy=NO_CACHE)
-def import_task(ledger: RunLedger, backend) -> dict[str, Any]:
-    """Classify the dataset being rebalanced onto the tree, with a progress bar."""
-    return with_bar("classifying existing rows", "row", lambda on: ledger.import_existing(backend, on_progress=on))
+def chunk_task(run: Callable[..., Any]) -> Callable[..., Any]:
+    """The chunk function as a retried Prefect task (the life cycle's `wrap_chunk`)."""
+    return task(run, name="generate-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 
 
-@task(name="generate-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
-def generate_chunk(work, backend, ctx) -> ChunkResult:
-    return run_work(work, backend, ctx)
-
-
-@task(name="place-on-tree", cache_policy=NO_CACHE)
-def place_task(ledger: RunLedger, backend) -> dict[str, Any]:
-    """Earlier samples of the dataset made under another tree: classified onto this one."""
-    return with_bar("placing earlier samples on the tree", "sample",
-                    lambda on: ledger.place_on_tree(backend, on_progress=on))
-
-
-@task(name="export", cache_policy=NO_CACHE)
-def export_task(ledger: RunLedger) -> dict[str, Any]:
-    """A new version of the dataset (when it changed), exported, and pushed when configured."""
-    from storage.publish import export_run
-
-    return export_run(ledger.catalog, ledger.recipe, ledger.run_id, ledger.scope, ledger.tree, ledger.plan.targets)
-
-
-def dataset_artifact(ledger: RunLedger, when: str) -> dict[str, Any]:
+def dataset_artifact(run: RunLifecycle, when: str, state: Any) -> None:
     """The dataset as a table artifact: per leaf, what it holds (`when`: before / after)."""
-    from storage.datasets import leaf_labels, summary
+    from storage.datasets import leaf_labels
 
-    state = summary(ledger.catalog, ledger.dataset, ledger.tree, ledger.scope)
-    labels = leaf_labels(ledger.tree)
+    labels = leaf_labels(run.ledger.tree)
     rows = [{"leaf": labels.get(leaf, leaf or "(all)"), "samples": n} for leaf, n in sorted(
         state.per_leaf.items(), key=lambda kv: labels.get(kv[0], kv[0] or ""))]
-    create_table_artifact(table=rows or [{"leaf": "(none yet)", "samples": 0}], key=f"dataset-{when}-{ledger.run_id}",
-                          description=f"dataset {ledger.dataset} {when} this run: {state.total} samples")
-    return state.as_dict()
+    create_table_artifact(table=rows or [{"leaf": "(none yet)", "samples": 0}], key=f"dataset-{when}-{run.run_id}",
+                          description=f"dataset {run.ledger.dataset} {when} this run: {state.total} samples")
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(ledger: RunLedger, exported: dict[str, Any] | None) -> dict[str, Any]:
+def report_task(run: RunLifecycle, exported: dict[str, Any] | None) -> dict[str, Any]:
     """The run report, the leaf table and the distribution plot as artifacts a person reads in the UI."""
     from storage.report import build_report, plot_leaf_distribution, render_markdown
 
-    report = build_report(ledger.catalog, ledger.run_id)
-    key = f"run-{ledger.run_id}"
+    report = build_report(run.catalog, run.run_id)
+    key = f"run-{run.run_id}"
     markdown = render_markdown(report)
-    plot_dir = Path(ledger.recipe.export.dir) if exported else ledger.recipe.catalog.parent / "reports"
-    plot = plot_leaf_distribution(report, plot_dir / f"leaf_distribution-{ledger.run_id}.png")
+    plot_dir = Path(run.recipe.export.dir) if exported else run.recipe.catalog.parent / "reports"
+    plot = plot_leaf_distribution(report, plot_dir / f"leaf_distribution-{run.run_id}.png")
     # inline: the UI is an http page and will not load a file:// image
     inline = base64.b64encode(plot.read_bytes()).decode()
     markdown += f"\n![leaf distribution](data:image/png;base64,{inline})\n\nPlot file: `{plot}`\n"
@@ -124,42 +102,50 @@ def report_task(ledger: RunLedger, exported: dict[str, Any] | None) -> dict[str,
     return report
 
 
-def executor_for(ledger: RunLedger, backend):
-    """Chunks on the cluster's replicas (ray.wait, re-queued when a replica dies), or here,
-    each chunk a retried Prefect task."""
-    if isinstance(backend, ReplicaPool):
-        return RayExecutor(backend, ledger.ctx)
-    return LocalExecutor(backend, ledger.ctx, run=generate_chunk)
+class PrefectHooks(RunHooks):
+    """The flow's part of the life cycle: tasks, artifacts, bars, stopping and taking over."""
 
+    signals = (KeyboardInterrupt, ExternalSignal)
 
-def generate_all(ledger: RunLedger, backend, on_chunk=None, stop=None) -> None:
-    """The ledger's rounds on the run's executor, with a progress bar in the terminal;
-    `stop` is asked after each committed chunk (flows/lifecycle.py)."""
-    target = ledger.goal()
-    bar = tqdm(total=target, initial=min(ledger.accepted_count(), target), desc="accepted samples",
-               unit="sample", disable=None, file=sys.stderr)
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+        self.bar: Any = None
+        self.progress_id: Any = None
 
-    def progress(accepted: int, total: int) -> None:
-        bar.update(accepted - bar.n)
-        if on_chunk:
-            on_chunk(accepted, total)
+    def step(self, name: str, work: Callable[[Any], Any]) -> Any:
+        bar = STEP_BARS.get(name)
+        return STEP_TASKS[name](lambda: with_bar(*bar, work) if bar else work(None))
 
-    try:
-        ledger.generate(executor_for(ledger, backend), on_progress=progress, stop=stop)
-    finally:
-        bar.close()
+    def wrap_chunk(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        return chunk_task(run)
 
+    def started(self, run: RunLifecycle, attempt: int) -> None:
+        supersede(run.run_id, self.logger)
 
-def record_failure(cat: Catalog, run_id: str, exc: BaseException, logger) -> None:
-    """Mark the run failed (or interrupted, for a signal), unless the catalog itself is what failed."""
-    stopped = isinstance(exc, (KeyboardInterrupt, ExternalSignal))
-    status = "interrupted" if stopped else "failed"
-    message = (f"interrupted by {type(exc).__name__} at once (the chunk in flight is lost); run the same recipe "
-               "again to resume") if stopped else f"{type(exc).__name__}: {exc}"[:2000]
-    try:
-        cat.update_run(run_id, status=status, message=message)
-    except Exception as second:  # noqa: BLE001 - a full disk or a damaged file: the first error is the one to show
-        logger.warning("could not record the run as %s in the catalog: %s", status, second)
+    def dataset_state(self, run: RunLifecycle, when: str, state: Any) -> None:
+        dataset_artifact(run, when, state)
+
+    @contextmanager
+    def generating(self, run: RunLifecycle) -> Iterator[Any]:
+        """A progress artifact in the UI, a bar in the terminal, and a stop between chunks
+        on a signal or a cancel from the UI."""
+        target = run.ledger.goal()
+        self.progress_id = create_progress_artifact(
+            progress=0.0, key=f"progress-{run.run_id}", description="accepted samples / samples to generate")
+        self.bar = tqdm(total=target, initial=min(run.ledger.accepted_count(), target), desc="accepted samples",
+                        unit="sample", disable=None, file=sys.stderr)
+        try:
+            with stop_between_chunks() as stop:
+                yield stop
+        finally:
+            self.bar.close()
+
+    def chunk_committed(self, accepted: int, total: int) -> None:
+        self.bar.update(accepted - self.bar.n)
+        update_progress_artifact(self.progress_id, progress=100.0 * min(accepted, total) / max(total, 1))
+
+    def finished(self, run: RunLifecycle, summary: dict[str, Any]) -> None:
+        report_task(run, summary.get("export"))
 
 
 @flow(name="synth-run")
@@ -170,89 +156,18 @@ def run_recipe(recipe_path: str, catalog: str | None = None, out: str | None = N
     """Run a recipe: build or reuse its tree, generate what the dataset lacks, version and export it.
     With `cluster.kind: ray` (or a `ray_address`) the model runs in replicas on that Ray cluster
     and this process stays the catalog's one writer (docs/scaling.md)."""
-    from storage.growth import plan_growth
-
     logger = get_run_logger()
-    recipe = preflight(recipe_path, catalog, out, target, catalog_wait_s=catalog_wait_s, ray_address=ray_address,
-                       model=model)
-    contamination = seed_contamination(recipe)  # seeds that copy a test item: said, not silently used
-    if contamination:
-        logger.info(contamination)
+    checks = (str(recipe_path), catalog, out, target, catalog_wait_s, ray_address, model)
+    checked = take_over(checks) or check_run(*checks)  # the pre-flight, once per run (synth run did it already)
+    if checked.contamination:  # seeds that copy a test item: said, not silently used
+        logger.info(checked.contamination)
     # on a cluster the pool is the backend: tree, classification and chunks all go to its replicas
-    backend = ReplicaPool(recipe.cluster, recipe.backend) if recipe.cluster.kind == "ray" else recipe.backend.build()
-    with Catalog(recipe.catalog, wait_s=catalog_wait_s) as cat:
-        growth = plan_growth(cat, recipe, grow_by)
-        recipe = growth.recipe
-        ledger = RunLedger(recipe, cat, backend.name, backend.model, load_seeds(recipe))
-        attempt = ledger.start()
-        logger.info("run %s (start #%d) of dataset %s on %s/%s; %s", ledger.run_id, attempt, ledger.dataset,
-                    backend.name, backend.model, growth.note)
-        if ledger.superseded:
-            logger.warning(superseded_note(ledger.superseded))
-        supersede(ledger.run_id, logger)
-        try:
-            backend.load()
-            placed = None
-            if isinstance(backend, ReplicaPool):
-                logger.info("%d replicas on the Ray cluster at %s: %s", len(backend.replicas),
-                            recipe.cluster.resolved_address(),
-                            ", ".join(f"{h.name} on node {h.info['node'][:12]}" for h in backend.replicas))
-            if recipe.tree is not None and recipe.tree.enabled:
-                tree_task(ledger, backend)
-                placed = place_task(ledger, backend)
-                if placed["placed"] or placed["unassigned"]:
-                    logger.info("placed %d earlier samples on the tree (%d nowhere): %s", placed["placed"],
-                                placed["unassigned"], placed["moves"])
-            before = dataset_artifact(ledger, "before")
-            if recipe.balance.dataset is not None:
-                imported = import_task(ledger, backend)
-                logger.info("existing dataset: %d rows, %d unassigned, per leaf %s", imported["rows"],
-                            imported["unassigned"], imported["per_leaf"])
-            plan = ledger.make_plan()
-            logger.info("strategy %s: %s; %d samples to generate", plan.decision.label, plan.decision.reason,
-                        ledger.goal())
-            progress_id = create_progress_artifact(
-                progress=0.0, key=f"progress-{ledger.run_id}", description="accepted samples / samples to generate")
-
-            def on_chunk(accepted: int, total: int) -> None:
-                update_progress_artifact(progress_id, progress=100.0 * min(accepted, total) / max(total, 1))
-
-            with stop_between_chunks() as stop:
-                generate_all(ledger, backend, on_chunk, stop)
-            for failed in ledger.failures:
-                logger.warning("chunk of %d attempts given up after %d tries on %s: %s", len(failed.work),
-                               failed.tries, ", ".join(failed.workers), failed.error)
-            if isinstance(backend, ReplicaPool) and any(e[1] == "down" for e in backend.events):
-                logger.warning("replica events: %s", "; ".join(f"{name} {kind} {detail}"[:200]
-                                                              for _, kind, name, detail in backend.events))
-            if ledger.stopped:
-                message = ledger.interrupt(stop.why)
-                logger.warning(message)
-                return Cancelled(message=message)
-            summary = ledger.finish()
-            logger.info(summary["message"])
-            embeddings = ledger.embedding_note()
-            if embeddings:
-                summary["embeddings"] = embeddings
-                logger.info(embeddings)
-            summary["growth"] = growth.note
-            summary["dataset_before"], summary["dataset_after"] = before, dataset_artifact(ledger, "after")
-            summary["reused"], summary["placed"] = ledger.reuse_report(), placed
-            if export:
-                summary["export"] = export_task(ledger)
-                if summary["export"].get("skipped"):
-                    reasons = cat.stats(ledger.run_id).get("reject_reasons", {})
-                    why = ", ".join(f"{reason} {n}" for reason, n in list(reasons.items())[:4]) or "no attempt"
-                    summary["export_skipped"] = f"{summary.pop('export')['skipped']} (this run's rejects: {why})"
-                    logger.warning(summary["export_skipped"])
-            report_task(ledger, summary.get("export"))
-        except BaseException as exc:
-            record_failure(cat, ledger.run_id, exc, logger)
-            raise
-        finally:
-            backend.close()
-        summary["run_id"] = ledger.run_id
-        summary["catalog"] = str(recipe.catalog)
-        summary["decontamination"] = contamination
-        summary["stats"] = cat.stats(ledger.run_id)
-        return summary
+    backend = backend_for(checked.recipe)
+    with checked.open_catalog(catalog_wait_s) as cat:
+        run = RunLifecycle.grown(checked.recipe, cat, backend, checked.seeds, grow_by, hooks=PrefectHooks(logger),
+                                 logger=logger)
+        summary = run.run(export=export)
+    if summary["status"] == "interrupted":
+        return Cancelled(message=summary["message"])
+    summary["decontamination"] = checked.contamination
+    return summary

@@ -13,8 +13,8 @@ writes nothing twice:
 - a slot is one planned sample (synth/plan.py); attempt n at slot s has id hash(run, s, n);
 - `pending()` lists the attempts to make now, within `generation.max_rounds` attempts a
   slot and the request budget;
-- an executor turns chunks of attempts into `ChunkResult`s (in process, or on Ray
-  replicas); `commit()` deduplicates each result against the dataset and writes its
+- an executor (synth/execution/) turns chunks of attempts into `ChunkResult`s (in
+  process, or on Ray replicas); `commit()` deduplicates each result against the dataset and writes its
   requests and samples in ONE transaction;
 - a slot is done when it has an accepted sample; a rejected, filtered or duplicate
   attempt leaves it open for the next round;
@@ -23,15 +23,15 @@ writes nothing twice:
   alone for the rest of this start, so it is not retried forever; a rerun tries them again. Every chunk failing is the
   run failing (a broken backend on the replicas), not a short run.
 
-Leaves out: rendering, calling, parsing, verifying (the pipeline), and scheduling (the
-flows wrap `generate`'s chunks as tasks).
+Leaves out: rendering, calling, parsing, verifying (the pipeline), where chunks run (the
+executors), and the order of a run's steps (storage/lifecycle.py).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 from storage import bulk, datasets
 from storage.catalog import Catalog, now
@@ -39,6 +39,7 @@ from storage.datasets import Scope
 from storage.existing import STRATEGY as EXISTING
 from synth.balance import within_tolerance
 from synth.dedup import Candidate, Deduper
+from synth.execution.base import Executor, Work
 from synth.ids import stable_id
 from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult, dedup_text, run_work
 from synth.plan import Plan, attempt_cost, chunks, leaf_specs, make_plan, pending_attempts
@@ -48,7 +49,6 @@ from synth.slot import Slot
 from synth.strategies import STRATEGIES
 
 Progress = Callable[[int, int], None]
-Work = list[tuple[Slot, int]]
 
 
 @dataclass
@@ -70,25 +70,6 @@ class ChunkOutcome:
                 key = reason_of(row["reason"])
                 out.reasons[key] = out.reasons.get(key, 0) + 1
         return out
-
-
-class Executor(Protocol):
-    """Runs chunks of attempts and yields their results (in any order), or a `ChunkFailed`
-    for a chunk it gave up on."""
-
-    def map(self, chunks: Sequence[Work]) -> Iterable[ChunkResult | ChunkFailed]: ...
-
-
-class LocalExecutor:
-    """Runs each chunk in this process, one after the other. `run` may wrap the pipeline
-    (the flow makes each chunk a retried Prefect task)."""
-
-    def __init__(self, backend: Any, ctx: ChunkContext, run: Callable[..., ChunkResult] = run_work) -> None:
-        self.backend, self.ctx, self.run = backend, ctx, run
-
-    def map(self, chunks: Sequence[Work]) -> Iterator[ChunkResult]:
-        for work in chunks:
-            yield self.run(work, self.backend, self.ctx)
 
 
 def make_deduper(quality: Any, catalog: Catalog | None = None) -> Deduper:

@@ -2,7 +2,7 @@
 
 The recipe's `cluster:` section. With `kind: ray` the flow process stays the driver and
 the catalog's one writer; the model runs in long-lived replica actors on the cluster
-(synth/ray_replicas.py), one per GPU or per `cpus_per_replica` cores, each loading the
+(synth/execution/ray.py), one per GPU or per `cpus_per_replica` cores, each loading the
 recipe's backend once. Where a run happens is not part of what it makes: this section
 is left out of the recipe's hash, so a run started locally resumes on a cluster and
 the other way round.

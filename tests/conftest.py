@@ -73,44 +73,49 @@ def ray_cluster():
     cluster.shutdown()
 
 
-class RunHarness:
-    """A run's life cycle for tests, in one place: the ledger (storage/runs.py) with a
-    backend and the in-process executor. Attributes the harness lacks come from the
-    ledger (run_id, catalog, slots, plan, finish, requests_used, ...)."""
+from storage.lifecycle import RunHooks, RunLifecycle  # noqa: E402  (after the environment above)
 
-    def __init__(self, recipe, catalog, backend=None) -> None:
-        from storage.runs import RunLedger
+
+class RunHarness(RunLifecycle):
+    """A run's life cycle (storage/lifecycle.py) for tests: the scripted backend unless told
+    otherwise, the seeds read from the recipe. Attributes the life cycle lacks come from its
+    ledger (run_id is its own; catalog, slots, plan, requests_used, ...)."""
+
+    def __init__(self, recipe, catalog, backend=None, seeds=None, **kwargs) -> None:
         from synth.backends.scripted import ScriptedBackend
         from synth.seeds import load_seeds
 
-        self.backend = backend or ScriptedBackend()
-        self.ledger = RunLedger(recipe, catalog, self.backend.name, self.backend.model, load_seeds(recipe))
+        super().__init__(recipe, catalog, backend or ScriptedBackend(), load_seeds(recipe) if seeds is None else seeds,
+                         **kwargs)
 
     def __getattr__(self, name):
-        return getattr(self.ledger, name)
-
-    def plan(self):
-        return self.ledger.make_plan()
-
-    def generate(self, max_chunks: int | None = None) -> int:
-        from storage.runs import LocalExecutor
-
-        return self.ledger.generate(LocalExecutor(self.backend, self.ledger.ctx), max_chunks=max_chunks)
+        ledger = self.__dict__.get("ledger")
+        if ledger is None:
+            raise AttributeError(name)
+        return getattr(ledger, name)
 
     def run_chunk(self, work):
         return self.ledger.run_chunk(work, self.backend)
 
-    def import_existing(self, on_progress=None):
-        return self.ledger.import_existing(self.backend, on_progress)
+
+class OnChunk(RunHooks):
+    """Hooks that call `on_progress(accepted, total)` after each committed chunk."""
+
+    def __init__(self, on_progress=None) -> None:
+        self.on_progress = on_progress
+
+    def chunk_committed(self, accepted: int, total: int) -> None:
+        if self.on_progress:
+            self.on_progress(accepted, total)
 
 
-def start_run(recipe_or_path, backend=None, catalog=None, tree=None, plan: bool = True) -> RunHarness:
+def start_run(recipe_or_path, backend=None, catalog=None, tree=None, plan: bool = True, hooks=None):
     """Load the recipe, open its catalog, start the run, set the tree, plan: ready to generate."""
     from storage.catalog import Catalog
     from synth.recipe import load_recipe
 
     recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path
-    run = RunHarness(recipe, catalog or Catalog(recipe.catalog), backend)
+    run = RunHarness(recipe, catalog or Catalog(recipe.catalog), backend, hooks=hooks)
     run.start()
     if tree is not None:
         run.set_tree(tree)
@@ -119,7 +124,7 @@ def start_run(recipe_or_path, backend=None, catalog=None, tree=None, plan: bool 
     return run
 
 
-def run_to_end(recipe_or_path, backend=None, catalog=None, tree=None) -> tuple[RunHarness, dict]:
+def run_to_end(recipe_or_path, backend=None, catalog=None, tree=None):
     """start_run, generate every round, finish: (the run, its summary)."""
     run = start_run(recipe_or_path, backend, catalog, tree)
     run.generate()
@@ -127,35 +132,19 @@ def run_to_end(recipe_or_path, backend=None, catalog=None, tree=None) -> tuple[R
 
 
 def run_dataset(recipe_or_path, backend=None, catalog=None, tree=None, grow_by=None, export: bool = False,
-                **recipe_update) -> tuple[RunHarness, dict]:
-    """One contribution to the recipe's dataset, as the flow makes it without Prefect: the
-    growth step, start, tree (and placing earlier samples on it), plan, generate, finish,
-    and optionally a new version exported. `recipe_update` replaces top-level recipe keys."""
+                **recipe_update):
+    """One contribution to the recipe's dataset, as the flow makes it without Prefect
+    (`RunLifecycle.run`): growth, start, tree (and placing earlier samples on it), plan,
+    generate, finish, and optionally a new version exported. `recipe_update` replaces
+    top-level recipe keys."""
     from storage.catalog import Catalog
-    from storage.growth import plan_growth
-    from storage.publish import export_run
     from synth.recipe import load_recipe
 
     recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path
     if recipe_update:
         recipe = recipe.model_copy(update=recipe_update)
-    catalog = catalog or Catalog(recipe.catalog)
-    growth = plan_growth(catalog, recipe, grow_by)
-    run = RunHarness(growth.recipe, catalog, backend)
-    run.start()
-    placed = None
-    if tree is not None:
-        from storage.trees import save_tree
-
-        save_tree(catalog, tree)  # as the flow's tree step does: reports and cards read it back
-        run.set_tree(tree)
-        placed = run.ledger.place_on_tree(run.backend)
-    run.plan()
-    run.generate()
-    summary = run.finish()
-    summary["growth"], summary["placed"] = growth.note, placed
-    if export:
-        summary["export"] = export_run(catalog, growth.recipe, run.run_id, run.scope, run.tree, run.ledger.plan.targets)
+    run = RunHarness.grown(recipe, catalog or Catalog(recipe.catalog), backend, None, grow_by)
+    summary = run.run(export=export, tree=tree, close=False)
     return run, summary
 
 

@@ -57,16 +57,49 @@ def test_ray_is_imported_only_by_the_replica_module_and_only_when_used():
 
     importers = sorted(str(path.relative_to(ROOT)) for package in FORBIDDEN for path in (ROOT / package).rglob("*.py")
                        if "ray" in imported_roots(path))
-    assert importers == ["synth/ray_replicas.py", "synth/replica.py"]
+    assert importers == ["synth/execution/ray.py", "synth/execution/replica.py"]
     for name in importers:
         module = ast.parse((ROOT / name).read_text())
         at_import = [node for node in module.body if isinstance(node, (ast.Import, ast.ImportFrom))]
         assert not any("ray" in {alias.name.split(".")[0] for alias in node.names} if isinstance(node, ast.Import)
                        else (node.module or "").split(".")[0] == "ray" for node in at_import)  # in functions only
-    code = ("import sys, synth.ray_replicas, synth.replica, synth.recipe, storage.runs, flows.run, flows.cli;"
+    code = ("import sys, synth.execution.ray, synth.execution.replica, synth.recipe, storage.runs, storage.lifecycle,"
+            " flows.run, flows.cli;"
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- one life cycle, executors side by side ------------------------------------------------------
+
+def test_the_executors_live_together_and_the_recipe_picks_one():
+    """synth/execution/ holds the contract and every executor; outside it, code asks
+    `executor_for(recipe.cluster, ...)` and never names an executor or the pool's type."""
+    graph = import_graph(ROOT)
+    inside = {"synth.execution", "synth.execution.base", "synth.execution.local", "synth.execution.ray",
+              "synth.execution.replica"}
+    assert inside <= set(graph)
+    for name, targets in graph.items():
+        if name in inside:
+            assert not {t for t in targets if t.startswith(("storage", "flows"))}, name
+            continue
+        assert not targets & {"synth.execution.local", "synth.execution.ray", "synth.execution.replica"} or \
+            name == "flows.preflight", f"{name} imports an executor; ask synth.execution.executor_for"
+    offenders = [str(path.relative_to(ROOT)) for package in ("synth", "storage", "flows")
+                 for path in (ROOT / package).rglob("*.py")
+                 if "isinstance(" in (text := path.read_text()) and "ReplicaPool)" in text]
+    assert offenders == []
+
+
+def test_the_run_sequence_is_written_once():
+    """Only storage/lifecycle.py makes a RunLedger and runs it; the flow, the benchmarks and the
+    tests' helpers go through the life cycle, and the life cycle never imports prefect."""
+    makers = sorted(str(path.relative_to(ROOT)) for folder in ("flows", "storage", "synth", "benchmarks", "tests")
+                    for path in (ROOT / folder).rglob("*.py")
+                    if "RunLedger(" in path.read_text() and path.name != "test_architecture.py")
+    assert makers == ["storage/lifecycle.py"]
+    assert "prefect" not in imported_roots(ROOT / "storage" / "lifecycle.py")
+    assert "storage.lifecycle" in import_graph(ROOT)["flows.run"]
 
 
 # --- one error base -----------------------------------------------------------------------------

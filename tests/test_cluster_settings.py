@@ -109,7 +109,7 @@ def test_llamacpp_threads_bound_prompt_processing_too(monkeypatch):
 def test_a_cpu_replica_takes_its_own_cpus_not_the_machines():
     from synth.backends.llamacpp import LlamaCppSettings
     from synth.backends.scripted import ScriptedSettings
-    from synth.replica import sized
+    from synth.execution.replica import sized
 
     assert sized(LlamaCppSettings(), 2).n_threads == 2 and sized(LlamaCppSettings(), 0.5).n_threads == 1
     assert sized(LlamaCppSettings(n_threads=4), 1).n_threads == 4  # what the recipe says wins
@@ -135,7 +135,7 @@ def test_a_lost_replica_charges_a_try_only_to_the_job_it_was_running():
 
     from synth.cluster import ClusterSettings
     from synth.backends.scripted import ScriptedSettings
-    from synth.ray_replicas import Handle, Job, ReplicaPool
+    from synth.execution.ray import Handle, Job, ReplicaPool
 
     outcomes = {"r-done": "rows of job 1", "r-queued": ActorDiedError()}
 

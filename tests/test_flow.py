@@ -106,3 +106,38 @@ def test_two_nightly_runs_give_two_versions_and_two_hub_tags(tmp_path, monkeypat
         assert added and all("-v0002-" in p for p in added)  # only the new version's shards went up
         card = hub.file_bytes(repo, "README.md").decode()
         assert "## Versions" in card and "| v2 | 9 | 3 | 0 |" in card
+
+
+def test_a_run_reads_its_recipe_seeds_and_catalog_once(tmp_path, monkeypatch):
+    """As `synth run` drives it (flows/cli/run.py): its check, handed to the flow in the same
+    process, is the run's only pre-flight, seed read and catalog opened."""
+    import flows.preflight as preflight
+    import synth.seeds
+    from flows.run import run_recipe
+
+    seen = {"preflight": 0, "seeds": 0, "catalog": 0}
+    apply_overrides, read_rows, catalog_init = preflight.apply_overrides, synth.seeds.read_rows, Catalog.__init__
+
+    def checked(*args, **kwargs):
+        seen["preflight"] += 1
+        return apply_overrides(*args, **kwargs)
+
+    def read(path, fmt="auto", where="seeds"):
+        seen["seeds"] += where == "seeds"
+        return read_rows(path, fmt, where)
+
+    def opened(self, *args, **kwargs):
+        seen["catalog"] += 1
+        catalog_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(preflight, "apply_overrides", checked)
+    monkeypatch.setattr(synth.seeds, "read_rows", read)
+    monkeypatch.setattr(Catalog, "__init__", opened)
+    path = str(write_recipe(tmp_path))
+    checks = (path, None, None, None, 0.0, None, None)  # synth run RECIPE, as cmd_run passes them
+    preflight.hand_over(checks, preflight.check_run(*checks))
+    summary = run_recipe(path, export=False)
+    assert summary["status"] == "finished" and summary["stats"]["samples"]["accepted"] == 6
+    assert seen == {"preflight": 1, "seeds": 1, "catalog": 1}
+    run_recipe(path, export=False)  # from the Prefect UI: nothing handed over, the flow checks itself
+    assert seen == {"preflight": 2, "seeds": 2, "catalog": 2}

@@ -19,9 +19,9 @@ import pytest
 from storage.catalog import Catalog
 from synth.cluster import ClusterError
 from synth.ids import stable_id
-from synth.ray_replicas import RayExecutor, ReplicaPool
+from synth.execution.ray import ReplicaPool
 from synth.recipe import load_recipe
-from tests.conftest import start_run, write_recipe
+from tests.conftest import OnChunk, start_run, write_recipe
 
 
 def ray_recipe(tmp_path, local_cluster, **overrides):
@@ -37,8 +37,8 @@ def ray_recipe(tmp_path, local_cluster, **overrides):
 def run_on(pool, recipe, on_progress=None):
     """One run on the pool's replicas, as the flow makes it (without Prefect); its facts."""
     with Catalog(recipe.catalog) as cat:
-        run = start_run(recipe, pool, cat)
-        run.ledger.generate(RayExecutor(pool, run.ledger.ctx), on_progress=on_progress)
+        run = start_run(recipe, pool, cat, hooks=OnChunk(on_progress))
+        run.generate()  # on the replicas: the recipe's cluster.kind is ray
         summary = run.finish()
         facts = {
             "accepted": cat.scalar("SELECT count(*) FROM samples WHERE status = 'accepted'"),
@@ -178,7 +178,7 @@ def test_the_embedded_model_in_two_one_cpu_replicas(ray_cluster, tmp_path):
         generation={"target": 4, "budget": 30, "chunk_size": 2, "max_rounds": 6, "strategy": "answer_augmentation",
                     "examples_per_prompt": 0},
         quality={"min_chars": 1},
-        backend={"kind": "llamacpp", "n_ctx": 1024,  # threads: the replica's 1 CPU (synth.ray_replicas.sized)
+        backend={"kind": "llamacpp", "n_ctx": 1024,  # threads: the replica's 1 CPU (synth.execution.replica.sized)
                  "sampling": {"max_tokens": 96, "temperature": 0.7, "seed": 5}})
     with ReplicaPool(recipe.cluster, recipe.backend) as pool:
         nodes = {h.name: h.info["node"] for h in pool.replicas}

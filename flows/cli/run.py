@@ -30,13 +30,20 @@ def add_command(sub) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.lifecycle import last_stop
-    from flows.preflight import preflight
+    from flows.preflight import check_run, drop_handed_over, hand_over
 
     # bad input: exit 2 before Prefect starts; an unreachable cluster or a busy catalog: exit 1
-    recipe = preflight(args.recipe, args.catalog, args.out, args.target, catalog_wait_s=args.wait,
-                       ray_address=args.ray_address, model=args.model)
-    args.catalog_path = recipe.catalog
+    checks = (args.recipe, args.catalog, args.out, args.target, args.wait, args.ray_address, args.model)
+    checked = check_run(*checks)
+    args.catalog_path = checked.recipe.catalog
+    hand_over(checks, checked)  # the flow runs in this process: it takes the check over, not repeats it
+    try:
+        return run_checked(args)
+    finally:
+        drop_handed_over()
+
+
+def run_checked(args: argparse.Namespace) -> int:
     from flows.server import prefect_api_for_run
 
     prefect_api_for_run()  # an API that does not answer: one line now, not a traceback after retries
@@ -44,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from flows.errors import EXIT_SIGINT, EXIT_SIGTERM, debug_enabled, quiet_prefect_console
     from flows.run import run_recipe
+    from flows.stopping import last_stop
 
     quiet = not debug_enabled(args.debug)
     if quiet:
@@ -69,7 +77,7 @@ def print_summary(summary: dict) -> None:
                      indent=2))
     if summary.get("decontamination"):  # seeds that copy a test item (flows/preflight.py)
         print(summary["decontamination"])
-    reused = [c for c in summary.get("reused", []) if not c["this_run"] and c["counted"]]
+    reused = [c for c in summary.get("contributions", []) if not c["this_run"] and c["counted"]]
     if reused:
         print("reused: " + ", ".join(f"{c['counted']} from {c['run_id']} ({c['model']}, {c['strategy']})"
                                      for c in reused))

@@ -55,7 +55,7 @@ class GenerationResult:
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None  # why the request failed; text is then usually empty
-    worker: str | None = None  # the Ray replica that answered (synth/ray_replicas.py); None: this process
+    worker: str | None = None  # the Ray replica that answered (synth/execution/ray.py); None: this process
     node: str | None = None  # the Ray node that replica ran on
 
     @property

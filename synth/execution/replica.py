@@ -3,7 +3,7 @@
 `Replica` builds the recipe's backend (vllm, llamacpp, openai, scripted: any of them)
 and loads it ONCE in `__init__`, then runs the pure chunk pipeline
 (`synth.pipeline.run_work`) or a plain batch (`generate`) as often as the driver asks
-(synth/ray_replicas.py), and returns plain rows stamped with its name and node (the
+(synth/execution/ray.py), and returns plain rows stamped with its name and node (the
 requests table's `worker` and `node`). It writes nothing: the driver is the catalog's
 one writer. Ray is imported only inside its methods.
 """

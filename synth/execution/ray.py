@@ -1,7 +1,7 @@
 """Model replicas on a Ray cluster, seen from the driver: the pool, the dispatch, the executor.
 
 The driver's side of generation on a Ray cluster; what runs on the nodes is
-`synth.replica.Replica`, a long-lived actor that loads the recipe's backend once. Actors
+`synth.execution.replica.Replica`, a long-lived actor that loads the recipe's backend once. Actors
 are created with `max_restarts=-1, max_task_retries=0`: Ray restarts a dead replica
 (which reloads its model), and a task in flight when it died fails instead of being
 replayed behind our back.
@@ -44,7 +44,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from synth.backends.base import BackendSettingsBase, GenerationRequest, GenerationResult
 from synth.cluster import ClusterError, ClusterSettings
 from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult
-from synth.replica import Replica, sized
+from synth.execution.replica import Replica, sized
 
 log = logging.getLogger("synth.ray")
 PING_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
@@ -399,7 +399,8 @@ class ReplicaPool:
 
 
 class RayExecutor:
-    """The ledger's executor on a pool: each chunk is a job; results in completion order."""
+    """The executor on a pool (synth/execution/base.py): each chunk is a job; results in
+    completion order."""
 
     def __init__(self, pool: ReplicaPool, ctx: ChunkContext) -> None:
         self.pool, self.ctx = pool, ctx
@@ -415,3 +416,15 @@ class RayExecutor:
                 yield ChunkFailed(list(chunks[job.index]), job.tries, job.error, job.workers)
             else:
                 yield result
+
+    def started_note(self) -> str | None:
+        pool = self.pool
+        return (f"{len(pool.replicas)} replicas on the Ray cluster at {pool.cluster.resolved_address()}: "
+                + ", ".join(f"{h.name} on node {h.info['node'][:12]}" for h in pool.replicas))
+
+    def events_note(self) -> str | None:
+        """The replicas' events, when one went down during the run."""
+        events = self.pool.events
+        if not any(kind == "down" for _, kind, _, _ in events):
+            return None
+        return "replica events: " + "; ".join(f"{name} {kind} {detail}"[:200] for _, kind, name, detail in events)
