@@ -70,24 +70,40 @@ def correct(text: str, reference: str) -> bool:
     return got is not None and want is not None and same_number(got, want)
 
 
-def measure(model: str, mode_name: str, problems: list[dict], backend, threads: int | None) -> list[dict]:
+def measure(model: str, mode_name: str, problems: list[dict], threads: int | None, parallel: int) -> list[dict]:
     from synth.pipeline import ChunkContext, run_work
     from synth.slot import Slot
 
     mode, patterns, extract = MODES[mode_name]
     with tempfile.TemporaryDirectory() as folder:
         recipe = recipe_for(model, mode, patterns, extract, Path(folder), threads)
-        backend.grammar_patterns = patterns
+        # the recipe's own backend: `parallel` sequences decoded together (1: in process, one stream)
+        backend = recipe.backend.model_copy(update={"parallel": parallel, "n_ctx": 2048}).build()
+        backend.load()
+        calls: list[float] = []  # wall seconds of each batched call: the answer stage, then extraction
+        generate = backend.generate
+
+        def timed(requests):
+            began = time.perf_counter()
+            try:
+                return generate(requests)
+            finally:
+                calls.append(time.perf_counter() - began)
+
+        backend.generate = timed
         ctx = ChunkContext.from_recipe(recipe, problems, "bench")
         n = len(problems)
         # examples: the next two problems of the held-out set (never the one being answered)
         work = [(Slot(index=i, strategy="answer_augmentation", seed_row=i,
                       example_rows=((i + 1) % n, (i + 2) % n)), 0) for i in range(n)]
         started = time.perf_counter()
-        result = run_work(work, backend, ctx)
+        try:
+            result = run_work(work, backend, ctx)
+        finally:
+            backend.close()
         wall = time.perf_counter() - started
     answer_rows = [r for r in result.requests if r["stage"] == "answer"]
-    answer_wall = sum(r["latency_s"] or 0 for r in answer_rows)
+    answer_wall = calls[0]  # the answer stage's one batched call
     tokens = sum(r["completion_tokens"] for r in answer_rows)
     extra = [r for r in result.requests if r["stage"] == "answer_extract"]
     rows = []
@@ -128,22 +144,14 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--n", type=int, default=12)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--parallel", type=int, default=1, help="sequences decoded together (1: in process)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     problems = held_out(args.n, ROOT / "recipes" / "seeds" / "gsm8k_120.jsonl")
-    from synth.backends.llamacpp import LlamaCppBackend
-
-    results = []
     for model in args.models.split(","):
-        backend = LlamaCppBackend(model=model, n_ctx=4096, n_threads=args.threads)
-        backend.load()
-        try:
-            for mode in args.modes.split(","):
-                for row in measure(model, mode, problems, backend, args.threads):
-                    results.append(row)
-                    print(json.dumps(row) if args.json else _line(row), flush=True)
-        finally:
-            backend.close()
+        for mode in args.modes.split(","):
+            for row in measure(model, mode, problems, args.threads, args.parallel):
+                print(json.dumps(row) if args.json else _line(row), flush=True)
 
 
 def _line(r: dict) -> str:

@@ -167,11 +167,17 @@ def damage_table(catalog: Path, table: str) -> int:
 # -- an OpenAI-compatible stub that writes math questions and answers ------------------------------
 
 def math_answer(request: StubRequest, delay_s: float = 0.0) -> StubResponse:
-    wants_question = "question" in json.dumps(request.json.get("response_format", {}))
+    """A question or its worked answer: JSON where the request asks for it (`response_format`),
+    else the field as free text (what the stages ask for by default), read from the prompt."""
+    structured = request.json.get("response_format")
+    prompt = str(request.json.get("messages", [{}])[-1].get("content", ""))
+    wants_question = ("question" in json.dumps(structured) if structured
+                      else "Write only the question" in prompt)
     n = request.index
-    text = ({"question": f"A farmer has {n} hens and buys {n % 7 + 2} more. How many hens now, number {n}?"}
-            if wants_question else {"answer": f"Add them up step by step. #### {n % 97}"})
-    return StubResponse(json=chat_reply(json.dumps(text)), delay_s=delay_s)
+    fields = ({"question": f"A farmer has {n} hens and buys {n % 7 + 2} more. How many hens now, number {n}?"}
+              if wants_question else {"answer": f"Add them up step by step: {n % 97} in all. #### {n % 97}"})
+    text = json.dumps(fields) if structured else next(iter(fields.values()))
+    return StubResponse(json=chat_reply(text), delay_s=delay_s)
 
 
 def openai_backend(url: str, **extra) -> dict:
