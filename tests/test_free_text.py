@@ -73,7 +73,7 @@ def test_stages_ask_for_free_text_and_extraction_adds_the_final_line(tmp_path):
         user = request.messages[-1]["content"]
         if "required form" in user:
             return "#### 12"
-        if "Write only the answer" in user:
+        if "Work out the answer" in user:
             return "Each box holds 4, so 3 boxes hold 3 x 4 = 12 pens."  # no ending: extraction asks for it
         return "A shop packs 4 pens in a box. How many pens are in 3 boxes?"
 
@@ -103,7 +103,7 @@ def test_json_mode_is_still_there(tmp_path):
 
 def test_extraction_off_leaves_the_reply_to_the_format_gate(tmp_path):
     def script(request):
-        if "Write only the answer" in request.messages[-1]["content"]:
+        if "Work out the answer" in request.messages[-1]["content"]:
             return "3 x 4 = 12 pens."
         return "A shop packs 4 pens in a box. How many pens are in 3 boxes?"
 
@@ -148,7 +148,7 @@ def test_new_questions_get_their_label_by_majority_with_the_agreement_recorded(t
     answers = iter(["3 x 4 = 12\n#### 12", "4 + 4 + 4 = 12\n#### 12", "3 + 4 = 7\n#### 7"] * 2)
 
     def script(request):
-        if "Write only the answer" in request.messages[-1]["content"]:
+        if "Work out the answer" in request.messages[-1]["content"]:
             return next(answers)
         return "A shop packs 4 pens in a box. How many pens are in 3 boxes?"
 

@@ -41,7 +41,7 @@ def context(verify: str = "none", **settings) -> ChunkContext:
 def answering(request) -> str:
     """JSON where the stage asks for it, else the field as free text (one-field stages)."""
     fields = (request.json_schema or {}).get("properties") or {}
-    if "answer" in fields or "Write only the answer" in request.messages[-1]["content"]:
+    if "answer" in fields or "Work out the answer" in request.messages[-1]["content"]:
         answer = {"answer": "Add them up: 3 + 2 = 5 #### 5"}
     else:
         answer = {"question": f"How many marbles are in jar {request.key[:8]} after 3 more are added?"}

@@ -14,6 +14,7 @@ rows, when it is there). Bad input: exit 2 with the path named; nothing is writt
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 

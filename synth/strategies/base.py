@@ -153,9 +153,11 @@ def answer_variables(slot: Slot, ctx: GenerationContext, known: Mapping[str, Any
     q, a = ctx.task.question, ctx.task.answer
     examples = [{"question": ctx.seeds[i].get(q, ""), "answer": ctx.seeds[i].get(a, "")}
                 for i in answer_rows(slot, ctx)]
+    spec = ctx.task.output_fields.get(a)
     return {"question_field": q, "answer_field": a,
             "examples": examples[:2],  # worked examples show the format; more only costs tokens
-            "given": [(name, known[name]) for name in ctx.question_fields if name in known]}
+            "given": [(name, known[name]) for name in ctx.question_fields if name in known],
+            "ending": spec.ending if spec is not None else None}  # the required last line, as a person writes it
 
 
 # Example variables for trial renders of user overrides and for the golden prompts.
@@ -178,4 +180,4 @@ def _answer_example() -> dict[str, Any]:
             "examples": [{"question": "Tom has 3 apples and buys 2 more. How many does he have?",
                           "answer": "3 + 2 = 5. #### 5"}],
             "given": [("question", "A farmer has 12 cows and sells a third of them. How many are left?")],
-            "json_reply": False}
+            "json_reply": False, "ending": "#### <number>"}
