@@ -141,3 +141,22 @@ def test_a_run_reads_its_recipe_seeds_and_catalog_once(tmp_path, monkeypatch):
     assert seen == {"preflight": 1, "seeds": 1, "catalog": 1}
     run_recipe(path, export=False)  # from the Prefect UI: nothing handed over, the flow checks itself
     assert seen == {"preflight": 2, "seeds": 2, "catalog": 2}
+
+
+def test_a_run_that_accepts_nothing_ends_short_and_exports_nothing(tmp_path):
+    """Every answer misses its format: the run ends `short` with one line saying why, the
+    export step writes nothing and says so, and the flow run is not Failed (issue 22)."""
+    from flows.run import run_recipe
+
+    task = {"name": "math-test", "description": "Grade-school math word problems with worked solutions.",
+            "output_fields": {"question": {"description": "a problem"},
+                              "answer": {"description": "a solution", "pattern": "####[ ]*[0-9]+$"}}}
+    path = write_recipe(tmp_path, task=task, generation={"target": 2, "budget": 8, "chunk_size": 4,
+                                                         "max_rounds": 1, "extract": False},
+                        export={"dir": str(tmp_path / "out")})
+    summary = run_recipe(str(path))
+    assert summary["status"] == "short" and summary["stats"]["samples"].get("accepted", 0) == 0
+    assert "export" not in summary
+    assert summary["export_skipped"].startswith("dataset math-test holds no accepted sample yet: nothing exported")
+    assert "pattern_mismatch" in summary["export_skipped"]  # why: this run's rejects
+    assert not (tmp_path / "out" / "data").exists()
