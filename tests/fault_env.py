@@ -175,7 +175,7 @@ def math_answer(request: StubRequest, delay_s: float = 0.0) -> StubResponse:
                       else "Write only the question" in prompt)
     n = request.index
     fields = ({"question": f"A farmer has {n} hens and buys {n % 7 + 2} more. How many hens now, number {n}?"}
-              if wants_question else {"answer": f"Add them up step by step: {n % 97} in all. #### {n % 97}"})
+              if wants_question else {"answer": f"Add them up: {n % 97} in all. #### {n % 97}"})
     text = json.dumps(fields) if structured else next(iter(fields.values()))
     return StubResponse(json=chat_reply(text), delay_s=delay_s)
 
