@@ -150,19 +150,8 @@ def majority_answer(texts: Sequence[str]) -> tuple[Decimal | None, int]:
     >>> majority_answer(["#### 72", "The answer is 72.", "#### 71"])
     (Decimal('72'), 2)
     """
-    counts: Counter[Decimal] = Counter()
-    for text in texts:
-        value = extract_final_number(text)
-        if value is not None:
-            # merge 0.75 and 3/4, 72 and 72.0 under one key
-            key = next((k for k in counts if same_number(k, value)), value)
-            counts[key] += 1
-    if not counts:
-        return None, 0
-    value, votes = counts.most_common(1)[0]
-    if votes * 2 > len(texts):
-        return value, votes
-    return None, votes
+    value, votes = plurality_answer(texts)
+    return (value, votes) if votes * 2 > len(texts) else (None, votes)
 
 
 def _tally(texts: Sequence[str]) -> str:
