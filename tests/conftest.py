@@ -73,79 +73,17 @@ def ray_cluster():
     cluster.shutdown()
 
 
-from storage.lifecycle import RunHooks, RunLifecycle  # noqa: E402  (after the environment above)
+# The run harness lives in tests/harness.py and is imported on first use: the vLLM suite runs
+# this conftest in its own environment, which has neither pyarrow nor the catalog's packages.
+_HARNESS = {"RunHarness", "OnChunk", "start_run", "run_to_end", "run_dataset"}
 
 
-class RunHarness(RunLifecycle):
-    """A run's life cycle (storage/lifecycle.py) for tests: the scripted backend unless told
-    otherwise, the seeds read from the recipe. Attributes the life cycle lacks come from its
-    ledger (run_id is its own; catalog, slots, plan, requests_used, ...)."""
+def __getattr__(name):
+    if name in _HARNESS:
+        from tests import harness
 
-    def __init__(self, recipe, catalog, backend=None, seeds=None, **kwargs) -> None:
-        from synth.backends.scripted import ScriptedBackend
-        from synth.seeds import load_seeds
-
-        super().__init__(recipe, catalog, backend or ScriptedBackend(), load_seeds(recipe) if seeds is None else seeds,
-                         **kwargs)
-
-    def __getattr__(self, name):
-        ledger = self.__dict__.get("ledger")
-        if ledger is None:
-            raise AttributeError(name)
-        return getattr(ledger, name)
-
-    def run_chunk(self, work):
-        return self.ledger.run_chunk(work, self.backend)
-
-
-class OnChunk(RunHooks):
-    """Hooks that call `on_progress(accepted, total)` after each committed chunk."""
-
-    def __init__(self, on_progress=None) -> None:
-        self.on_progress = on_progress
-
-    def chunk_committed(self, accepted: int, total: int) -> None:
-        if self.on_progress:
-            self.on_progress(accepted, total)
-
-
-def start_run(recipe_or_path, backend=None, catalog=None, tree=None, plan: bool = True, hooks=None):
-    """Load the recipe, open its catalog, start the run, set the tree, plan: ready to generate."""
-    from storage.catalog import Catalog
-    from synth.recipe import load_recipe
-
-    recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path
-    run = RunHarness(recipe, catalog or Catalog(recipe.catalog), backend, hooks=hooks)
-    run.start()
-    if tree is not None:
-        run.set_tree(tree)
-    if plan:
-        run.plan()
-    return run
-
-
-def run_to_end(recipe_or_path, backend=None, catalog=None, tree=None):
-    """start_run, generate every round, finish: (the run, its summary)."""
-    run = start_run(recipe_or_path, backend, catalog, tree)
-    run.generate()
-    return run, run.finish()
-
-
-def run_dataset(recipe_or_path, backend=None, catalog=None, tree=None, grow_by=None, export: bool = False,
-                **recipe_update):
-    """One contribution to the recipe's dataset, as the flow makes it without Prefect
-    (`RunLifecycle.run`): growth, start, tree (and placing earlier samples on it), plan,
-    generate, finish, and optionally a new version exported. `recipe_update` replaces
-    top-level recipe keys."""
-    from storage.catalog import Catalog
-    from synth.recipe import load_recipe
-
-    recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path
-    if recipe_update:
-        recipe = recipe.model_copy(update=recipe_update)
-    run = RunHarness.grown(recipe, catalog or Catalog(recipe.catalog), backend, None, grow_by)
-    summary = run.run(export=export, tree=tree, close=False)
-    return run, summary
+        return getattr(harness, name)
+    raise AttributeError(name)
 
 
 # --- one real Prefect server and one `synth serve` for every test that needs them -------------

@@ -150,6 +150,38 @@ def test_an_old_catalog_gains_the_judge_column(tmp_path):
         assert cat.scalar("SELECT count(*) FROM samples") == 1
 
 
+class RealJudge:
+    """Real GSM8K rows (not the run's seeds) as the generated candidates, so the gates pass
+    them whatever a 135M model would write; every judge request goes to the real model."""
+
+    def __init__(self, judge) -> None:
+        from tests.conftest import GSM8K_SLICE
+
+        self.judge, self.name, self.model = judge, "real-judge", judge.model
+        self.rows = [json.loads(line) for line in GSM8K_SLICE.read_text().splitlines()[20:]]
+        self.written = 0
+
+    def load(self) -> None:
+        self.judge.load()
+
+    def close(self) -> None:
+        self.judge.close()
+
+    def write(self, request):
+        if "question" in asked(request):  # a new problem: the next row
+            row, self.written = self.rows[self.written], self.written + 1
+        else:  # its answer: the row whose question the prompt shows
+            row = next(r for r in self.rows if r["question"] in request.messages[-1]["content"])
+        return reply(request, {name: row[name] for name in asked(request)})
+
+    def generate(self, requests):
+        judged = [r for r in requests if "score" in (r.json_schema or {}).get("properties", {})]
+        real = dict(zip([r.key for r in judged], self.judge.generate(judged))) if judged else {}
+        written = ScriptedBackend(self.write).generate([r for r in requests if r.key not in real])
+        by_key = {**real, **{r.key: r for r in written}}
+        return [by_key[r.key] for r in requests]
+
+
 @pytest.mark.slow
 def test_the_embedded_model_judges_for_real(tmp_path):
     from synth.backends.llamacpp import LlamaCppBackend
@@ -158,7 +190,7 @@ def test_the_embedded_model_judges_for_real(tmp_path):
         tmp_path, generation={"target": 2, "budget": 12, "chunk_size": 4, "max_rounds": 2},
         quality={"min_chars": 1, "judge": {"min_score": 1, "max_tokens": 96}},
         backend={"kind": "llamacpp", "n_ctx": 2048, "sampling": {"max_tokens": 96, "temperature": 0.7, "seed": 3}})
-    backend = LlamaCppBackend(n_ctx=2048)
+    backend = RealJudge(LlamaCppBackend(n_ctx=2048))
     try:
         _, samples, judged, _ = run(path, backend)
     finally:

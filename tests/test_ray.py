@@ -187,7 +187,7 @@ def test_the_embedded_model_in_two_one_cpu_replicas(ray_cluster, tmp_path):
     # the 135M model's free-text answers often fail the junk gates: what this test holds is that
     # both replicas generated for real and the catalog is whole, not how many rows the model earns
     assert summary["status"] in {"finished", "short"}, summary["message"]
-    assert 1 <= facts["accepted"] <= facts["slots"] == 4
+    assert 1 <= facts["accepted"] == facts["slots"] <= 4  # some rows, never two for one slot
     assert facts["integrity"] == [] and facts["failed"] == []
     assert set(facts["by_worker"]) == {(name, node) for name, node in nodes.items()}
     with Catalog(recipe.catalog, read_only=True) as cat:
