@@ -8,7 +8,7 @@ cosine on a small hand-made set, and the semantic-dedup threshold calibrated on 
 3. the threshold for `quality.semantic_dup_threshold`: the nearest-neighbour cosine of
    distinct GSM8K train questions (what must stay apart) against the paraphrases (what
    should be caught); printed as the share of each above candidate thresholds;
-4. the catalog's embedding cache (storage/embeddings.py), what the next run of a growing
+4. the catalog's embedding cache (storage/tables/embeddings.py), what the next run of a growing
    dataset pays to load its semantic-dedup index: embedding and storing the questions
    (cold) against reading them back from a reopened catalog (warm), both against the
    plain embedding time of step 1.
@@ -133,8 +133,8 @@ def cache_scale(rows: int) -> None:
     """Storing and reading back `rows` vectors (what a dataset of that size loads each run)."""
     import tempfile
 
-    from storage.catalog import Catalog
-    from storage.embeddings import CachedEmbedder
+    from storage.catalog.catalog import Catalog
+    from storage.tables.embeddings import CachedEmbedder
 
     vectors = np.random.default_rng(0).standard_normal((rows, 384)).astype(np.float32)
     texts = [f"question {i}: how many apples are left?" for i in range(rows)]
@@ -161,8 +161,8 @@ def cache_figures(embedder, questions: list[str], plain_s: float) -> None:
     (the embedding speed drifts by several % between passes, more than that work costs)."""
     import tempfile
 
-    from storage.catalog import Catalog
-    from storage.embeddings import CachedEmbedder
+    from storage.catalog.catalog import Catalog
+    from storage.tables.embeddings import CachedEmbedder
 
     model_s = [0.0]
 

@@ -69,7 +69,7 @@ def false_positives() -> None:
 
 
 def catch(catalog: str, show: int) -> None:
-    from storage.catalog import Catalog
+    from storage.catalog.catalog import Catalog
 
     with Catalog(catalog, read_only=True) as cat:
         run = cat.query("SELECT recipe FROM runs WHERE kind = 'generate' ORDER BY started_at DESC LIMIT 1")[0]

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from storage.catalog import Catalog  # noqa: E402
+from storage.catalog.catalog import Catalog  # noqa: E402
 from synth.recipe import load_recipe  # noqa: E402
 from tests.conftest import run_dataset, write_recipe  # noqa: E402
 
@@ -72,8 +72,8 @@ def growth_vs_fresh(folder: Path, backend_settings: dict, label: str) -> dict:
 def plan_on_a_large_catalog(rows: int, leaves: int) -> dict:
     import catalog_scale as scale
 
-    from storage import datasets
-    from storage.growth import plan_growth
+    from storage.tables import datasets
+    from storage.runs.growth import plan_growth
     from synth.plan import make_plan
     from synth.tree.model import Tree, TreeNode
 

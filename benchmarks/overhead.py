@@ -114,8 +114,8 @@ def measure(kind: str, n: int, backend_settings: dict, order: str, examples: int
     from prefect import flow
 
     from flows.run import chunk_task
-    from storage.catalog import Catalog
-    from storage.lifecycle import RunHooks, RunLifecycle
+    from storage.catalog.catalog import Catalog
+    from storage.runs.lifecycle import RunHooks, RunLifecycle
     from synth.backends import make_backend
     from synth.pipeline import _request, new_attempts
     from synth.recipe import load_recipe

@@ -64,7 +64,7 @@ def corrupt(pairs: list[Pair], seed: int = 0) -> list[Pair]:
 
 
 def demo_pairs(path: Path) -> list[Pair]:
-    from storage.evaluation import read_source
+    from storage.reports.evaluation import read_source
 
     source = read_source(path)
     question, answer = source.text_fields[:2]

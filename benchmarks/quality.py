@@ -36,13 +36,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from storage.catalog import Catalog  # noqa: E402
-from storage.evaluation import catalog_figures, render_table  # noqa: E402
+from storage.catalog.catalog import Catalog  # noqa: E402
+from storage.reports.evaluation import catalog_figures, render_table  # noqa: E402
 from synth.recipe import load_recipe  # noqa: E402
 
 
 def arm(recipe, backend, folder: Path, with_tree: bool, embed_sample: int) -> dict:
-    from storage.lifecycle import RunLifecycle
+    from storage.runs.lifecycle import RunLifecycle
     from synth.seeds import load_seeds
 
     recipe = recipe.model_copy(update={"catalog": folder / "catalog.duckdb",

@@ -2,7 +2,7 @@
 
 Everything runs on a real multi-node Ray cluster on this machine (tests/ray_cluster.py:
 a head with 0 CPUs and worker nodes of 1 CPU each, on 127.0.0.1), through the run's
-life cycle (storage/lifecycle.py) and the executor `cluster.kind` names, exactly as
+life cycle (storage/runs/lifecycle.py) and the executor `cluster.kind` names, exactly as
 `synth run --ray-address` drives them (without Prefect: the flow adds the same cost to
 both sides of every ratio). Each pass writes a
 fresh catalog, so every pass makes the same requests.
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from storage.catalog import Catalog  # noqa: E402
+from storage.catalog.catalog import Catalog  # noqa: E402
 from synth.execution.ray import ReplicaPool  # noqa: E402
 from synth.recipe import load_recipe  # noqa: E402
 from tests.conftest import OnChunk, start_run, write_recipe  # noqa: E402

@@ -51,7 +51,7 @@ def explain(exc: BaseException, catalog: str | Path | None = None,
         return EXIT_SIGTERM, "stopped by SIGTERM; what was committed is kept: run the same command again to resume"
     if isinstance(exc, SynthError):  # every error of ours knows its code and its line
         return exc.exit_code, exc.line()
-    from storage import faults
+    from storage.catalog import faults
 
     if isinstance(exc, duckdb.Error):
         message = faults.describe(exc, catalog, "the catalog")

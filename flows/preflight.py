@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import storage.card  # noqa: F401  (registers the card template's example variables)
+import storage.publish.card  # noqa: F401  (registers the card template's example variables)
 import synth.classify  # noqa: F401  (the classification prompt's)
 import synth.judge  # noqa: F401  (the judge's)
 import synth.tree  # noqa: F401  (the tree prompts')
@@ -59,7 +59,7 @@ class CheckedRun:
 
     def open_catalog(self, wait_s: float = 0.0) -> Any:
         """The catalog the check opened, or opened now (waiting up to `wait_s` for its holder)."""
-        from storage.catalog import Catalog
+        from storage.catalog.catalog import Catalog
 
         catalog, self.catalog = self.catalog, None
         return catalog if catalog is not None else Catalog(self.recipe.catalog, wait_s=wait_s)
@@ -94,17 +94,17 @@ def check_run(recipe_path: str | Path, catalog: str | None = None, out: str | No
 
             server_binary()
     index_for(recipe)  # so are unreadable test sets; the run's chunk context reuses this index
-    from storage.exporters import EXPORTERS
+    from storage.publish.exporters import EXPORTERS
 
     unknown = [name for name in recipe.export.formats if name not in EXPORTERS]
     if unknown:
         raise RecipeError(f"export.formats: no exporter {unknown[0]!r}; write any of: {', '.join(EXPORTERS)}")
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
-        from storage.recipe_tree import tree_from_file
+        from storage.runs.recipe_tree import tree_from_file
 
         tree_from_file(recipe)  # so is a malformed tree file
-    from storage.catalog import Catalog, CatalogBusy
+    from storage.catalog.catalog import Catalog, CatalogBusy
 
     # busy, damaged, not a catalog, not writable? say so now, not after the flow has started
     opened = None

@@ -1,6 +1,6 @@
 """The Prefect flow that runs a recipe end to end: tree -> plan -> generate -> export.
 
-Wiring only: the run's steps, in order, are `storage.lifecycle.RunLifecycle`; this module
+Wiring only: the run's steps, in order, are `storage.runs.lifecycle.RunLifecycle`; this module
 adds, through its hooks, what is a task and what retries (each step a task, each chunk a
 retried task), what a person sees (progress bars in the terminal, progress, dataset and
 report artifacts in the Prefect UI) and how a run stops (flows/stopping.py).
@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from flows.preflight import check_run, take_over
 from flows.stopping import stop_between_chunks, supersede
-from storage.lifecycle import RunHooks, RunLifecycle
+from storage.runs.lifecycle import RunHooks, RunLifecycle
 from synth.execution import backend_for
 
 
@@ -69,7 +69,7 @@ def chunk_task(run: Callable[..., Any]) -> Callable[..., Any]:
 
 def dataset_artifact(run: RunLifecycle, when: str, state: Any) -> None:
     """The dataset as a table artifact: per leaf, what it holds (`when`: before / after)."""
-    from storage.datasets import leaf_labels
+    from storage.tables.datasets import leaf_labels
 
     labels = leaf_labels(run.ledger.tree)
     rows = [{"leaf": labels.get(leaf, leaf or "(all)"), "samples": n} for leaf, n in sorted(
@@ -81,7 +81,7 @@ def dataset_artifact(run: RunLifecycle, when: str, state: Any) -> None:
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(run: RunLifecycle, exported: dict[str, Any] | None) -> dict[str, Any]:
     """The run report, the leaf table and the distribution plot as artifacts a person reads in the UI."""
-    from storage.report import build_report, plot_leaf_distribution, render_markdown
+    from storage.reports.report import build_report, plot_leaf_distribution, render_markdown
 
     report = build_report(run.catalog, run.run_id)
     key = f"run-{run.run_id}"

@@ -18,7 +18,7 @@ with heartbeats on (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, set by `synth`) the ser
 automation (flows/server.py) marks it Crashed after 90 s without one. The next run of
 the same recipe tags its own flow run `synth-run:<run id>`, marks any other flow run
 with that tag still Running/Pending/Cancelling as Crashed ("superseded by ..."), and
-logs what it found in the catalog (storage.runs.stale_start).
+logs what it found in the catalog (storage.runs.runs.stale_start).
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class Embedder:
     """The e5 model, loaded once; `encode` embeds texts as passages, in batches."""
 
     name = MODEL_NAME
-    # what a stored vector was made by: storage/embeddings.py keeps vectors under it
+    # what a stored vector was made by: storage/tables/embeddings.py keeps vectors under it
     cache_key = f"{MODEL_NAME} sha256:{WEIGHTS_SHA256[:16]}"
 
     def __init__(self, threads: int | None = None) -> None:

@@ -16,7 +16,7 @@ card all show. Figures, and why each:
 - length stats (words) per field; format-constraint pass rate (synth/formats.py).
 
 Embeddings are optional: without a model the embedding figures are left out and
-`left_out` says why. Verifier pass rates need the catalog (storage/evaluation.py).
+`left_out` says why. Verifier pass rates need the catalog (storage/reports/evaluation.py).
 
 >>> round(distinct_n(["a b a b"], 1), 3)
 0.5

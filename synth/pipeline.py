@@ -4,7 +4,7 @@
 takes plain data (the attempts and a picklable `ChunkContext`) and returns plain rows
 for the catalog's `requests` and `samples` tables. It is what the local executor runs
 in process and what a Ray replica runs on a remote machine; committing, deduplicating
-against the dataset and the budget are the run ledger's (storage/runs.py).
+against the dataset and the budget are the run ledger's (storage/runs/runs.py).
 
 For a chunk of attempts, stage k of every attempt's strategy is ONE batched backend
 call (k = 0, 1, ...); the answer stage samples `verifier.answer_copies` answers where

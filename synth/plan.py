@@ -3,7 +3,7 @@
 Pure and deterministic: the same recipe, tree, seeds and counts always give the same
 plan, which is what lets a rerun find the samples it already made. The catalog side
 (what each leaf already holds, which attempts were made) is passed in as plain
-counts by the run ledger (storage/runs.py); `synth plan` calls this directly.
+counts by the run ledger (storage/runs/runs.py); `synth plan` calls this directly.
 
 - targets: synth/balance.py (uniform, `tree.leaf_weights`, or shares over a dimension,
   within min/max per leaf);

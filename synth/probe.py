@@ -14,7 +14,7 @@ The untrained student is scored the same way once: the baseline beside every set
 
 A pilot, not a benchmark: a few hundred rows and tens of steps tell junk from data that
 moves the student towards the reference; they do not predict what a full fine-tune of a
-large model reaches. Pure: plain rows in, plain figures out; no catalog (storage/probes.py
+large model reaches. Pure: plain rows in, plain figures out; no catalog (storage/tables/probes.py
 records the results). torch, transformers and peft are imported inside the functions.
 """
 

@@ -11,7 +11,7 @@ The default threshold, 0.95, is calibrated on GSM8K (benchmarks/embeddings.py,
 BENCHMARKS.md): hand-written paraphrases of GSM8K questions against the nearest
 neighbours of 2,000 distinct GSM8K train questions. Embedding costs time (about 18 rows a
 second on these 2 cores: 10,000 rows, 9 minutes), so a run keeps its vectors in the
-catalog (storage/embeddings.py) and the next run of the dataset embeds only its new texts.
+catalog (storage/tables/embeddings.py) and the next run of the dataset embeds only its new texts.
 
 Which earlier sample a duplicate points at: the one with the highest cosine, the earliest
 indexed on ties.
@@ -29,7 +29,7 @@ DEFAULT_THRESHOLD = 0.95
 class SemanticIndex:
     def __init__(self, threshold: float, embed: Callable[[Sequence[str]], np.ndarray]) -> None:
         self.threshold = threshold
-        self.embed = embed  # texts -> unit rows (storage/embeddings.py may cache it)
+        self.embed = embed  # texts -> unit rows (storage/tables/embeddings.py may cache it)
         self._keys: list[Hashable] = []
         self._vectors = np.zeros((0, 0), dtype=np.float32)
 

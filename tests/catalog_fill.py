@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from storage.catalog import Catalog, now
+from storage.catalog.catalog import Catalog, now
 
 RUN_ID = "run0000000000000001"
 TREE_ID = "tree000000000000001"
@@ -82,7 +82,7 @@ def sample_row(slot: int, leaf_id: str, status: str = "accepted", attempt: int =
 
 
 def fill_catalog(path: Path, bulk: bool = False) -> Catalog:
-    """`bulk`: the rows go in through storage.bulk.ingest_samples (text in Parquet segments)."""
+    """`bulk`: the rows go in through storage.catalog.bulk.ingest_samples (text in Parquet segments)."""
     catalog = Catalog(path)
     catalog.start_run(RUN_ID, "math-test", RECIPE, "recipehash000001", "scripted", "scripted-model")
     catalog.update_run(RUN_ID, strategy="new_question", strategy_reason="fixed by the recipe", tree_id=TREE_ID,
@@ -96,8 +96,8 @@ def fill_catalog(path: Path, bulk: bool = False) -> Catalog:
             slot += 1
     rows.append(sample_row(slot, "n-farm-ratios", "duplicate"))
     if bulk:
-        from storage import bulk as bulk_paths
-        from storage.catalog import _SAMPLE_COLUMNS, _arrow
+        from storage.catalog import bulk as bulk_paths
+        from storage.catalog.catalog import _SAMPLE_COLUMNS, _arrow
 
         bulk_paths.ingest_samples(catalog, _arrow(rows, _SAMPLE_COLUMNS).drop_columns(["segment"]), segments=True)
     else:

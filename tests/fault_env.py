@@ -97,7 +97,7 @@ def catalog_held(catalog: Path, seconds: float = 60) -> Iterator[subprocess.Pope
     root = Path(__file__).resolve().parent.parent
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
-         "from storage.catalog import Catalog; c = Catalog(sys.argv[1]); print('held', flush=True); "
+         "from storage.catalog.catalog import Catalog; c = Catalog(sys.argv[1]); print('held', flush=True); "
          "time.sleep(float(sys.argv[3]))", str(catalog), str(root), str(seconds)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

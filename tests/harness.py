@@ -1,15 +1,15 @@
-"""The run life cycle for tests (storage/lifecycle.py) with the scripted backend by default, and
+"""The run life cycle for tests (storage/runs/lifecycle.py) with the scripted backend by default, and
 helpers that start, run and grow a recipe's dataset without Prefect."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from storage.lifecycle import RunHooks, RunLifecycle
+from storage.runs.lifecycle import RunHooks, RunLifecycle
 
 
 class RunHarness(RunLifecycle):
-    """A run's life cycle (storage/lifecycle.py) for tests: the scripted backend unless told
+    """A run's life cycle (storage/runs/lifecycle.py) for tests: the scripted backend unless told
     otherwise, the seeds read from the recipe. Attributes the life cycle lacks come from its
     ledger (run_id is its own; catalog, slots, plan, requests_used, ...)."""
 
@@ -43,7 +43,7 @@ class OnChunk(RunHooks):
 
 def start_run(recipe_or_path, backend=None, catalog=None, tree=None, plan: bool = True, hooks=None):
     """Load the recipe, open its catalog, start the run, set the tree, plan: ready to generate."""
-    from storage.catalog import Catalog
+    from storage.catalog.catalog import Catalog
     from synth.recipe import load_recipe
 
     recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path
@@ -69,7 +69,7 @@ def run_dataset(recipe_or_path, backend=None, catalog=None, tree=None, grow_by=N
     (`RunLifecycle.run`): growth, start, tree (and placing earlier samples on it), plan,
     generate, finish, and optionally a new version exported. `recipe_update` replaces
     top-level recipe keys."""
-    from storage.catalog import Catalog
+    from storage.catalog.catalog import Catalog
     from synth.recipe import load_recipe
 
     recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path

@@ -36,7 +36,7 @@ def test_imports_go_one_way():
 
 def test_the_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "x.py"
-    bad.write_text("import prefect\nfrom storage.catalog import Catalog\n")
+    bad.write_text("import prefect\nfrom storage.catalog.catalog import Catalog\n")
     assert imported_roots(bad) >= {"prefect", "storage"}
 
 
@@ -63,8 +63,8 @@ def test_ray_is_imported_only_by_the_replica_module_and_only_when_used():
         at_import = [node for node in module.body if isinstance(node, (ast.Import, ast.ImportFrom))]
         assert not any("ray" in {alias.name.split(".")[0] for alias in node.names} if isinstance(node, ast.Import)
                        else (node.module or "").split(".")[0] == "ray" for node in at_import)  # in functions only
-    code = ("import sys, synth.execution.ray, synth.execution.replica, synth.recipe, storage.runs, storage.lifecycle,"
-            " flows.run, flows.cli;"
+    code = ("import sys, synth.execution.ray, synth.execution.replica, synth.recipe, storage.runs.runs,"
+            " storage.runs.lifecycle, flows.run, flows.cli;"
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
@@ -92,14 +92,14 @@ def test_the_executors_live_together_and_the_recipe_picks_one():
 
 
 def test_the_run_sequence_is_written_once():
-    """Only storage/lifecycle.py makes a RunLedger and runs it; the flow, the benchmarks and the
+    """Only storage/runs/lifecycle.py makes a RunLedger and runs it; the flow, the benchmarks and the
     tests' helpers go through the life cycle, and the life cycle never imports prefect."""
     makers = sorted(str(path.relative_to(ROOT)) for folder in ("flows", "storage", "synth", "benchmarks", "tests")
                     for path in (ROOT / folder).rglob("*.py")
                     if "RunLedger(" in path.read_text() and path.name != "test_architecture.py")
-    assert makers == ["storage/lifecycle.py"]
-    assert "prefect" not in imported_roots(ROOT / "storage" / "lifecycle.py")
-    assert "storage.lifecycle" in import_graph(ROOT)["flows.run"]
+    assert makers == ["storage/runs/lifecycle.py"]
+    assert "prefect" not in imported_roots(ROOT / "storage" / "runs" / "lifecycle.py")
+    assert "storage.runs.lifecycle" in import_graph(ROOT)["flows.run"]
 
 
 # --- one error base -----------------------------------------------------------------------------

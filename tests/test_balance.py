@@ -11,8 +11,8 @@ from fractions import Fraction
 
 import pytest
 
-from storage.catalog import Catalog
-from storage.report import build_report, plot_leaf_distribution, render_markdown
+from storage.catalog.catalog import Catalog
+from storage.reports.report import build_report, plot_leaf_distribution, render_markdown
 from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
 from synth.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights, within_tolerance
 from synth.recipe import load_recipe

@@ -1,4 +1,4 @@
-"""storage.bulk: set-based ingest, exact dedup, leaf counts, downsampling and rebalance plans."""
+"""storage.catalog.bulk: set-based ingest, exact dedup, leaf counts, downsampling and rebalance plans."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from storage import bulk
-from storage.catalog import Catalog, CatalogError
+from storage.catalog import bulk
+from storage.catalog.catalog import Catalog, CatalogError
 
 T0 = datetime(2026, 1, 1)
 

@@ -1,5 +1,5 @@
 """Classifying existing rows down a TreeSynth tree (synth/classify.py) and importing them
-into the catalog (storage/existing.py), on scripted backends; one slow test with the real
+into the catalog (storage/runs/existing.py), on scripted backends; one slow test with the real
 embedded model."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from storage.catalog import Catalog
-from storage.existing import import_existing, import_run_id
+from storage.catalog.catalog import Catalog
+from storage.runs.existing import import_existing, import_run_id
 from synth.backends.scripted import ScriptedBackend
 from synth.reject import Rejected
 from synth.classify import MAX_TRIES, classify_rows, leaf_distribution, match_value

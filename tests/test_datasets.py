@@ -8,9 +8,9 @@ import json
 import duckdb
 import pytest
 
-from storage.catalog import Catalog
-from storage.datasets import Scope, leaf_counts, summary
-from storage.versions import changelog
+from storage.catalog.catalog import Catalog
+from storage.tables.datasets import Scope, leaf_counts, summary
+from storage.tables.versions import changelog
 from synth.backends.scripted import ScriptedBackend, asked, reply
 from synth.recipe import load_recipe
 from synth.tree import tree_from_yaml
@@ -58,7 +58,7 @@ def test_grow_by_adds_exactly_n_and_a_crashed_step_resumes_instead_of_growing_tw
         run, grown = run_dataset(recipe, catalog=cat, grow_by=4)
         assert grown["target"] == 10 and grown["generated"] == 4 and accepted(cat) == 10
         # a growth step killed after one chunk: the rerun resumes it (target 14), it does not grow to 18
-        from storage.growth import plan_growth
+        from storage.runs.growth import plan_growth
         from tests.conftest import RunHarness
 
         step = plan_growth(cat, recipe, 4)
@@ -157,7 +157,7 @@ def test_a_rebuilt_tree_keeps_leaves_that_still_exist_and_places_the_rest(tmp_pa
         assert (s3["placed"]["placed"], s3["placed"]["kept"], s3["generated"]) == (0, 8, 5)
         placed_requests = cat.scalar("SELECT count(*) FROM requests WHERE stage = 'classify'")
         assert placed_requests == 8  # one per placed sample, and never again
-        from storage.report import build_report, render_markdown
+        from storage.reports.report import build_report, render_markdown
 
         report = build_report(cat, run.run_id)  # the run that placed them says what moved where
         assert report["dataset"]["placed"] == [
@@ -205,7 +205,7 @@ def test_a_second_writer_waits_for_the_catalog_then_fails_clearly(tmp_path):
     import sys
     import time
 
-    from storage.catalog import CatalogBusy
+    from storage.catalog.catalog import CatalogBusy
 
     catalog = tmp_path / "busy.duckdb"
     Catalog(catalog).close()
@@ -223,7 +223,7 @@ def test_a_second_writer_waits_for_the_catalog_then_fails_clearly(tmp_path):
 
 
 def test_the_report_shows_each_leaf_grown_by_version(tmp_path):
-    from storage.report import build_report, plot_leaf_distribution, render_markdown
+    from storage.reports.report import build_report, plot_leaf_distribution, render_markdown
 
     path = write_recipe(tmp_path, generation={"target": 4, "budget": 40, "chunk_size": 4},
                         export={"dir": str(tmp_path / "out"), "formats": ["parquet"]})

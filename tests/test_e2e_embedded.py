@@ -10,7 +10,7 @@ import datasets
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from storage.catalog import Catalog
+from storage.catalog.catalog import Catalog
 from tests.conftest import write_recipe
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from storage.catalog import Catalog
+from storage.catalog.catalog import Catalog
 from synth.embed_assign import assign_by_embedding, leaf_description
 from synth.recipe import load_recipe
 from synth.tree import tree_from_yaml

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flows.cli import main
-from storage.evaluation import read_source, recipe_from_card
+from storage.reports.evaluation import read_source, recipe_from_card
 from synth.evaluate import (centred, distinct_n, duplicate_rates, evaluate, gzip_ratio, leaf_figures,
                             nearest_neighbour_cosine, repeated_long_ngrams, vendi_score)
 from tests.conftest import ROOT, run_dataset, write_recipe
@@ -141,7 +141,7 @@ def test_without_the_pinned_model_the_figures_say_what_is_missing(monkeypatch, t
     import importlib.metadata
 
     import synth.embed as embed
-    from storage.evaluation import embedder_or_reason
+    from storage.reports.evaluation import embedder_or_reason
 
     def not_installed(name):
         raise importlib.metadata.PackageNotFoundError(name)

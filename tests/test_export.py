@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from catalog_fill import OUTPUT_FIELDS, RECIPE_SECRET, RUN_ID, add_accepted, fill_catalog
-from storage.card import card_context, collapsed_tree, is_secret_key, redact_recipe, render_card, size_category
-from storage.export import ExportError, export_snapshot, list_exports
-from storage.snapshots import SnapshotError, create_snapshot, get_snapshot, list_snapshots, snapshot_rows
+from storage.publish.card import card_context, collapsed_tree, is_secret_key, redact_recipe, render_card, size_category
+from storage.publish.export import ExportError, export_snapshot, list_exports
+from storage.tables.snapshots import SnapshotError, create_snapshot, get_snapshot, list_snapshots, snapshot_rows
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_export_loads_back_row_for_row(tmp_path, catalog):
 
 
 def test_bulk_ingested_rows_export_the_same_as_committed_ones(tmp_path, catalog):
-    """Rows whose text lives in Parquet segments (storage.bulk) export exactly like rows
+    """Rows whose text lives in Parquet segments (storage.catalog.bulk) export exactly like rows
     committed by a run: the snapshot and export read text through `samples_text`."""
     from datasets import load_dataset
 

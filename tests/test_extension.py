@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from storage.catalog import Catalog
-from storage.exporters import EXPORTERS, Exporter
-from storage.recipe_tree import ensure_tree
+from storage.catalog.catalog import Catalog
+from storage.publish.exporters import EXPORTERS, Exporter
+from storage.runs.recipe_tree import ensure_tree
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.pipeline import ChunkContext, new_attempts, run_chunk
 from synth.recipe import RecipeError, load_recipe
@@ -127,7 +127,7 @@ def test_a_new_exporter_is_one_class_and_one_registry_line(tmp_path, monkeypatch
 
     from flows.cli import main
     from flows.preflight import preflight
-    from storage.export import list_exports
+    from storage.publish.export import list_exports
 
     monkeypatch.setitem(EXPORTERS, CsvExporter.name, CsvExporter())
     path = write_recipe(tmp_path, generation={"target": 3, "budget": 20, "chunk_size": 8},

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pytest
 
 from flows.cli import main
-from storage import bulk
-from storage.catalog import Catalog, CatalogError
+from storage.catalog import bulk
+from storage.catalog.catalog import Catalog, CatalogError
 from tests.conftest import run_dataset, write_recipe
 from tests.fault_env import (catalog_held, damage_table, error_line, fill, math_answer, openai_backend, mode_bits_bind,
                              small_fs, synth, synth_env)
@@ -323,7 +323,7 @@ def test_backup_of_a_catalog_left_with_a_write_ahead_log(made, tmp_path):
 
     _, catalog = made
     subprocess.run([sys.executable, "-c", "import os, sys; sys.path.insert(0, sys.argv[2]);"
-                    "from storage.catalog import Catalog; c = Catalog(sys.argv[1]);"
+                    "from storage.catalog.catalog import Catalog; c = Catalog(sys.argv[1]);"
                     "c.update_run(c.latest_run_id(), message='after the checkpoint'); os._exit(0)",
                     str(catalog), str(ROOT)], check=True)
     assert catalog.with_name(catalog.name + ".wal").exists()

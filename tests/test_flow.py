@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from storage.catalog import Catalog
+from storage.catalog.catalog import Catalog
 from tests.conftest import write_recipe
 
 

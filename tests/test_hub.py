@@ -15,9 +15,9 @@ import pytest
 
 from catalog_fill import RUN_ID, SECRET, fill_catalog
 from hub_stub import HubStub
-from storage.export import list_exports
-from storage.hub import HubError, push_to_hub
-from storage.snapshots import create_snapshot
+from storage.publish.export import list_exports
+from storage.publish.hub import HubError, push_to_hub
+from storage.tables.snapshots import create_snapshot
 
 REPO = "synth-org/math-test"
 

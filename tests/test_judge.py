@@ -8,8 +8,8 @@ import json
 import duckdb
 import pytest
 
-from storage.catalog import Catalog
-from storage.schema import SCHEMA_VERSION, TABLES
+from storage.catalog.catalog import Catalog
+from storage.catalog.schema import SCHEMA_VERSION, TABLES
 from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
 from synth.judge import parse_judgement
 from synth.reject import Reject
@@ -142,7 +142,7 @@ def test_an_old_catalog_gains_the_judge_column(tmp_path):
         assert cat.scalar("SELECT max(version) FROM schema_version") == SCHEMA_VERSION == 8
         assert {"agreement", "n_solutions"} <= columns  # version 7
         assert cat.scalar("SELECT fields->>'q' FROM samples_text WHERE sample_id = 's1'") == "kept"
-        # version 3 has no key on samples (see storage/schema.py); ids stay unique through inserts
+        # version 3 has no key on samples (see storage/catalog/schema.py); ids stay unique through inserts
         assert cat.scalar("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'samples' "
                           "AND constraint_type = 'PRIMARY KEY'") == 0
         cat.commit_chunk([], [{"sample_id": "s1", "run_id": "r1", "slot": 0, "attempt": 0,

@@ -127,7 +127,7 @@ def test_deployments_are_registered_with_form_and_schedule(served):
 def test_triggered_run_completes_and_its_artifacts_read_back(served, tmp_path):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from storage.catalog import Catalog
+    from storage.catalog.catalog import Catalog
 
     client, deployments, _ = served
     recipe = write_recipe(tmp_path)

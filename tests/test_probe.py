@@ -15,8 +15,8 @@ import pytest
 
 from catalog_fill import fill_catalog
 from flows.cli import main
-from storage.catalog import Catalog
-from storage.probes import SECTION_END, SECTION_START, card_block, update_card
+from storage.catalog.catalog import Catalog
+from storage.tables.probes import SECTION_END, SECTION_START, card_block, update_card
 from synth.gvendi import sample_pairs, vendi_of_gradients
 from synth.student import Pair
 
@@ -60,8 +60,8 @@ def test_the_factory_imports_without_torch():
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    code = ("import sys, synth.student, synth.probe, synth.gvendi, storage.probes, storage.card, storage.report, "
-            "flows.cli.probe, flows.cli.eval, flows.cli;"
+    code = ("import sys, synth.student, synth.probe, synth.gvendi, storage.tables.probes, storage.publish.card, "
+            "storage.reports.report, flows.cli.probe, flows.cli.eval, flows.cli;"
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
     assert out.stdout.strip() == "[]"
@@ -119,8 +119,8 @@ def test_a_student_folder_without_config_is_exit_2(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_probe_trains_scores_records_and_shows_in_the_card(tmp_path, capsys):
-    from storage.export import export_snapshot
-    from storage.snapshots import create_snapshot
+    from storage.publish.export import export_snapshot
+    from storage.tables.snapshots import create_snapshot
 
     catalog_path = tmp_path / "catalog.duckdb"
     cat = fill_catalog(catalog_path)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from storage.catalog import Catalog
-from storage.projection import project, render_projection
-from storage.report import build_report, distinct_n, imbalance, plot_leaf_distribution, render_markdown
+from storage.catalog.catalog import Catalog
+from storage.runs.projection import project, render_projection
+from storage.reports.report import build_report, distinct_n, imbalance, plot_leaf_distribution, render_markdown
 from synth.backends.scripted import ScriptedBackend
 from synth.recipe import load_recipe
 from tests.conftest import run_to_end, start_run, write_recipe

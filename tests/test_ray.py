@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from storage.catalog import Catalog
+from storage.catalog.catalog import Catalog
 from synth.cluster import ClusterError
 from synth.ids import stable_id
 from synth.execution.ray import ReplicaPool

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flows.cli import main
-from storage.catalog import Catalog, CatalogBusy
+from storage.catalog.catalog import Catalog, CatalogBusy
 from synth.backends.openai import OpenAIBackend
 from synth.backends.scripted import ScriptedBackend
 from synth.recipe import load_recipe

@@ -50,8 +50,8 @@ def test_a_paraphrase_is_a_semantic_duplicate_with_the_real_model():
 
 @pytest.mark.slow
 def test_the_real_model_s_vectors_come_back_from_the_catalog_unchanged(tmp_path):
-    from storage.catalog import Catalog
-    from storage.embeddings import CachedEmbedder
+    from storage.catalog.catalog import Catalog
+    from storage.tables.embeddings import CachedEmbedder
     from synth.embed import get_embedder
 
     embedder = get_embedder()
@@ -123,7 +123,7 @@ def test_a_growing_dataset_embeds_each_text_once(tmp_path, monkeypatch):
     """The catalog keeps the vectors: the next run's index loads them back instead of
     embedding the whole dataset again, and its verdicts are the same."""
     import synth.embed as embed
-    from storage.embeddings import CachedEmbedder
+    from storage.tables.embeddings import CachedEmbedder
     from synth.backends.scripted import ScriptedBackend
     from tests.conftest import run_dataset
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from storage.catalog import Catalog
+from storage.catalog.catalog import Catalog
 from tests.conftest import ROOT, write_recipe
 
 KILLS = 5

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from storage.catalog import Catalog
-from storage.trees import list_trees, load_tree, request_writer, save_tree
+from storage.catalog.catalog import Catalog
+from storage.tables.trees import list_trees, load_tree, request_writer, save_tree
 from synth.backends.scripted import ScriptedBackend
 from synth.backends.base import SamplingSettings
 from synth.recipe import TreeSettings

@@ -99,8 +99,8 @@ def test_a_run_started_from_the_ui_form_grows_the_dataset(prefect_server, prefec
     then holds 7 accepted samples in two contributions, and the run kept the form's values."""
     from uuid import UUID
 
-    from storage.catalog import Catalog
-    from storage.datasets import summary
+    from storage.catalog.catalog import Catalog
+    from storage.tables.datasets import summary
 
     sys.path.insert(0, str(ROOT / "scripts"))
     from ui_screenshot import run_from_form

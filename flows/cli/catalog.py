@@ -16,7 +16,7 @@ def add_command(sub) -> None:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from storage.backup import backup_catalog
+    from storage.catalog.backup import backup_catalog
 
     args.catalog = find_catalog(args.catalog)
     done = backup_catalog(args.catalog, args.path)

@@ -31,7 +31,7 @@ def find_catalog(given: str | None) -> str:
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
-        from storage.catalog import CatalogError
+        from storage.catalog.catalog import CatalogError
 
         raise CatalogError(f"several catalogs under data/ ({', '.join(found)}): pass --catalog PATH "
                            "or set SYNTH_CATALOG")
@@ -46,7 +46,7 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 def open_if_exists(path):
     """The catalog at `path` read-only, or None where there is none yet."""
-    from storage.catalog import Catalog
+    from storage.catalog.catalog import Catalog
 
     return Catalog(path, read_only=True) if Path(path).exists() else None
 

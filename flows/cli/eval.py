@@ -43,7 +43,7 @@ def add_command(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from storage.evaluation import (EvalError, embedder_or_reason, evaluate_source, read_source, render_table,
+    from storage.reports.evaluation import (EvalError, embedder_or_reason, evaluate_source, read_source, render_table,
                                     snapshot_source)
 
     if args.decontaminate:  # contamination only (below)
@@ -123,7 +123,7 @@ def _add_gradient_diversity(args, results, sources, fields) -> None:
 
 
 def _catalog(path: str, required: bool):
-    from storage.catalog import Catalog, CatalogError
+    from storage.catalog.catalog import Catalog, CatalogError
 
     if not Path(path).exists():
         if required:
@@ -134,7 +134,7 @@ def _catalog(path: str, required: bool):
 
 # -- `--decontaminate FILE`: the share of an export that copies a test set --------------------
 # With it the command reports contamination only (rate, per rule, worst matches; `contaminated_rate`
-# in the JSON). Logic: storage/decontam_report.py. A test file that is not there: exit 2.
+# in the JSON). Logic: storage/reports/decontam_report.py. A test file that is not there: exit 2.
 
 def add_decontaminate_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decontaminate", action="append", default=[], metavar="FILE",
@@ -143,8 +143,8 @@ def add_decontaminate_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_decontaminate(args: argparse.Namespace) -> int:
-    from storage.decontam_report import contamination, render, test_index
-    from storage.evaluation import EvalError, read_source, recipe_from_card, snapshot_source
+    from storage.reports.decontam_report import contamination, render, test_index
+    from storage.reports.evaluation import EvalError, read_source, recipe_from_card, snapshot_source
 
     if not args.paths and not args.snapshot:
         return fail("name what to check: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")

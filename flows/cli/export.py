@@ -19,8 +19,8 @@ def add_command(sub) -> None:
     export.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
     export.add_argument("--out", default="out/export")
     export.add_argument("--format", action="append", type=exporter_name,
-                        help="an exporter of storage/exporters.py (parquet, jsonl, save_to_disk, ...); repeat it for "
-                             "several (default: parquet and jsonl)")
+                        help="an exporter of storage/publish/exporters.py (parquet, jsonl, save_to_disk, ...); "
+                             "repeat it for several (default: parquet and jsonl)")
     export.add_argument("--no-lineage", action="store_true", help="leave out the lineage columns")
     export.add_argument("--push", metavar="OWNER/NAME", help="also upload to this Hub dataset repo (token: HF_TOKEN)")
     export.add_argument("--private", action="store_true")
@@ -29,7 +29,7 @@ def add_command(sub) -> None:
 
 def exporter_name(value: str) -> str:
     """--format's check, against the exporters' registry (imported only when --format is given)."""
-    from storage.exporters import EXPORTERS
+    from storage.publish.exporters import EXPORTERS
 
     if value not in EXPORTERS:
         raise argparse.ArgumentTypeError(f"no exporter {value!r}: write one of {', '.join(EXPORTERS)}")
@@ -37,10 +37,10 @@ def exporter_name(value: str) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from storage.catalog import Catalog
-    from storage.export import prepare_out_dir
-    from storage.publish import publish_snapshot, tree_text_of_run
-    from storage.snapshots import SnapshotError, create_snapshot, get_snapshot
+    from storage.catalog.catalog import Catalog
+    from storage.publish.export import prepare_out_dir
+    from storage.publish.publish import publish_snapshot, tree_text_of_run
+    from storage.tables.snapshots import SnapshotError, create_snapshot, get_snapshot
 
     args.catalog = find_catalog(args.catalog)
     prepare_out_dir(Path(args.out))  # a folder that cannot be written: say so before a snapshot is taken
@@ -52,7 +52,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             except SnapshotError:
                 pass  # a new name: take the snapshot below
         if existing is None and args.dataset:
-            from storage.versions import latest_version
+            from storage.tables.versions import latest_version
 
             version = latest_version(cat, args.dataset)
             if version is None:

@@ -20,7 +20,7 @@ def add_command(sub) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from flows.preflight import apply_overrides
-    from storage.projection import project, render_projection
+    from storage.runs.projection import project, render_projection
     from synth.recipe import load_recipe
 
     recipe = apply_overrides(load_recipe(args.recipe), args.catalog, None, args.target)
@@ -28,7 +28,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     tree = None
     try:
         if recipe.tree is not None and recipe.tree.enabled:
-            from storage.recipe_tree import find_tree_for, tree_from_file
+            from storage.runs.recipe_tree import find_tree_for, tree_from_file
 
             if catalog is not None:
                 tree = find_tree_for(catalog, recipe)

@@ -6,7 +6,7 @@
 
 For each set: a fresh LoRA fine-tune of the student for the same steps, seed and settings,
 scored on the held-out questions beside the untrained student (synth/probe.py). Results
-go into the catalog (table `probes`, storage/probes.py) and into the card of each probed
+go into the catalog (table `probes`, storage/tables/probes.py) and into the card of each probed
 export folder. Bad input (a missing held-out file, a column that is not there, a student
 folder without config.json): exit 2, one line, nothing written; a missing `probe` extra
 or unconverted default student: exit 1, one line.
@@ -80,8 +80,8 @@ def _heldout(args, fields: list[str], recipe: dict | None):
 
 
 def _sources(args, recipe: dict | None, catalog_path: str) -> list[Any]:
-    from storage.evaluation import read_source, snapshot_source
-    from storage.probes import card_snapshot
+    from storage.reports.evaluation import read_source, snapshot_source
+    from storage.tables.probes import card_snapshot
 
     sources = []
     for p in args.paths:
@@ -90,8 +90,8 @@ def _sources(args, recipe: dict | None, catalog_path: str) -> list[Any]:
         sources.append((source, {"source": str(p), "snapshot_id": known[0] if known else None,
                                  "run_id": known[1] if known else None, "dir": Path(p) if known else None}))
     if args.snapshot:
-        from storage.catalog import Catalog
-        from storage.snapshots import get_snapshot
+        from storage.catalog.catalog import Catalog
+        from storage.tables.snapshots import get_snapshot
 
         with Catalog(catalog_path, read_only=True) as cat:
             for name in args.snapshot:
@@ -119,7 +119,7 @@ def _settings(args, verifier: str | None):
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from storage.evaluation import EvalError, recipe_from_card
+    from storage.reports.evaluation import EvalError, recipe_from_card
 
     if not args.paths and not args.snapshot:
         return fail("name what to probe: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")
@@ -185,8 +185,8 @@ def _run(student: Path, train_sets, heldout, settings) -> dict[str, Any]:
 
 
 def _record(args, report: dict[str, Any], sources: list[dict[str, Any]], heldout) -> None:
-    from storage.catalog import Catalog
-    from storage.probes import probe_rows, probe_section, probes_of, record_probes, update_card
+    from storage.catalog.catalog import Catalog
+    from storage.tables.probes import probe_rows, probe_section, probes_of, record_probes, update_card
     from synth.ids import text_hash
 
     digest = text_hash(json.dumps([[p.question, p.answer] for p in heldout[:report["heldout_rows"]]]), 16)

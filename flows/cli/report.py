@@ -20,8 +20,8 @@ def add_command(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from storage.catalog import Catalog
-    from storage.report import build_report, plot_leaf_distribution, render_markdown
+    from storage.catalog.catalog import Catalog
+    from storage.reports.report import build_report, plot_leaf_distribution, render_markdown
 
     args.catalog = find_catalog(args.catalog)
     with Catalog(args.catalog, read_only=True) as cat:

@@ -22,8 +22,8 @@ def add_command(sub) -> None:
 
 def dataset_views(cat) -> list[dict]:
     """Every dataset: target, total and per leaf on its current tree, per contribution."""
-    from storage.datasets import leaf_labels, list_datasets, summary
-    from storage.trees import load_tree
+    from storage.tables.datasets import leaf_labels, list_datasets, summary
+    from storage.tables.trees import load_tree
 
     views = []
     for row in list_datasets(cat):
@@ -38,7 +38,7 @@ def dataset_views(cat) -> list[dict]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from storage.catalog import Catalog
+    from storage.catalog.catalog import Catalog
 
     args.catalog = find_catalog(args.catalog)
     with Catalog(args.catalog, read_only=True, allow_missing_segments=args.check) as cat:

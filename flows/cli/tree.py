@@ -23,10 +23,10 @@ def add_command(sub) -> None:
 
 def pick_tree(cat, args):
     """The tree of --recipe, else --tree, else the newest; LookupError says what is missing."""
-    from storage.trees import list_trees, load_tree
+    from storage.tables.trees import list_trees, load_tree
 
     if args.recipe:
-        from storage.recipe_tree import find_tree_for
+        from storage.runs.recipe_tree import find_tree_for
         from synth.recipe import load_recipe
 
         tree = find_tree_for(cat, load_recipe(args.recipe))
@@ -45,7 +45,7 @@ def pick_tree(cat, args):
 
 def tree_counts(cat, tree) -> dict[str, int]:
     """Samples per leaf: of the datasets counted on this tree, else of the runs that used it."""
-    from storage.datasets import Scope, leaf_counts
+    from storage.tables.datasets import Scope, leaf_counts
 
     counts: dict[str, int] = {}
     for row in cat.query("SELECT dataset FROM datasets WHERE tree_id = ?", [tree.tree_id]):
@@ -60,15 +60,15 @@ def tree_counts(cat, tree) -> dict[str, int]:
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
-    from storage.catalog import Catalog
+    from storage.catalog.catalog import Catalog
     from synth.tree import render_tree, tree_to_yaml
 
     args.catalog = find_catalog(args.catalog)
     if args.action == "import":
-        from storage.trees import save_tree
+        from storage.tables.trees import save_tree
         from synth.tree import tree_from_yaml
 
-        from storage import faults
+        from storage.catalog import faults
 
         try:
             text = Path(args.file).read_text(encoding="utf-8")
@@ -91,7 +91,7 @@ def cmd_tree(args: argparse.Namespace) -> int:
     else:
         text = tree_to_yaml(tree)
         if args.out:
-            from storage import faults
+            from storage.catalog import faults
 
             try:
                 Path(args.out).write_text(text, encoding="utf-8")

@@ -26,7 +26,7 @@ nodes (4/4 against 2/4); a retry of the failed nodes covers that more cheaply.
 Prompts render through the run's `Renderer`, so a recipe may override any of them;
 the tree id includes the hashes of the templates used.
 
-Leaves out: storage (storage/trees.py), generation inside the leaves (the plan), and
+Leaves out: storage (storage/tables/trees.py), generation inside the leaves (the plan), and
 any network or engine: the backend is passed in.
 """
 

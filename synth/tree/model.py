@@ -11,7 +11,7 @@ path, so a tree loaded from the catalog or from YAML has the same ids and order,
 the same path in two trees is the same leaf id.
 
 Leaves out: building (synth/tree/build.py), YAML (synth/tree/io.py), storage
-(storage/trees.py).
+(storage/tables/trees.py).
 """
 
 from __future__ import annotations

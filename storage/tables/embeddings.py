@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from storage import faults
-from storage.catalog import Catalog, CatalogError
+from storage.catalog import faults
+from storage.catalog.catalog import Catalog, CatalogError
 from synth.ids import text_hash
 
 

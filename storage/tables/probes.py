@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from storage.catalog import Catalog, now
-from storage.faults import staged
+from storage.catalog.catalog import Catalog, now
+from storage.catalog.faults import staged
 from synth.ids import data_hash
 
 SECTION_START = "<!-- synth-probe:start -->"

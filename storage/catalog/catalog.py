@@ -9,7 +9,7 @@ DuckDB allows one read-write process per file: a second run on the same catalog 
 `CatalogBusy` with a message saying so, instead of waiting forever or corrupting it.
 A damaged file, a file that is not a catalog, a folder that cannot be written, a full
 disk or a lost text segment raise `CatalogError` with one line that names the file and
-says what to do (storage/faults.py words them).
+says what to do (storage/catalog/faults.py words them).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 import duckdb
 import pyarrow as pa
 
-from storage import faults, schema
+from storage.catalog import faults, schema
 from synth.errors import SynthError
 
 
@@ -182,7 +182,7 @@ class Catalog:
         that exists in the catalog (of rows repeating an id within `source`, one is
         written; bulk ingest keeps the first); returns rows written. Every insert
         into samples goes through here: it is what keeps sample ids unique (the table has
-        no key, see storage/schema.py). Call it inside a transaction, under the lock.
+        no key, see storage/catalog/schema.py). Call it inside a transaction, under the lock.
         `checked`: the caller has already dropped such rows, under the same lock (bulk
         ingest does it in Arrow, where it costs a fraction of this query)."""
         # `source` is one of our own registered names, never user input
@@ -231,7 +231,7 @@ class Catalog:
         return rows[0][0] if rows else None
 
     def physical_problems(self) -> list[str]:
-        """Damaged blocks of the file, each as a sentence (storage/faults.py); [] when every table
+        """Damaged blocks of the file, each as a sentence (storage/catalog/faults.py); [] when every table
         and key index reads back."""
         with self._lock:
             return faults.physical_problems(self.con)

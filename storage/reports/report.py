@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from storage.catalog import Catalog
-from storage.evaluation import catalog_figures, render_table
-from storage.probes import probe_section, probes_of
+from storage.catalog.catalog import Catalog
+from storage.reports.evaluation import catalog_figures, render_table
+from storage.tables.probes import probe_section, probes_of
 from synth.evaluate import distinct_n  # noqa: F401  (the report's distinct-n is the evaluation's)
 
 
@@ -133,9 +133,9 @@ def _dataset_section(catalog: Catalog, run: dict[str, Any], leaves: list[dict[st
     dataset = run.get("dataset")
     if not dataset:
         return None
-    from storage.datasets import Scope, summary
-    from storage.trees import load_tree
-    from storage.versions import changelog
+    from storage.tables.datasets import Scope, summary
+    from storage.tables.trees import load_tree
+    from storage.tables.versions import changelog
 
     recipe = json.loads(run["recipe"]) if isinstance(run.get("recipe"), str) else (run.get("recipe") or {})
     reuse = recipe.get("reuse") or {}
@@ -159,7 +159,7 @@ def _dataset_section(catalog: Catalog, run: dict[str, Any], leaves: list[dict[st
 
 
 def _placed_by_run(catalog: Catalog, run_id: str, tree: Any | None) -> list[dict[str, Any]]:
-    """Earlier samples this run placed on its tree (storage/placement.py): from where they
+    """Earlier samples this run placed on its tree (storage/runs/placement.py): from where they
     were made to the leaf they landed on (or nowhere), with counts."""
     labels = {leaf.node_id: leaf.label for leaf in tree.leaves()} if tree is not None else {}
     rows = catalog.query(

@@ -1,6 +1,6 @@
 """The run ledger: what a run has done, what is left, and the one writer of its rows.
 
-A run is one contribution to a dataset (storage/datasets.py). It plans against the
+A run is one contribution to a dataset (storage/tables/datasets.py). It plans against the
 dataset: per leaf, the target minus the accepted samples the dataset already holds
 there from any other run (whatever model, sampling or prompts made them, unless the
 recipe's `reuse:` excludes them), so raising a target generates only the difference
@@ -24,7 +24,7 @@ writes nothing twice:
   run failing (a broken backend on the replicas), not a short run.
 
 Leaves out: rendering, calling, parsing, verifying (the pipeline), where chunks run (the
-executors), and the order of a run's steps (storage/lifecycle.py).
+executors), and the order of a run's steps (storage/runs/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from storage import bulk, datasets
-from storage.catalog import Catalog, now
-from storage.datasets import Scope
-from storage.existing import STRATEGY as EXISTING
+from storage.catalog import bulk
+from storage.tables import datasets
+from storage.catalog.catalog import Catalog, now
+from storage.tables.datasets import Scope
+from storage.runs.existing import STRATEGY as EXISTING
 from synth.balance import within_tolerance
 from synth.dedup import Candidate, Deduper
 from synth.execution.base import Executor, Work
@@ -84,7 +85,7 @@ def make_deduper(quality: Any, catalog: Catalog | None = None) -> Deduper:
         embedder = get_embedder()
         encode = embedder.encode
         if catalog is not None and getattr(embedder, "cache_key", None):
-            from storage.embeddings import CachedEmbedder
+            from storage.tables.embeddings import CachedEmbedder
 
             encode = CachedEmbedder(catalog, embedder.encode, embedder.cache_key)
         semantic = SemanticIndex(quality.semantic_dup_threshold, encode)
@@ -136,7 +137,7 @@ class RunLedger:
 
     def embedding_note(self) -> str | None:
         """What dedup by meaning embedded this start and what it read back from the catalog."""
-        from storage.embeddings import CachedEmbedder
+        from storage.tables.embeddings import CachedEmbedder
 
         embed = getattr(self.deduper.semantic, "embed", None)
         return embed.note() if isinstance(embed, CachedEmbedder) else None
@@ -148,8 +149,8 @@ class RunLedger:
 
     def place_on_tree(self, backend: Any, on_progress: Progress | None = None) -> dict[str, Any]:
         """Earlier members of the dataset whose leaf this tree lacks are classified onto it
-        (storage/placement.py); the report says how many moved and where."""
-        from storage.placement import place_on_tree
+        (storage/runs/placement.py); the report says how many moved and where."""
+        from storage.runs.placement import place_on_tree
         from synth.backends.base import SamplingSettings
 
         if self.tree is None:
@@ -187,7 +188,7 @@ class RunLedger:
     def import_existing(self, backend: Any, on_progress: Progress | None = None) -> dict[str, Any]:
         """Classify `balance.dataset` onto the tree and copy its rows into this run; generated
         samples must not repeat them either, so the dedup index is reloaded."""
-        from storage.existing import import_for_run
+        from storage.runs.existing import import_for_run
 
         imported = import_for_run(self.catalog, self.recipe, self.tree, backend, self.run_id, self.ctx.renderer,
                                   on_progress)

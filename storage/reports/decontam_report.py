@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from storage.evaluation import EvalError, Source, guess_text_fields
+from storage.reports.evaluation import EvalError, Source, guess_text_fields
 from synth.decontam import DecontamIndex, TestItem
 from synth.decontam_sets import ID_COLUMNS
 
@@ -33,7 +33,7 @@ def question_column(rows: Sequence[dict[str, Any]], recipe: dict[str, Any] | Non
 
 def test_index(paths: Sequence[Path], recipe: dict[str, Any] | None = None,
                question: str | None = None) -> DecontamIndex:
-    from storage.evaluation import _read_path
+    from storage.reports.evaluation import _read_path
 
     items: list[TestItem] = []
     for path in paths:

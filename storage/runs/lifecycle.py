@@ -4,7 +4,7 @@
 
 `RunLifecycle.run()` is the whole sequence; its steps are methods of their own, so a test
 can stop after any of them (tests/conftest.py) and a benchmark can time one. The run's
-bookkeeping is the ledger (storage/runs.py); the chunks run on the executor that the
+bookkeeping is the ledger (storage/runs/runs.py); the chunks run on the executor that the
 recipe's `cluster:` names (synth/execution/). What a caller adds comes in through
 `RunHooks`, whose methods do nothing here: the Prefect flow (flows/run.py) makes each step
 a task, each chunk a retried task (`wrap_chunk`), shows artifacts and a progress bar, and
@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any, Callable, ContextManager, Iterator, Sequence, TypeVar
 
-from storage import datasets
-from storage.catalog import Catalog
-from storage.runs import RunLedger, superseded_note
+from storage.tables import datasets
+from storage.catalog.catalog import Catalog
+from storage.runs.runs import RunLedger, superseded_note
 from synth.execution import executor_for
 from synth.execution.base import Executor, RunChunk
 from synth.recipe import Recipe
@@ -83,7 +83,7 @@ class RunLifecycle:
         self.recipe, self.catalog, self.backend = recipe, catalog, backend
         self.hooks = hooks or RunHooks()
         self.log = logger or log
-        self.growth = growth  # storage.growth.Growth: how this run's target was set, when grown
+        self.growth = growth  # storage.runs.growth.Growth: how this run's target was set, when grown
         self.ledger = RunLedger(recipe, catalog, backend.name, backend.model, seeds)
         self.placed: dict[str, Any] | None = None
         self.before: dict[str, Any] | None = None
@@ -92,8 +92,8 @@ class RunLifecycle:
     @classmethod
     def grown(cls, recipe: Recipe, catalog: Catalog, backend: Any, seeds: Sequence[dict[str, Any]] = (),
               grow_by: int | None = None, **kwargs: Any) -> "RunLifecycle":
-        """The growth step first (storage/growth.py): the target this run makes the dataset reach."""
-        from storage.growth import plan_growth
+        """The growth step first (storage/runs/growth.py): the target this run makes the dataset reach."""
+        from storage.runs.growth import plan_growth
 
         growth = plan_growth(catalog, recipe, grow_by)
         return cls(growth.recipe, catalog, backend, seeds, growth=growth, **kwargs)
@@ -164,8 +164,8 @@ class RunLifecycle:
             return None
 
         def work(on_progress: Progress | None) -> Any:
-            from storage.recipe_tree import ensure_tree
-            from storage.trees import save_tree
+            from storage.runs.recipe_tree import ensure_tree
+            from storage.tables.trees import save_tree
 
             if tree is not None:
                 save_tree(self.catalog, tree)  # reports and cards read it back
@@ -247,7 +247,7 @@ class RunLifecycle:
     def export(self, summary: dict[str, Any]) -> dict[str, Any]:
         """A new version of the dataset (when it changed), exported, and pushed when configured;
         a run that accepted nothing exports nothing, and `export_skipped` says why."""
-        from storage.publish import export_run
+        from storage.publish.publish import export_run
 
         ledger = self.ledger
         exported = self.hooks.step("export", lambda _: export_run(

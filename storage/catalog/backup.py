@@ -25,8 +25,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from storage import faults
-from storage.catalog import Catalog, CatalogBusy
+from storage.catalog import faults
+from storage.catalog.catalog import Catalog, CatalogBusy
 from synth.errors import BadInput, SynthError
 
 

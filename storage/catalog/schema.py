@@ -15,12 +15,12 @@ flow's own process did), and `failed_chunks` (chunks a cluster gave up on after 
 tries: which attempts, where they were tried, the last error).
 
 Version 6: `embeddings` (the vector of a text under one embedding model, by the text's
-hash: dedup by meaning embeds each text once across runs, storage/embeddings.py).
+hash: dedup by meaning embeds each text once across runs, storage/tables/embeddings.py).
 
 Version 7: `samples.agreement` and `samples.n_solutions` (of the n solutions sampled for a
 sample, the share its verifier accepts: for math self-consistency the majority's votes / n).
 Version 8: `probes` (student-probe results: a small student fine-tuned on a set and scored
-on held-out questions beside the untrained student, storage/probes.py).
+on held-out questions beside the untrained student, storage/tables/probes.py).
 
 `samples` has no PRIMARY KEY (since version 3): keeping DuckDB's index on 10 M ids cost
 more than half of a bulk ingest. Its ids stay unique because every insert goes through

@@ -12,7 +12,7 @@ both splits and a leaf with one sample stays in train. The same catalog, seed an
 fraction always give the same split.
 
 Left out: editing a snapshot (make a new one), snapshots across several runs, and
-anything about files (storage.export writes them).
+anything about files (storage.publish.export writes them).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from storage.catalog import Catalog, now
+from storage.catalog.catalog import Catalog, now
 from synth.errors import SynthError
 from synth.ids import stable_id
 

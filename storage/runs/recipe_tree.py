@@ -4,8 +4,8 @@ or a new one built now (and stored, so the next run reuses it instead of paying 
 
 from __future__ import annotations
 
-from storage.catalog import Catalog
-from storage.trees import load_tree, request_writer, save_tree
+from storage.catalog.catalog import Catalog
+from storage.tables.trees import load_tree, request_writer, save_tree
 from synth.backends.base import Backend
 from synth.recipe import Recipe
 from synth.render import Renderer

@@ -13,9 +13,9 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from storage import bulk
-from storage.catalog import Catalog
-from storage.existing import STRATEGY as EXISTING
+from storage.catalog import bulk
+from storage.catalog.catalog import Catalog
+from storage.runs.existing import STRATEGY as EXISTING
 from synth.judge import judge_messages
 from synth.plan import leaf_specs, make_plan
 from synth.render import Renderer

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
-from storage.catalog import Catalog, now
+from storage.catalog.catalog import Catalog, now
 from synth.tree import Tree, TreeNode, assemble
 
 _NODE_COLUMNS: dict[str, pa.DataType] = {

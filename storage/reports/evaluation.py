@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from storage.catalog import Catalog
+from storage.catalog.catalog import Catalog
 from synth.errors import BadInput
 from synth.evaluate import FIGURES, OPTIONAL_FIGURES, evaluate, figure_text, figure_value
 from synth.formats import OutputField
@@ -117,7 +117,7 @@ def read_source(path: Path, recipe: dict[str, Any] | None = None, label: str | N
 
 
 def snapshot_source(catalog: Catalog, name: str) -> Source:
-    from storage.snapshots import get_snapshot, snapshot_rows
+    from storage.tables.snapshots import get_snapshot, snapshot_rows
 
     snapshot = get_snapshot(catalog, name)
     rows = snapshot_rows(catalog, snapshot["snapshot_id"])
@@ -186,7 +186,7 @@ def catalog_figures(catalog: Catalog, rows: list[dict[str, Any]], recipe: dict[s
 
 def snapshot_figures(catalog: Catalog, snapshot_id: str, recipe: dict[str, Any] | None) -> dict[str, Any]:
     """The card's figures: the snapshot's rows, as `synth eval --snapshot` reads them."""
-    from storage.snapshots import snapshot_rows
+    from storage.tables.snapshots import snapshot_rows
 
     rows = snapshot_rows(catalog, snapshot_id)
     return catalog_figures(catalog, rows, recipe, sorted({str(r["run_id"]) for r in rows if r.get("run_id")}),

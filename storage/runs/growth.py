@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.catalog import Catalog
-from storage.datasets import dataset_row
+from storage.catalog.catalog import Catalog
+from storage.tables.datasets import dataset_row
 from synth.recipe import Recipe
 
 

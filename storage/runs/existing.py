@@ -3,7 +3,7 @@
 The import is a run of its own (strategy 'existing') under the task's name, so
 deduplication and reports treat its rows as part of the same dataset, and the
 rebalancing plan can read how many samples each leaf already has
-(`storage.bulk.leaf_counts`) and generate only the deficits.
+(`storage.catalog.bulk.leaf_counts`) and generate only the deficits.
 
 One sample per row: slot = the row's position, attempt 0, status 'accepted' with its
 leaf when the row reached one, 'filtered' with reason 'unclassified: ...' when not.
@@ -21,9 +21,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from storage.bulk import leaf_counts
-from storage.catalog import Catalog, now
-from storage.trees import save_tree
+from storage.catalog.bulk import leaf_counts
+from storage.catalog.catalog import Catalog, now
+from storage.tables.trees import save_tree
 from synth.classify import TEMPLATE, Assignment, classify_rows
 from synth.ids import content_hash, stable_id
 from synth.render import Renderer

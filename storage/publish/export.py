@@ -3,12 +3,12 @@
 One snapshot becomes a `datasets.DatasetDict` ("train", and "test" when the snapshot has
 test rows) with typed features: each task field as string / int64 / float64 from the
 recipe, and, unless `lineage=False`, the lineage columns (sample, run, leaf, leaf path,
-strategy, seed row, request). It is written by the exporters named (storage/exporters.py):
+strategy, seed row, request). It is written by the exporters named (storage/publish/exporters.py):
 
     <out>/data/train-00000-of-00002.parquet ...   the Hub's layout; `load_dataset("parquet", ...)`
     <out>/jsonl/train.jsonl, jsonl/test.jsonl     one JSON object a line, UTF-8
     <out>/hf/                                     `DatasetDict.save_to_disk`
-    <out>/README.md, leaf_distribution.png        the dataset card (storage.card)
+    <out>/README.md, leaf_distribution.png        the dataset card (storage.publish.card)
 
 and one row per target goes into the catalog's `exports` table. Files are written to a
 temporary name and renamed, shards left over from an earlier export with another shard
@@ -24,7 +24,7 @@ never written as NULL or rounded. Numeric text ("7") and whole floats (7.0) do f
 The whole snapshot is held in memory as one Arrow table (about 2 GB at 1 M rows of
 short text): streaming shard by shard is left for larger exports.
 
-Left out: uploading (storage.hub), choosing what goes into the snapshot (storage.snapshots).
+Left out: uploading (storage.publish.hub), choosing what goes into the snapshot (storage.tables.snapshots).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from storage import faults
-from storage.catalog import Catalog, now
-from storage.exporters import EXPORTERS, SHARD_NAME, ExportError
-from storage.snapshots import SPLITS, get_snapshot
+from storage.catalog import faults
+from storage.catalog.catalog import Catalog, now
+from storage.publish.exporters import EXPORTERS, SHARD_NAME, ExportError
+from storage.tables.snapshots import SPLITS, get_snapshot
 from synth.ids import stable_id
 
 DEFAULT_SHARD_ROWS = 100_000  # rows per Parquet shard: a few tens of MB of text, easy to resume
@@ -257,7 +257,7 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
         paths: dict[str, list[Path]] = {target: exporter.write(dataset_dict, locations[target], shard_rows)
                                         for target, exporter in exporters.items()}
         if card:
-            from storage.card import write_card  # matplotlib and the card template: only when asked
+            from storage.publish.card import write_card  # matplotlib and the card template: only when asked
 
             paths["card"] = write_card(
                 catalog, snapshot_id, out_dir, renderer, output_fields=output_fields, n_rows=n_rows,

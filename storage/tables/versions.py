@@ -5,11 +5,11 @@
 deletes nothing from the catalog and always selects the same rows), compares it with
 the dataset's latest version, and either returns that version (nothing changed) or
 freezes a new one. Rows keep the split they had in the version before; rows new in
-this version are split among themselves, stratified by leaf (as storage/snapshots.py
+this version are split among themselves, stratified by leaf (as storage/tables/snapshots.py
 does for a whole run). Each row remembers the version that first held it
 (`snapshot_samples.first_version`), which names its Parquet shard
 (`data/train-v0002-00000-of-00001.parquet`): a version that only adds rows adds only
-new shards, and a Hub push of it uploads only those (storage/hub.py tags the commit
+new shards, and a Hub push of it uploads only those (storage/publish/hub.py tags the commit
 `v<N>`); a version that drops rows (a lowered target, a rebalanced leaf) rewrites the
 shards of the versions it dropped them from.
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from storage.catalog import Catalog, now
-from storage.datasets import Scope, members_sql
+from storage.catalog.catalog import Catalog, now
+from storage.tables.datasets import Scope, members_sql
 from synth.errors import SynthError
 from synth.ids import stable_id
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.catalog import _SAMPLE_COLUMNS, SEGMENT_COLUMNS, Catalog, CatalogError, now
+from storage.catalog.catalog import _SAMPLE_COLUMNS, SEGMENT_COLUMNS, Catalog, CatalogError, now
 
 SAMPLE_SCHEMA = pa.schema(list(_SAMPLE_COLUMNS.items()))
 DROP_REASON = "over the leaf maximum (balance.max_per_leaf)"

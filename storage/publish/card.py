@@ -16,7 +16,7 @@ Redaction: a recipe key is dropped when its name, split on `_` / `-`, holds a pa
 `api_key_env` (a variable's NAME) and `max_tokens` are kept. String values shaped like
 known token formats (hf_..., sk-...) are masked wherever they appear.
 
-Left out: the data files (storage.export) and the upload (storage.hub).
+Left out: the data files (storage.publish.export) and the upload (storage.publish.hub).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import Any, Iterable
 
 import yaml
 
-from storage.catalog import Catalog
-from storage.faults import staged
-from storage.evaluation import render_table, snapshot_figures
-from storage.probes import card_block, probe_section, probes_of
-from storage.report import imbalance
-from storage.snapshots import get_snapshot
+from storage.catalog.catalog import Catalog
+from storage.catalog.faults import staged
+from storage.reports.evaluation import render_table, snapshot_figures
+from storage.tables.probes import card_block, probe_section, probes_of
+from storage.reports.report import imbalance
+from storage.tables.snapshots import get_snapshot
 from synth.backends.embedded import MODEL_NOTICES
 from synth.render import Renderer, prompt_example
 
@@ -197,7 +197,7 @@ def tree_summary(catalog: Catalog, tree_id: str | None, counts: dict[str, int],
 
 def snapshot_leaf_counts(catalog: Catalog, snapshot_id: str, tree_id: str | None) -> list[dict[str, Any]]:
     """Per leaf of the snapshot: label, samples, test samples; the tree's empty leaves included at 0."""
-    # a sample made under another tree counts where it was placed on this one (storage/placement.py)
+    # a sample made under another tree counts where it was placed on this one (storage/runs/placement.py)
     rows = catalog.query(
         """SELECT coalesce(m.leaf_id, s.leaf_id) AS leaf_id, any_value(s.leaf_path) AS leaf_path, count(*) AS n,
                   count(*) FILTER (ss.split = 'test') AS n_test
@@ -365,7 +365,7 @@ def _changelog(catalog: Catalog, snapshot: dict[str, Any]) -> list[dict[str, Any
     row = catalog.query("SELECT dataset, version FROM snapshots WHERE snapshot_id = ?", [snapshot["snapshot_id"]])
     if not row or row[0]["dataset"] is None:
         return []
-    from storage.versions import changelog
+    from storage.tables.versions import changelog
 
     return changelog(catalog, row[0]["dataset"], row[0]["version"])
 

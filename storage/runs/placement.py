@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
-from storage.catalog import Catalog, now
-from storage.datasets import Scope, fields_of, unplaced
+from storage.catalog.catalog import Catalog, now
+from storage.tables.datasets import Scope, fields_of, unplaced
 from synth.classify import classify_rows
 from synth.render import Renderer
 

@@ -1,6 +1,6 @@
 """Publish a run's dataset: freeze what it holds as a version and export that version.
 
-The step the flow calls after generation. The dataset's version (storage/versions.py)
+The step the flow calls after generation. The dataset's version (storage/tables/versions.py)
 holds, per leaf, at most the run's target of the dataset's members; a rerun that changed
 nothing finds the same version and rewrites the same files. When the recipe names a Hub
 repo (`export.hub_repo`), a new version is pushed as a new commit tagged `v<N>`.
@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from storage.bulk import leaf_counts
-from storage.catalog import Catalog
-from storage.export import ExportResult, export_snapshot
-from storage.snapshots import create_snapshot
+from storage.catalog.bulk import leaf_counts
+from storage.catalog.catalog import Catalog
+from storage.publish.export import ExportResult, export_snapshot
+from storage.tables.snapshots import create_snapshot
 from synth.recipe import Recipe
 from synth.render import Renderer
 
@@ -25,7 +25,7 @@ def tree_text_of_run(catalog: Catalog, run_id: str, snapshot_id: str | None = No
     tree_id = (catalog.run(run_id) or {}).get("tree_id")
     if not tree_id:
         return None
-    from storage.trees import load_tree
+    from storage.tables.trees import load_tree
     from synth.tree import render_tree
 
     tree = load_tree(catalog, tree_id)
@@ -33,7 +33,7 @@ def tree_text_of_run(catalog: Catalog, run_id: str, snapshot_id: str | None = No
         return None
     if snapshot_id is None:
         return render_tree(tree, leaf_counts(catalog, [run_id]))
-    from storage.card import snapshot_leaf_counts
+    from storage.publish.card import snapshot_leaf_counts
 
     counts = {r["leaf_id"]: r["n"] for r in snapshot_leaf_counts(catalog, snapshot_id, tree.tree_id) if r["leaf_id"]}
     return render_tree(tree, counts)
@@ -45,7 +45,7 @@ def export_run(catalog: Catalog, recipe: Recipe, run_id: str, scope: Any = None,
     renderer = Renderer(recipe.template_overrides())
     version: dict[str, Any] | None = None
     if scope is not None and targets is not None:
-        from storage.versions import NothingToVersion, create_version
+        from storage.tables.versions import NothingToVersion, create_version
 
         try:
             version = create_version(catalog, scope, tree, targets, run_id, seed=recipe.backend.sampling.seed,
@@ -78,13 +78,13 @@ def publish_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path, formats:
                      hub_repo: str | None = None, private: bool = False, token: str | None = None,
                      tag: str | None = None) -> tuple[ExportResult, dict[str, Any] | None]:
     """The one export path of `synth run` and `synth export`: the snapshot written by the
-    exporters `formats` names (storage/exporters.py) under `out_dir`, then, with `hub_repo`,
+    exporters `formats` names (storage/publish/exporters.py) under `out_dir`, then, with `hub_repo`,
     pushed to the Hub (tagged `tag`). Returns the export and {"repo", "tag", "commit"} or None."""
     result = export_snapshot(catalog, snapshot_id, out_dir, formats=formats, lineage=lineage,
                              tree_text=tree_text, renderer=renderer)
     if not hub_repo:
         return result, None
-    from storage.hub import push_to_hub
+    from storage.publish.hub import push_to_hub
 
     commit = push_to_hub(catalog, snapshot_id, hub_repo, private=private, token=token, tree_text=tree_text,
                          tag=tag, renderer=renderer)

@@ -1,6 +1,6 @@
 """Publish a snapshot to the Hugging Face Hub as a dataset repo, in parts, resumably.
 
-`push_to_hub` exports the snapshot (Parquet shards and the card, storage.export), makes
+`push_to_hub` exports the snapshot (Parquet shards and the card, storage.publish.export), makes
 the dataset repo if it is missing, then commits the shards a few at a time and the card
 last, so a large dataset goes up in several commits and the card (whose `configs` name
 every shard) appears only once all the data is there. Before uploading, it lists the
@@ -29,11 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from storage.card import mask_tokens
-from storage.catalog import Catalog
-from storage.export import DEFAULT_SHARD_ROWS, export_snapshot, record_export
-from storage.exporters import SHARD_NAME
-from storage.snapshots import get_snapshot
+from storage.publish.card import mask_tokens
+from storage.catalog.catalog import Catalog
+from storage.publish.export import DEFAULT_SHARD_ROWS, export_snapshot, record_export
+from storage.publish.exporters import SHARD_NAME
+from storage.tables.snapshots import get_snapshot
 from synth.errors import SynthError
 
 log = logging.getLogger(__name__)

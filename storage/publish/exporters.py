@@ -2,7 +2,7 @@
 
 An exporter gets the snapshot as a typed `datasets.DatasetDict` and the folder it owns
 under the export folder, writes there, and returns what it wrote; `export_snapshot`
-(storage/export.py) builds the rows once, runs the exporters a recipe's `export.formats`
+(storage/publish/export.py) builds the rows once, runs the exporters a recipe's `export.formats`
 or `synth export --format` names, writes the card and records one `exports` row per
 exporter. Every exporter writes to a temporary name and renames, and removes what an
 earlier export into the same folder left that this one no longer has, so exporting the
@@ -13,7 +13,7 @@ same snapshot again gives the same files.
     save_to_disk  hf/                                      `DatasetDict.save_to_disk`
 
 Adding one: a subclass with `name`, `folder` and `write`, and one line in `EXPORTERS`
-(tests/test_extension.py adds a test-only one). The Hub (storage/hub.py) uploads what
+(tests/test_extension.py adds a test-only one). The Hub (storage/publish/hub.py) uploads what
 the parquet exporter wrote.
 """
 
@@ -28,8 +28,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-from storage import faults
-from storage.snapshots import SPLITS
+from storage.catalog import faults
+from storage.tables.snapshots import SPLITS
 from synth.errors import SynthError
 
 # `train-00000-of-00002.parquet`, or for a version of a growing dataset `train-v0002-00000-of-00001.parquet`:

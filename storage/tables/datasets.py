@@ -5,7 +5,7 @@ Its members are the accepted samples of its contributions, minus the ones a reci
 excludes on purpose (`reuse:` by model, template hash or run, or `fresh: true`). A
 member's leaf on a tree is its own leaf when that tree has it (the same path hashes to
 the same leaf id in every tree), else where `leaf_moves` put it when it was classified
-onto that tree (see `storage/placement.py`); a member nobody has placed yet counts on
+onto that tree (see `storage/runs/placement.py`); a member nobody has placed yet counts on
 no leaf. Without a tree every member counts in the one bucket `None`.
 
 Every query is one grouped scan over `samples` joined to the (small) runs and moves
@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 
-from storage.catalog import Catalog
+from storage.catalog.catalog import Catalog
 
 
 @dataclass(frozen=True)
