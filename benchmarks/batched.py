@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from synth.backends.base import GenerationRequest, Sampling  # noqa: E402
-from synth.formats import grammar_schema, whole_string_pattern  # noqa: E402
+from synth.task.formats import grammar_schema, whole_string_pattern  # noqa: E402
 
 ANSWER_PATTERN = r"####[ ]*-?[0-9][0-9,]{0,12}(\.[0-9]{1,4})?$"  # recipes/gsm8k.yaml's answer field
 SCHEMA = {"type": "object", "required": ["answer"],

@@ -1,4 +1,4 @@
-"""Decontamination (synth/decontam.py): recall on copied test items, false positives on
+"""Decontamination (synth/curation/decontam.py): recall on copied test items, false positives on
 unrelated ones, and throughput at 100 k candidates against a 10 k-item test set.
 
     python benchmarks/decontam.py [--candidates 100000] [--items 10000] [--seed 0]
@@ -7,7 +7,7 @@ Real data from ../shared/data: GSM8K train (7,473 problems; the test split is no
 so train problems stand in for test items) and HumanEval (164 problems).
 
 Test items are indexed by their question field (GSM8K `question`, HumanEval `prompt`), as
-the factory does (synth/decontam.py says why); candidates are checked on all their fields.
+the factory does (synth/curation/decontam.py says why); candidates are checked on all their fields.
 
 Recall (each copy checked against an index of the whole set it came from):
 - GSM8K questions: exact; numbers changed (every number replaced by another); lightly
@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synth.decontam import DecontamIndex, TestItem, defined_names  # noqa: E402
+from synth.curation.decontam import DecontamIndex, TestItem, defined_names  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 NAMES = ["Maria", "John", "Aisha", "Kenji", "Olga", "Pedro", "Lena", "Tom"]
@@ -203,7 +203,7 @@ def calibrate_embedding(gsm: list[dict], n: int, rng: random.Random) -> None:
     lexical rules alone on the same copies."""
     import numpy as np
 
-    from synth.embed import get_embedder
+    from synth.similarity.embedder import get_embedder
 
     picked = rng.sample(gsm, 2 * n)
     indexed, others = picked[:n], picked[n:]

@@ -1,5 +1,5 @@
 """Near-duplicate detection, on the same rows in the same run: datasketch's MinHashLSH (what
-the factory used), synth.minhash batched and one text at a time, and exact Jaccard as ground
+the factory used), synth.similarity.minhash batched and one text at a time, and exact Jaccard as ground
 truth. Real GSM8K questions plus light rewordings of earlier ones (1-4 random edits: a word
 swapped, deleted or added, a number or a name changed, a sentence appended), so some pairs
 land above the threshold and some just below.
@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from datasketch import MinHash, MinHashLSH  # noqa: E402
 
-from synth.dedup import shingles  # noqa: E402
-from synth.minhash import NUM_PERM, MinHashIndex  # noqa: E402
+from synth.curation.dedup import shingles  # noqa: E402
+from synth.similarity.minhash import NUM_PERM, MinHashIndex  # noqa: E402
 
 NAMES = ["Maria", "John", "Aisha", "Kenji", "Olga", "Pedro", "Lena", "Tom"]
 FILLERS = ["exactly", "in total", "altogether", "each day", "now", "then"]
@@ -175,8 +175,8 @@ def main() -> None:
         pairs, truth = exact_jaccard(texts, threshold)
         exact_s = time.perf_counter() - started
         results = {name: measure(method, texts, threshold, args.seeds, truth, pairs) for name, method in
-                   [("datasketch MinHashLSH", run_datasketch), ("synth.minhash, one batch", run_batched),
-                    ("synth.minhash, one text at a time", run_single)]}
+                   [("datasketch MinHashLSH", run_datasketch), ("synth.similarity.minhash, one batch", run_batched),
+                    ("synth.similarity.minhash, one text at a time", run_single)]}
         base = args.n / results["datasketch MinHashLSH"][0]
         for name, (seconds, recall, precision, flagged) in results.items():
             print(f"| {threshold} | {name} | {args.n / seconds:,.0f} | {args.n / seconds / base:.1f} | "

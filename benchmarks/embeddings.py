@@ -1,4 +1,4 @@
-"""The embedding model (synth/embed.py) measured: speed, paraphrase against unrelated
+"""The embedding model (synth/similarity/embedder.py) measured: speed, paraphrase against unrelated
 cosine on a small hand-made set, and the semantic-dedup threshold calibrated on GSM8K.
 
 1. sentences a second on GSM8K train questions (batched, every free core);
@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synth.embed import get_embedder  # noqa: E402
+from synth.similarity.embedder import get_embedder  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 PARAPHRASES = [  # (GSM8K train question, a paraphrase written by hand: same facts, other words)

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from synth.pipeline import prompt_markers, prompt_scaffold  # noqa: E402
+from synth.prompting.render import Renderer  # noqa: E402
 from synth.quality import FILTERS, FilterContext, prose_fields  # noqa: E402
 from synth.recipe import load_recipe  # noqa: E402
-from synth.render import Renderer  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 NEW_GATES = ("scaffold_echo", "leading_punctuation", "degenerate_ending")
@@ -77,7 +77,7 @@ def catch(catalog: str, show: int) -> None:
                          "'duplicate') AND fields IS NOT NULL")
     recipe = json.loads(run["recipe"]) if isinstance(run["recipe"], str) else run["recipe"]
     fields = [json.loads(r["fields"]) for r in rows]
-    from synth.formats import OutputField
+    from synth.task.formats import OutputField
 
     specs = {k: OutputField(**v) for k, v in recipe["task"]["output_fields"].items()}
     question = recipe["task"].get("question_field") or next(iter(specs))
@@ -96,7 +96,7 @@ def catch(catalog: str, show: int) -> None:
 
 
 def _task(recipe: dict):
-    from synth.task import Task
+    from synth.task.task import Task
 
     return Task(**recipe["task"])
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The student probe on a CUDA GPU, within 10 minutes: more rows, more steps, two seeds and
-# greedy accuracy, the same code as on the CPU (synth/probe.py picks CUDA when torch sees
+# greedy accuracy, the same code as on the CPU (synth/measures/probe.py picks CUDA when torch sees
 # one). Prints the table of benchmarks/probe.py and keeps its JSON. Downloads nothing.
 #
 #   bash benchmarks/gpu_probe.sh pack    # here, on the CPU machine: split the converted student

@@ -72,9 +72,9 @@ def growth_vs_fresh(folder: Path, backend_settings: dict, label: str) -> dict:
 def plan_on_a_large_catalog(rows: int, leaves: int) -> dict:
     import catalog_scale as scale
 
-    from storage.tables import datasets
     from storage.runs.growth import plan_growth
-    from synth.plan import make_plan
+    from storage.tables import datasets
+    from synth.planning.plan import make_plan
     from synth.tree.model import Tree, TreeNode
 
     folder = Path(tempfile.mkdtemp(prefix="growth_plan_", dir="/tmp"))

@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from synth.backends.base import SamplingSettings  # noqa: E402
-from synth.classify import classify_rows  # noqa: E402
-from synth.embed import get_embedder  # noqa: E402
-from synth.embed_assign import assign_by_embedding  # noqa: E402
 from synth.recipe import load_recipe  # noqa: E402
+from synth.similarity.embedder import get_embedder  # noqa: E402
 from synth.tree import tree_from_yaml  # noqa: E402
+from synth.tree.classify import classify_rows  # noqa: E402
+from synth.tree.embed_assign import assign_by_embedding  # noqa: E402
 
 M, T, C, G = "money and shopping", "time and rates", "counting and groups", "measurement and geometry"
 # Rows 0-39 of recipes/seeds/gsm8k_120.jsonl, read and labelled by hand (a judgement call

@@ -117,9 +117,9 @@ def measure(kind: str, n: int, backend_settings: dict, order: str, examples: int
     from storage.catalog.catalog import Catalog
     from storage.runs.lifecycle import RunHooks, RunLifecycle
     from synth.backends import make_backend
+    from synth.config.seeds import load_seeds
     from synth.pipeline import _request, new_attempts
     from synth.recipe import load_recipe
-    from synth.seeds import load_seeds
     from synth.strategies import STRATEGIES
 
     with tempfile.TemporaryDirectory() as tmp:

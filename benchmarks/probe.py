@@ -1,6 +1,6 @@
 """Does the student probe tell good data from junk, and what does it cost here?
 
-Trains the probe's student (synth/probe.py; default the embedded SmolLM2-135M) for the
+Trains the probe's student (synth/measures/probe.py; default the embedded SmolLM2-135M) for the
 same steps, seed and settings on:
   gsm8k   real GSM8K train rows;
   demo    accepted rows of a demo export (`--demo out/gsm8k`; optional);
@@ -10,7 +10,7 @@ same steps, seed and settings on:
           `#### N` line (`pattern_mismatch`), blank lines and code fences before `#### N`
           (`symbol_lines`);
 and scores each on held-out GSM8K rows (the end of the train file, disjoint from the
-training rows) beside the untrained student. Then G-Vendi (synth/gvendi.py) of each set,
+training rows) beside the untrained student. Then G-Vendi (synth/measures/gvendi.py) of each set,
 with its cost per row. Prints a markdown table; `--json-out` keeps the figures.
 
     python benchmarks/probe.py --rows 64 --steps 6 --max-length 192 --heldout 16 --gvendi-rows 8
@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synth.gvendi import GradientSketcher, GVendiSettings, g_vendi  # noqa: E402
-from synth.probe import ProbeSettings, run_probe  # noqa: E402
-from synth.student import Pair, default_student, device_name  # noqa: E402
+from synth.measures.gvendi import GradientSketcher, GVendiSettings, g_vendi  # noqa: E402
+from synth.measures.probe import ProbeSettings, run_probe  # noqa: E402
+from synth.measures.student import Pair, default_student, device_name  # noqa: E402
 
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 ECHO = ('Write one new problem and its solution. Respond as a JSON object with the keys "question" and '

@@ -5,7 +5,7 @@ Both arms run recipes/gsm8k.yaml's task, seeds, prompts, strategy (new_question)
 (temperature, seeds) and generation target and request budget; the tree arm builds its
 tree first (those requests are counted apart, and also shown as a share of the budget),
 the flat arm is the same recipe without a tree (no constraints in the prompt). Each arm's
-accepted samples are evaluated with `synth eval`'s figures (synth/evaluate.py, embeddings
+accepted samples are evaluated with `synth eval`'s figures (synth/measures/figures.py, embeddings
 included where the model is installed), printed side by side and as ratios tree / flat.
 
     python benchmarks/quality.py --model embedded --target 12 --budget 40
@@ -43,7 +43,7 @@ from synth.recipe import load_recipe  # noqa: E402
 
 def arm(recipe, backend, folder: Path, with_tree: bool, embed_sample: int) -> dict:
     from storage.runs.lifecycle import RunLifecycle
-    from synth.seeds import load_seeds
+    from synth.config.seeds import load_seeds
 
     recipe = recipe.model_copy(update={"catalog": folder / "catalog.duckdb",
                                        "tree": recipe.tree if with_tree else None})
@@ -151,9 +151,9 @@ def main() -> int:
 
 
 def probe_arms(tree: dict, flat: dict, args) -> None:
-    """The student probe on both arms' accepted rows, per seed (synth/probe.py)."""
-    from synth.probe import ProbeSettings, run_probe
-    from synth.student import Pair, default_student
+    """The student probe on both arms' accepted rows, per seed (synth/measures/probe.py)."""
+    from synth.measures.probe import ProbeSettings, run_probe
+    from synth.measures.student import Pair, default_student
 
     rows = [json.loads(line) for line in args.probe_heldout.read_text(encoding="utf-8").splitlines() if line.strip()]
     heldout = [Pair(r["question"], r["answer"]) for r in rows]

@@ -153,9 +153,9 @@ def _reason_kind(row: dict) -> str:
 
 
 def run_embedded() -> tuple[list[dict], str]:
-    from synth.backends.llamacpp import LlamaCppBackend
     from synth.backends.base import Sampling
-    from synth.render import Renderer
+    from synth.backends.llamacpp import LlamaCppBackend
+    from synth.prompting.render import Renderer
     from synth.tree.answers import parse_pivots, pivots_schema
 
     render = Renderer().render

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import storage.publish.card  # noqa: F401  (registers the card template's example variables)
-import synth.classify  # noqa: F401  (the classification prompt's)
-import synth.judge  # noqa: F401  (the judge's)
+import synth.curation.judge  # noqa: F401  (the judge's)
 import synth.tree  # noqa: F401  (the tree prompts')
-from synth.decontam_sets import index_for, seed_report
+import synth.tree.classify  # noqa: F401  (the classification prompt's)
+from synth.config.decontam_sets import index_for, seed_report
+from synth.config.seeds import load_seeds
+from synth.prompting.render import Renderer, check_overrides
 from synth.recipe import Recipe, RecipeError, load_recipe
-from synth.render import Renderer, check_overrides
-from synth.seeds import load_seeds
 
 
 def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None = None,
@@ -80,7 +80,7 @@ def check_run(recipe_path: str | Path, catalog: str | None = None, out: str | No
                                    ("quality.decontaminate_cosine", recipe.quality.decontaminate_cosine is not None))
              if on]
     if wants:
-        from synth.embed import embedding_status
+        from synth.similarity.embedder import embedding_status
 
         missing = embedding_status()
         if missing:
@@ -160,7 +160,7 @@ def seed_contamination(recipe: Recipe, seeds: list[dict[str, Any]] | None = None
 def check_cluster(recipe: Recipe) -> None:
     """A Ray run names its cluster (bad input: RecipeError), has Ray installed and its
     cluster answers (environment faults: ClusterError), before anything is written."""
-    from synth.cluster import ClusterError
+    from synth.config.cluster import ClusterError
     from synth.execution.ray import import_ray, reachable
 
     try:

@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from synth.backends.base import Backend, GenerationRequest, Sampling, SamplingSettings
-from synth.calls import Call, call_batch
-from synth.decontam import DecontamIndex
+from synth.prompting.calls import Call, call_batch
+from synth.curation.decontam import DecontamIndex
 from synth.ids import content_hash, stable_id, stable_seed
-from synth.judge import SCHEMA as JUDGE_SCHEMA, TEMPLATE as JUDGE_TEMPLATE, judge_messages, parse_judgement
-from synth.parsing import parse_fields
+from synth.curation.judge import SCHEMA as JUDGE_SCHEMA, TEMPLATE as JUDGE_TEMPLATE, judge_messages, parse_judgement
+from synth.prompting.parsing import parse_fields
 from synth.quality import FilterContext, first_problem, prose_fields, scaffold_labels
 from synth.reject import Reject
-from synth.render import PromptError, Renderer, example_variables
+from synth.prompting.render import PromptError, Renderer, example_variables
 from synth.slot import Slot
 from synth.strategies import ANSWER, STRATEGIES, GenerationContext, Stage, Strategy
 from synth.strategies.base import EXTRACT_TEMPLATE, SYSTEM_TEMPLATE, TEXT
@@ -44,7 +44,7 @@ from synth.verify.base import VerifierSettingsBase, VerifyCase
 
 if TYPE_CHECKING:
     from synth.recipe import Judge
-    from synth.task import Task
+    from synth.task.task import Task
 
 MAX_VERIFIED_ANSWERS = 8  # sampled answers tried against the verifier, per attempt
 EXTRACT_MAX_TOKENS = 48  # the final line only: `#### 1,234.5` and a little slack
@@ -99,7 +99,7 @@ class ChunkContext:
                                 formats=tuple(recipe.task.output_fields.items()),
                                 scaffold_labels=prompt_scaffold(renderer, recipe.task),
                                 prose_fields=prose_fields(seeds, recipe.task.output_fields))
-        from synth.decontam_sets import index_for
+        from synth.config.decontam_sets import index_for
 
         g = recipe.generation
         return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filters, q.judge,

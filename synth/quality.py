@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
-from synth.formats import OutputField, check_fields
+from synth.task.formats import OutputField, check_fields
 from synth.reject import Reject
 
 

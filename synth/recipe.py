@@ -20,10 +20,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
-from synth.cluster import ClusterSettings
+from synth.config.cluster import ClusterSettings
 from synth.errors import BadInput
 from synth.strategies import DEFAULT_KIND as DEFAULT_STRATEGY, STRATEGIES
-from synth.task import Task
+from synth.task.task import Task
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
 
 
@@ -381,7 +381,7 @@ def check_inputs(recipe: Recipe, source: str) -> None:
         path = recipe.resolve_input(recipe.tree.file)
         if not path.is_file():
             problems.append(f"  - tree.file: no file at {path}: write the path of a tree YAML from `synth tree export`")
-    from synth.render import PromptError, check_template, prompts_dir
+    from synth.prompting.render import PromptError, check_template, prompts_dir
 
     for name, path in recipe.templates.items():
         if not (prompts_dir() / name).is_file():

@@ -12,5 +12,5 @@ class Slot:
     leaf_id: str | None = None
     constraints: tuple[tuple[str, str], ...] = ()  # the leaf's path, infinite values drawn
     seed_row: int | None = None  # the seed it rewrites or answers (rephrase, answer augmentation)
-    seed_key: str | None = None  # that seed row by content (synth.seeds.seed_key): new rows are told apart
+    seed_key: str | None = None  # that seed row by content (synth.config.seeds.seed_key): new rows are told apart
     example_rows: tuple[int, ...] = ()  # seeds shown as examples

@@ -15,7 +15,7 @@ class RunHarness(RunLifecycle):
 
     def __init__(self, recipe, catalog, backend=None, seeds=None, **kwargs) -> None:
         from synth.backends.scripted import ScriptedBackend
-        from synth.seeds import load_seeds
+        from synth.config.seeds import load_seeds
 
         super().__init__(recipe, catalog, backend or ScriptedBackend(), load_seeds(recipe) if seeds is None else seeds,
                          **kwargs)

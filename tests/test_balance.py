@@ -14,7 +14,7 @@ import pytest
 from storage.catalog.catalog import Catalog
 from storage.reports.report import build_report, plot_leaf_distribution, render_markdown
 from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
-from synth.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights, within_tolerance
+from synth.planning.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights, within_tolerance
 from synth.recipe import load_recipe
 from synth.tree import tree_from_yaml
 from tests.conftest import RunHarness, start_run, write_recipe

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from synth.allocate import AllocationError, allocate
-from synth.budget import SWITCH_POINTS, BudgetError, choose_strategy, switch_point
+from synth.planning.allocate import AllocationError, allocate
+from synth.planning.budget import SWITCH_POINTS, BudgetError, choose_strategy, switch_point
 from synth.strategies import STRATEGIES
 
 
@@ -82,7 +82,7 @@ def test_bad_inputs_raise_a_typed_error_that_says_what_to_change(budget, seeds, 
         choose_strategy(budget, seeds)
 
 
-# --- allocate (synth/allocate.py, the one allocator) -------------------------------------------------------------------------
+# --- allocate (synth/planning/allocate.py, the one allocator) ---------------------------------------------------------
 
 def test_allocate_largest_remainder_example():
     # quotas 6.67 / 3.33: floors 6 + 3, the extra goes to the larger remainder

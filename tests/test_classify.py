@@ -1,4 +1,4 @@
-"""Classifying existing rows down a TreeSynth tree (synth/classify.py) and importing them
+"""Classifying existing rows down a TreeSynth tree (synth/tree/classify.py) and importing them
 into the catalog (storage/runs/existing.py), on scripted backends; one slow test with the real
 embedded model."""
 
@@ -12,12 +12,12 @@ import pytest
 
 from storage.catalog.catalog import Catalog
 from storage.runs.existing import import_existing, import_run_id
+from synth.backends.base import SamplingSettings
 from synth.backends.scripted import ScriptedBackend
 from synth.reject import Rejected
-from synth.classify import MAX_TRIES, classify_rows, leaf_distribution, match_value
-from synth.backends.base import SamplingSettings
-from synth.task import Task
+from synth.task.task import Task
 from synth.tree import ANY, tree_from_yaml
+from synth.tree.classify import MAX_TRIES, classify_rows, leaf_distribution, match_value
 from tests.conftest import GSM8K_SLICE
 
 TASK = Task(name="gsm", description="Grade school math word problems with 2 to 8 steps.",

@@ -133,8 +133,8 @@ def test_a_lost_replica_charges_a_try_only_to_the_job_it_was_running():
 
     from ray.exceptions import ActorDiedError
 
-    from synth.cluster import ClusterSettings
     from synth.backends.scripted import ScriptedSettings
+    from synth.config.cluster import ClusterSettings
     from synth.execution.ray import Handle, Job, ReplicaPool
 
     outcomes = {"r-done": "rows of job 1", "r-queued": ActorDiedError()}

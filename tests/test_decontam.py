@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth.decontam import DecontamIndex, TestItem, tokens
+from synth.curation.decontam import DecontamIndex, TestItem, tokens
 from tests.conftest import GSM8K_SLICE, ROOT, start_run, write_recipe
 from synth.backends.scripted import asked, reply
 
@@ -168,7 +168,7 @@ def test_preflight_reports_seeds_that_copy_a_test_item(tmp_path):
 
 
 def test_a_code_test_set_needs_only_its_question_column(tmp_path):
-    from synth.decontam_sets import load_test_items
+    from synth.config.decontam_sets import load_test_items
     from synth.recipe import load_recipe
 
     (tmp_path / "he_test.jsonl").write_text("".join(json.dumps({"task_id": p["task_id"], "prompt": p["prompt"]}) + "\n"
@@ -185,7 +185,7 @@ def test_a_code_test_set_needs_only_its_question_column(tmp_path):
 
 def test_a_missing_test_set_is_a_recipe_error_naming_the_field(tmp_path):
     from flows.preflight import preflight
-    from synth.seeds import SeedError
+    from synth.config.seeds import SeedError
 
     _test_set(tmp_path, GSM[30:32])
     missing = write_recipe(tmp_path, quality={"decontaminate": [{"path": "nowhere.jsonl"}]})
@@ -247,12 +247,13 @@ def test_synth_run_prints_the_seeds_that_copy_a_test_item(tmp_path):
 
 
 def test_the_embedding_rule_needs_the_model_at_preflight(tmp_path, monkeypatch):
-    import synth.embed
+    import synth.similarity.embedder
     from flows.preflight import preflight
     from synth.recipe import RecipeError
 
     _test_set(tmp_path, GSM[30:32])
-    monkeypatch.setattr(synth.embed, "embedding_status", lambda: "no embedding model installed: pip install x")
+    monkeypatch.setattr(synth.similarity.embedder, "embedding_status",
+                        lambda: "no embedding model installed: pip install x")
     path = write_recipe(tmp_path, quality={"decontaminate": ["gsm8k_test.jsonl"], "decontaminate_cosine": 0.94})
     with pytest.raises(RecipeError, match=r"quality\.decontaminate_cosine: this needs the embedding model"):
         preflight(path)
@@ -262,7 +263,7 @@ def test_the_embedding_rule_needs_the_model_at_preflight(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_with_the_real_model_a_heavily_edited_copy_is_caught_by_embedding():
-    from synth.embed import embedding_status, get_embedder
+    from synth.similarity.embedder import embedding_status, get_embedder
 
     if embedding_status():
         pytest.skip(embedding_status())  # the `embed` extra: make install has it

@@ -1,8 +1,8 @@
-"""synth.dedup: which earlier sample a duplicate points at, batched per chunk, deterministic."""
+"""synth.curation.dedup: which earlier sample a duplicate points at, batched per chunk, deterministic."""
 
 from __future__ import annotations
 
-from synth.dedup import Candidate, Deduper
+from synth.curation.dedup import Candidate, Deduper
 from synth.ids import content_hash
 
 Q = "Tom has {} apples and buys 3 more apples at the big market today. How many apples does he have now?"

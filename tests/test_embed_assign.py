@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from storage.catalog.catalog import Catalog
-from synth.embed_assign import assign_by_embedding, leaf_description
 from synth.recipe import load_recipe
 from synth.tree import tree_from_yaml
+from synth.tree.embed_assign import assign_by_embedding, leaf_description
 from tests.conftest import ROOT, RunHarness, write_recipe
 from tests.test_balance import ONE_LEVEL, classifier_then_generator, existing_rows
 
@@ -37,7 +37,7 @@ def test_rows_go_to_the_closest_leaf_description_without_requests():
 
 
 def test_the_import_by_embedding_makes_no_classify_request(tmp_path, monkeypatch):
-    import synth.embed as embed
+    import synth.similarity.embedder as embed
 
     class Toy:
         encode = staticmethod(toy_embed)
@@ -61,7 +61,7 @@ def test_the_import_by_embedding_makes_no_classify_request(tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_the_real_model_routes_clear_rows_to_their_topic():
-    from synth.embed import get_embedder
+    from synth.similarity.embedder import get_embedder
 
     rows = ["Ann buys 3 shirts at $12 each and pays with a $50 bill. How much change does she get?",
             "A train travels 180 miles in 3 hours. What is its average speed in miles per hour?",

@@ -14,7 +14,7 @@ import pytest
 
 from flows.cli import main
 from storage.reports.evaluation import read_source, recipe_from_card
-from synth.evaluate import (centred, distinct_n, duplicate_rates, evaluate, gzip_ratio, leaf_figures,
+from synth.measures.figures import (centred, distinct_n, duplicate_rates, evaluate, gzip_ratio, leaf_figures,
                             nearest_neighbour_cosine, repeated_long_ngrams, vendi_score)
 from tests.conftest import ROOT, run_dataset, write_recipe
 from synth.backends.scripted import asked, reply
@@ -59,7 +59,7 @@ def test_vendi_counts_effective_samples_and_the_dual_form_matches_the_kernel():
 def test_with_the_embedding_model_a_collapsed_set_reads_as_collapsed():
     """The issue's measurement, on the pinned e5 model: distinct GSM8K questions against the
     same number of number-swapped copies of a tenth of them."""
-    from synth.embed import get_embedder
+    from synth.similarity.embedder import get_embedder
 
     embed = get_embedder().encode
     diverse, collapsed = QUESTIONS[:100], number_swapped(QUESTIONS[:10], 10)
@@ -73,7 +73,7 @@ def test_with_the_embedding_model_a_collapsed_set_reads_as_collapsed():
 
 
 def test_format_pass_rate_and_left_out_figures():
-    from synth.formats import OutputField
+    from synth.task.formats import OutputField
 
     rows = [{"question": q, "answer": a} for q, a in
             [("What is 2 + 3 in all?", "2 + 3 = 5 #### 5"), ("What is 4 + 4 in all?", "It is 8.")]]
@@ -140,7 +140,7 @@ def test_bad_input_names_the_path(tmp_path, capsys, monkeypatch, argv, message):
 def test_without_the_pinned_model_the_figures_say_what_is_missing(monkeypatch, tmp_path):
     import importlib.metadata
 
-    import synth.embed as embed
+    import synth.similarity.embedder as embed
     from storage.reports.evaluation import embedder_or_reason
 
     def not_installed(name):

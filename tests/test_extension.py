@@ -14,8 +14,8 @@ from storage.publish.exporters import EXPORTERS, Exporter
 from storage.runs.recipe_tree import ensure_tree
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.pipeline import ChunkContext, new_attempts, run_chunk
+from synth.prompting.render import Renderer, user_template_hash
 from synth.recipe import RecipeError, load_recipe
-from synth.render import Renderer, user_template_hash
 from synth.slot import Slot
 from synth.strategies import QUESTION, STRATEGIES, GenerationContext, Stage, Strategy
 from tests.conftest import run_dataset, run_to_end, write_recipe
@@ -88,7 +88,7 @@ def test_overriding_the_tree_pivots_prompt_builds_the_tree_with_it(tmp_path):
 
 def test_the_chunk_pipeline_is_pure_and_its_context_travels(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path))
-    from synth.seeds import load_seeds
+    from synth.config.seeds import load_seeds
 
     ctx = ChunkContext.from_recipe(recipe, load_seeds(recipe), "run-x")
     copy = pickle.loads(pickle.dumps(ctx))  # what a Ray replica receives

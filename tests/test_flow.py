@@ -112,11 +112,11 @@ def test_a_run_reads_its_recipe_seeds_and_catalog_once(tmp_path, monkeypatch):
     """As `synth run` drives it (flows/cli/run.py): its check, handed to the flow in the same
     process, is the run's only pre-flight, seed read and catalog opened."""
     import flows.preflight as preflight
-    import synth.seeds
+    import synth.config.seeds
     from flows.run import run_recipe
 
     seen = {"preflight": 0, "seeds": 0, "catalog": 0}
-    apply_overrides, read_rows, catalog_init = preflight.apply_overrides, synth.seeds.read_rows, Catalog.__init__
+    apply_overrides, read_rows, catalog_init = preflight.apply_overrides, synth.config.seeds.read_rows, Catalog.__init__
 
     def checked(*args, **kwargs):
         seen["preflight"] += 1
@@ -131,7 +131,7 @@ def test_a_run_reads_its_recipe_seeds_and_catalog_once(tmp_path, monkeypatch):
         catalog_init(self, *args, **kwargs)
 
     monkeypatch.setattr(preflight, "apply_overrides", checked)
-    monkeypatch.setattr(synth.seeds, "read_rows", read)
+    monkeypatch.setattr(synth.config.seeds, "read_rows", read)
     monkeypatch.setattr(Catalog, "__init__", opened)
     path = str(write_recipe(tmp_path))
     checks = (path, None, None, None, 0.0, None, None)  # synth run RECIPE, as cmd_run passes them

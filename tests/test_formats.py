@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from synth.formats import (OutputField, check_format, gbnf_pattern, grammar_schema, ran_to_bound,
-                           whole_string_pattern)
-from synth.parsing import json_schema_for
 from synth.pipeline import prompt_markers
+from synth.prompting.parsing import json_schema_for
+from synth.prompting.render import Renderer
 from synth.quality import FilterContext, first_problem
 from synth.recipe import RecipeError, load_recipe
-from synth.render import Renderer
+from synth.task.formats import (OutputField, check_format, gbnf_pattern, grammar_schema, ran_to_bound,
+                           whole_string_pattern)
 from tests.conftest import start_run, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +169,7 @@ def test_an_ending_the_grammar_wrote_at_its_length_bound_is_found():
 
 def test_a_grammar_written_ending_is_a_truncated_reject_with_the_raw_text():
     from synth.backends.base import LENGTH_BOUND
-    from synth.parsing import parse_fields
+    from synth.prompting.parsing import parse_fields
 
     fields = {"answer": OutputField(description="a", pattern=GSM8K_ENDING)}
     text = json.dumps({"answer": "y" * 500 + "####9482690437953.2981"})

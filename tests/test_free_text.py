@@ -7,10 +7,10 @@ import json
 import pytest
 
 from synth.backends.scripted import ScriptedBackend
-from synth.parsing import parse_text
-from synth.formats import OutputField
+from synth.prompting.parsing import parse_text
 from synth.recipe import parse_recipe
 from synth.reject import Reject
+from synth.task.formats import OutputField
 
 ANSWER = {"answer": OutputField(description="solution ending in #### N", pattern=r"####[ ]*-?[0-9][0-9,]*$",
                                 ending="#### <number>")}

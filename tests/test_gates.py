@@ -11,8 +11,8 @@ import pytest
 
 from synth.quality import (DegenerateEnding, FilterContext, LeadingPunctuation, ScaffoldEcho, first_problem,
                            prose_fields, scaffold_labels)
-from synth.formats import OutputField
 from synth.recipe import load_recipe
+from synth.task.formats import OutputField
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -68,7 +68,7 @@ def test_an_indented_docstring_label_is_not_an_echo():
 
 def test_labels_come_from_the_prompts_as_they_render():
     from synth.pipeline import prompt_scaffold
-    from synth.render import Renderer
+    from synth.prompting.render import Renderer
 
     recipe = load_recipe(ROOT / "recipes" / "gsm8k.yaml")
     assert set(prompt_scaffold(Renderer(), recipe.task)) >= {"Question", "Answer", "Example #"}
@@ -92,7 +92,7 @@ def _humaneval_rows():
 
 def _context_of(recipe_name, seeds):
     from synth.pipeline import prompt_scaffold
-    from synth.render import Renderer
+    from synth.prompting.render import Renderer
 
     recipe = load_recipe(ROOT / "recipes" / recipe_name)
     return FilterContext(min_chars=recipe.quality.min_chars, max_chars=recipe.quality.max_chars,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import flows.preflight  # noqa: F401  (imports every template's owner, which registers its examples)
-from synth.render import Renderer, builtin_names, example_variables, registered_examples
+from synth.prompting.render import Renderer, builtin_names, example_variables, registered_examples
 
 GOLDEN = Path(__file__).parent / "golden"
 

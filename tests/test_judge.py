@@ -11,9 +11,9 @@ import pytest
 from storage.catalog.catalog import Catalog
 from storage.catalog.schema import SCHEMA_VERSION, TABLES
 from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
-from synth.judge import parse_judgement
-from synth.reject import Reject
+from synth.curation.judge import parse_judgement
 from synth.recipe import load_recipe
+from synth.reject import Reject
 from tests.conftest import run_to_end, write_recipe
 
 

@@ -1,4 +1,4 @@
-"""synth.minhash: the vectorised MinHash LSH behind synth.dedup."""
+"""synth.similarity.minhash: the vectorised MinHash LSH behind synth.curation.dedup."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth import minhash
-from synth.dedup import shingles
-from synth.minhash import MinHashIndex, estimated_jaccard, near_duplicates, shingle_hashes, signatures
+from synth.curation.dedup import shingles
+from synth.similarity import minhash
+from synth.similarity.minhash import MinHashIndex, estimated_jaccard, near_duplicates, shingle_hashes, signatures
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [json.loads(line)["question"]
@@ -107,7 +107,7 @@ def test_estimated_jaccard_is_close_to_the_true_jaccard():
 
 
 def test_signatures_are_the_same_in_every_process():
-    code = ("import hashlib, json, sys; from synth.minhash import signatures; "
+    code = ("import hashlib, json, sys; from synth.similarity.minhash import signatures; "
             "texts = json.load(sys.stdin); print(hashlib.sha256(signatures(texts).tobytes()).hexdigest())")
     digests = set()
     for hash_seed in ("1", "2"):

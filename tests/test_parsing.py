@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from synth.prompting.parsing import extract_json, json_schema_for, parse_fields
 from synth.reject import Reject
-from synth.parsing import extract_json, json_schema_for, parse_fields
-from synth.formats import OutputField
+from synth.task.formats import OutputField
 
 FIELDS = {"question": OutputField(description="q"), "n": OutputField(description="n", type="integer")}
 

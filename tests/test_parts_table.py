@@ -11,15 +11,15 @@ import json
 
 import pytest
 
-from synth.backends.scripted import ScriptedBackend
 from synth.backends.base import SamplingSettings
+from synth.backends.scripted import ScriptedBackend
 from synth.pipeline import ChunkContext, new_attempts, run_chunk
-from synth.plan import plan_slots
+from synth.planning.plan import plan_slots
+from synth.prompting.render import Renderer
 from synth.quality import FILTERS, FilterContext, first_problem
-from synth.formats import OutputField
-from synth.task import Task
-from synth.render import Renderer
 from synth.strategies import ANSWER, STRATEGIES
+from synth.task.formats import OutputField
+from synth.task.task import Task
 from synth.verify import VERIFIERS, VerifyCase
 
 TASK = Task(name="t", description="Grade-school math word problems.",

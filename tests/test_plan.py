@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from synth.allocate import allocate
-from synth.plan import plan_slots
+from synth.planning.allocate import allocate
+from synth.planning.plan import plan_slots
 
 
 def test_allocate_sums_and_is_proportional():

@@ -17,8 +17,8 @@ from catalog_fill import fill_catalog
 from flows.cli import main
 from storage.catalog.catalog import Catalog
 from storage.tables.probes import SECTION_END, SECTION_START, card_block, update_card
-from synth.gvendi import sample_pairs, vendi_of_gradients
-from synth.student import Pair
+from synth.measures.gvendi import sample_pairs, vendi_of_gradients
+from synth.measures.student import Pair
 
 SEEDS = Path(__file__).resolve().parents[1] / "recipes" / "seeds" / "gsm8k_120.jsonl"
 
@@ -60,8 +60,8 @@ def test_the_factory_imports_without_torch():
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    code = ("import sys, synth.student, synth.probe, synth.gvendi, storage.tables.probes, storage.publish.card, "
-            "storage.reports.report, flows.cli.probe, flows.cli.eval, flows.cli;"
+    code = ("import sys, synth.measures.student, synth.measures.probe, synth.measures.gvendi, storage.tables.probes,"
+            " storage.publish.card, storage.reports.report, flows.cli.probe, flows.cli.eval, flows.cli;"
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
     assert out.stdout.strip() == "[]"
@@ -153,7 +153,7 @@ def test_probe_trains_scores_records_and_shows_in_the_card(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_g_vendi_of_identical_rows_is_one_and_of_distinct_rows_more(tmp_path):
-    from synth.gvendi import GradientSketcher, GVendiSettings, g_vendi
+    from synth.measures.gvendi import GradientSketcher, GVendiSettings, g_vendi
 
     sketcher = GradientSketcher(_student(), GVendiSettings(dim=256, max_length=96))
     rows = gsm8k_rows(0, 4)
@@ -172,6 +172,6 @@ def test_eval_proxy_adds_g_vendi(tmp_path, capsys):
 
 
 def _student():
-    from synth.student import default_student
+    from synth.measures.student import default_student
 
     return default_student()

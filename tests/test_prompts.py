@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from synth.render import PromptError, Renderer, render_string
-from synth.task import Task
+from synth.prompting.render import PromptError, Renderer, render_string
 from synth.slot import Slot
 from synth.strategies import STRATEGIES, GenerationContext
+from synth.task.task import Task
 
 TASK = Task(name="t", description="Grade-school math word problems.",
             output_fields={"question": {"description": "q"}, "answer": {"description": "a"}})

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from synth.dedup import Candidate, Deduper
+from synth.curation.dedup import Candidate, Deduper
 from synth.recipe import RecipeError
-from synth.semantic import SemanticIndex
+from synth.similarity.semantic import SemanticIndex
 from tests.conftest import start_run, write_recipe
 from synth.backends.scripted import asked, reply
 
@@ -38,7 +38,7 @@ def test_the_index_points_at_the_closest_earlier_sample_within_and_across_chunks
 
 @pytest.mark.slow
 def test_a_paraphrase_is_a_semantic_duplicate_with_the_real_model():
-    from synth.embed import get_embedder
+    from synth.similarity.embedder import get_embedder
 
     deduper = Deduper(0.85, SemanticIndex(0.95, get_embedder().encode))
     deduper.load([("s0", "h0", ORIGINAL)])
@@ -52,7 +52,7 @@ def test_a_paraphrase_is_a_semantic_duplicate_with_the_real_model():
 def test_the_real_model_s_vectors_come_back_from_the_catalog_unchanged(tmp_path):
     from storage.catalog.catalog import Catalog
     from storage.tables.embeddings import CachedEmbedder
-    from synth.embed import get_embedder
+    from synth.similarity.embedder import get_embedder
 
     embedder = get_embedder()
     with Catalog(tmp_path / "c.duckdb") as catalog:
@@ -65,7 +65,7 @@ def test_the_real_model_s_vectors_come_back_from_the_catalog_unchanged(tmp_path)
 
 
 def test_the_setting_needs_the_embedding_model(tmp_path, monkeypatch):
-    import synth.embed as embed
+    import synth.similarity.embedder as embed
     from flows.preflight import preflight
 
     path = write_recipe(tmp_path, quality={"semantic_dup_threshold": 0.95})
@@ -79,7 +79,7 @@ def test_the_setting_needs_the_embedding_model(tmp_path, monkeypatch):
 
 
 def test_the_run_marks_semantic_duplicates(tmp_path, monkeypatch):
-    import synth.embed as embed
+    import synth.similarity.embedder as embed
 
     class Toy:
         encode = staticmethod(toy_embed)
@@ -122,7 +122,7 @@ class CountingToy:
 def test_a_growing_dataset_embeds_each_text_once(tmp_path, monkeypatch):
     """The catalog keeps the vectors: the next run's index loads them back instead of
     embedding the whole dataset again, and its verdicts are the same."""
-    import synth.embed as embed
+    import synth.similarity.embedder as embed
     from storage.tables.embeddings import CachedEmbedder
     from synth.backends.scripted import ScriptedBackend
     from tests.conftest import run_dataset

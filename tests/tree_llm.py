@@ -11,7 +11,7 @@ import re
 from collections import Counter
 
 from synth.backends.base import SamplingSettings
-from synth.task import Task
+from synth.task.task import Task
 
 TASK = Task(name="gsm", description="Grade school math word problems with 2 to 8 steps.",
             output_fields={"question": {"description": "the problem"}, "answer": {"description": "the solution"}})

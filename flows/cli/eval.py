@@ -4,7 +4,7 @@
     synth eval out/a out/b --reference train.jsonl    # several sets and a reference dataset
     synth eval --snapshot gsm8k-synth-v2 --json       # a snapshot in the catalog
 
-Figures (synth/evaluate.py): rows, distinct-1/2/3, gzip ratio, repeated 8-gram share, exact
+Figures (synth/measures/figures.py): rows, distinct-1/2/3, gzip ratio, repeated 8-gram share, exact
 and near-duplicate rates, mean nearest-neighbour cosine and Vendi score (embeddings, when
 the pinned model is installed; otherwise said), leaves and their normalized entropy, words
 per field, format-constraint pass rate, verifier pass rate (from the catalog that made the
@@ -85,7 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if catalog is not None:
             catalog.close()
     if args.proxy:
-        from synth.student import StudentUnavailable
+        from synth.measures.student import StudentUnavailable
 
         try:
             _add_gradient_diversity(args, results, sources + ([reference] if reference is not None else []), fields)
@@ -101,11 +101,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_gradient_diversity(args, results, sources, fields) -> None:
-    """G-Vendi of every set (synth/gvendi.py), into its results."""
+    """G-Vendi of every set (synth/measures/gvendi.py), into its results."""
     from tqdm import tqdm
 
-    from synth.gvendi import GradientSketcher, GVendiSettings, g_vendi
-    from synth.student import Pair, check_student_dir, default_student, require
+    from synth.measures.gvendi import GradientSketcher, GVendiSettings, g_vendi
+    from synth.measures.student import Pair, check_student_dir, default_student, require
 
     student = None if args.proxy == "embedded" else check_student_dir(Path(args.proxy))
     require()

@@ -5,7 +5,7 @@
     synth probe --snapshot gsm8k-synth-v2 --heldout h.jsonl --student path/to/hf-model
 
 For each set: a fresh LoRA fine-tune of the student for the same steps, seed and settings,
-scored on the held-out questions beside the untrained student (synth/probe.py). Results
+scored on the held-out questions beside the untrained student (synth/measures/probe.py). Results
 go into the catalog (table `probes`, storage/tables/probes.py) and into the card of each probed
 export folder. Bad input (a missing held-out file, a column that is not there, a student
 folder without config.json): exit 2, one line, nothing written; a missing `probe` extra
@@ -52,7 +52,7 @@ def add_command(sub) -> None:
 
 
 def _pairs(rows, question: str, answer: str):
-    from synth.student import Pair
+    from synth.measures.student import Pair
 
     return [Pair(str(r.get(question) or ""), str(r.get(answer) or "")) for r in rows
             if r.get(question) and r.get(answer)]
@@ -60,7 +60,7 @@ def _pairs(rows, question: str, answer: str):
 
 def _heldout(args, fields: list[str], recipe: dict | None):
     """The held-out pairs, read with the sets' fields, else the recipe's seed mapping."""
-    from synth.seeds import SeedError, read_rows
+    from synth.config.seeds import SeedError, read_rows
 
     try:
         rows = read_rows(Path(args.heldout), "auto", "heldout")
@@ -106,7 +106,7 @@ def _sources(args, recipe: dict | None, catalog_path: str) -> list[Any]:
 
 
 def _settings(args, verifier: str | None):
-    from synth.probe import ProbeSettings
+    from synth.measures.probe import ProbeSettings
 
     for name in ("steps", "batch_size", "max_length", "heldout_rows"):
         if getattr(args, name) < 1:
@@ -153,12 +153,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
         if verifier != "math" and all("####" in p.answer for p in heldout[:args.heldout_rows]):
             verifier = "math"  # GSM8K-style references: the math verifier reads `#### N`
         settings = _settings(args, verifier if verifier == "math" else None)
-        from synth.student import check_student_dir, default_student, require
+        from synth.measures.student import check_student_dir, default_student, require
 
         student = check_student_dir(Path(args.student)) if args.student else None
     except (EvalError, ValueError) as exc:
         return fail(str(exc))
-    from synth.student import StudentUnavailable
+    from synth.measures.student import StudentUnavailable
 
     try:
         require()
@@ -177,7 +177,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def _run(student: Path, train_sets, heldout, settings) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from synth.probe import progress_total, run_probe
+    from synth.measures.probe import progress_total, run_probe
 
     total = progress_total(len(train_sets), len(heldout), settings)
     with tqdm(total=total, desc="probe", unit="step", file=sys.stderr, disable=None) as bar:

@@ -31,11 +31,11 @@ import yaml
 from storage.catalog.catalog import Catalog
 from storage.catalog.faults import staged
 from storage.reports.evaluation import render_table, snapshot_figures
-from storage.tables.probes import card_block, probe_section, probes_of
 from storage.reports.report import imbalance
+from storage.tables.probes import card_block, probe_section, probes_of
 from storage.tables.snapshots import get_snapshot
 from synth.backends.embedded import MODEL_NOTICES
-from synth.render import Renderer, prompt_example
+from synth.prompting.render import Renderer, prompt_example
 
 TEMPLATE = "card/README.md.jinja2"
 PLOT_NAME = "leaf_distribution.png"

@@ -233,7 +233,7 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
     """Write the snapshot (id or name) under `out_dir` in `formats`, with a card; record each target.
 
     `output_fields` maps field name -> "string" / "integer" / "number"; by default it is
-    read from the run's recipe. `renderer` (a synth.render.Renderer) renders the card, so
+    read from the run's recipe. `renderer` (a synth.prompting.render.Renderer) renders the card, so
     a recipe's override of the card template applies; default: the built-in template.
     """
     formats = tuple(dict.fromkeys(formats))

@@ -16,8 +16,8 @@ from storage.catalog.bulk import leaf_counts
 from storage.catalog.catalog import Catalog
 from storage.publish.export import ExportResult, export_snapshot
 from storage.tables.snapshots import create_snapshot
+from synth.prompting.render import Renderer
 from synth.recipe import Recipe
-from synth.render import Renderer
 
 
 def tree_text_of_run(catalog: Catalog, run_id: str, snapshot_id: str | None = None) -> str | None:

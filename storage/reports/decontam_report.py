@@ -1,10 +1,10 @@
 """How much of an export copies a benchmark's test set: `synth eval --decontaminate FILE`.
 
-The test file is read like a recipe's test set (synth/decontam_sets.py): its items are
+The test file is read like a recipe's test set (synth/config/decontam_sets.py): its items are
 matched by their question column, which is the column the export's recipe maps its
 question field to (`seeds.fields`), else a column of the question field's own name, else
 the first of the usual names (question, prompt, instruction, input). Every text field of
-the export is checked (synth/decontam.py: 13-gram, 8-gram span, whole text; the embedding
+the export is checked (synth/curation/decontam.py: 13-gram, 8-gram span, whole text; the embedding
 rule is the run's, not the report's). The report: rows, contaminated rows and their rate,
 counts per rule, and the worst matches (highest share of a test item covered first).
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from storage.reports.evaluation import EvalError, Source, guess_text_fields
-from synth.decontam import DecontamIndex, TestItem
-from synth.decontam_sets import ID_COLUMNS
+from synth.config.decontam_sets import ID_COLUMNS
+from synth.curation.decontam import DecontamIndex, TestItem
 
 SNIPPET = 160  # characters of the contaminated row shown beside its match
 

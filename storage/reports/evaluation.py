@@ -2,12 +2,12 @@
 reference datasets as rows, their format constraints and text fields, the verifier pass
 rate of the runs that made them, and the side-by-side table.
 
-The figures themselves are synth/evaluate.py's (pure). An export folder carries its
+The figures themselves are synth/measures/figures.py's (pure). An export folder carries its
 recipe in its dataset card (README.md, the JSON block under "## Recipe"): from it come
 the question and answer fields and the format constraints. A reference dataset
 (Parquet, JSONL, CSV or a saved `datasets` folder) is read the same way, without them.
 
-Left out: computing embeddings (synth/embed.py) and printing (flows/cli/eval.py).
+Left out: computing embeddings (synth/similarity/embedder.py) and printing (flows/cli/eval.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 from storage.catalog.catalog import Catalog
 from synth.errors import BadInput
-from synth.evaluate import FIGURES, OPTIONAL_FIGURES, evaluate, figure_text, figure_value
-from synth.formats import OutputField
+from synth.measures.figures import FIGURES, OPTIONAL_FIGURES, evaluate, figure_text, figure_value
+from synth.task.formats import OutputField
 
 LINEAGE = {"sample_id", "run_id", "leaf_id", "leaf_path", "strategy", "seed_row", "request_id", "split"}
 CARD_EMBED_SAMPLE = 200  # rows embedded for a card or a run report (about 10 s here); `synth eval` does more
@@ -83,7 +83,7 @@ def guess_text_fields(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _read_path(path: Path) -> list[dict[str, Any]]:
-    from synth.seeds import SeedError, read_rows
+    from synth.config.seeds import SeedError, read_rows
 
     try:
         if path.is_dir() and (path / "data").is_dir():
@@ -146,7 +146,7 @@ def embedder_or_reason(enabled: bool = True):
     """(embed function, None) where the pinned model is installed, else (None, why not)."""
     if not enabled:
         return None, "turned off (--no-embed)"
-    from synth.embed import EmbeddingUnavailable, embedding_status, get_embedder
+    from synth.similarity.embedder import EmbeddingUnavailable, embedding_status, get_embedder
 
     reason = embedding_status()
     if reason is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from storage.catalog.catalog import Catalog
 from storage.reports.evaluation import catalog_figures, render_table
 from storage.tables.probes import probe_section, probes_of
-from synth.evaluate import distinct_n  # noqa: F401  (the report's distinct-n is the evaluation's)
+from synth.measures.figures import distinct_n  # noqa: F401  (the report's distinct-n is the evaluation's)
 
 
 def imbalance(counts: list[int]) -> dict[str, float | None]:
@@ -196,7 +196,7 @@ def _latest_version_by_leaf(catalog: Catalog, dataset: str, tree: Any | None) ->
 def _tolerance(run: dict[str, Any], leaves: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not any(r["target"] is not None for r in leaves):
         return None
-    from synth.balance import within_tolerance
+    from synth.planning.balance import within_tolerance
 
     recipe = json.loads(run["recipe"]) if isinstance(run.get("recipe"), str) else (run.get("recipe") or {})
     tolerance = float((recipe.get("balance") or {}).get("tolerance", 0.1))

@@ -11,8 +11,8 @@ Rows are classified and committed in chunks, requests and samples in one transac
 so a killed import resumes where it stopped: a row whose sample exists is skipped and
 not classified again, and the classify requests of a rerun have the same ids.
 
-Leaves out: reading the dataset (synth.seeds), building the tree (synth.tree) and
-choosing what to generate (synth/plan.py).
+Leaves out: reading the dataset (synth.config.seeds), building the tree (synth.tree) and
+choosing what to generate (synth/planning/plan.py).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any, Callable
 from storage.catalog.bulk import leaf_counts
 from storage.catalog.catalog import Catalog, now
 from storage.tables.trees import save_tree
-from synth.classify import TEMPLATE, Assignment, classify_rows
 from synth.ids import content_hash, stable_id
-from synth.render import Renderer
+from synth.prompting.render import Renderer
 from synth.tree import Tree
+from synth.tree.classify import TEMPLATE, Assignment, classify_rows
 
 STRATEGY = "existing"
 Progress = Callable[[int, int], None]
@@ -112,7 +112,7 @@ def import_existing(catalog: Catalog, task: Any, tree: Tree, rows: list[dict[str
                     chunk_size: int = 256, renderer: Renderer | None = None, assign: str = "llm") -> ImportResult:
     """Classify `rows` into `tree`'s leaves and record them as one run; resumable, idempotent.
 
-    `rows` are dicts holding the task's fields (as `synth.seeds.load_seeds` returns them);
+    `rows` are dicts holding the task's fields (as `synth.config.seeds.load_seeds` returns them);
     the text classified is `row[question_field]`. `source` labels the dataset (a path or
     a Hub id) and is part of the run id. A second call on a finished import writes
     nothing and returns the same counts; `on_progress(done, total)` follows the rows.
@@ -150,8 +150,8 @@ def _import_chunk(catalog: Catalog, run_id: str, task: Any, tree: Tree, rows: li
     request_rows: list[dict[str, Any]] = []
     texts = [_text(rows[i].get(question_field)) for i in indices]
     if assign == "embedding":  # the nearest leaf description: no requests
-        from synth.embed import get_embedder
-        from synth.embed_assign import assign_by_embedding
+        from synth.similarity.embedder import get_embedder
+        from synth.tree.embed_assign import assign_by_embedding
 
         assignments = assign_by_embedding(tree, texts, get_embedder().encode)
     else:
@@ -180,8 +180,8 @@ def import_for_run(catalog: Catalog, recipe: Any, tree: Tree | None, backend: An
     its own, reused by any recipe with the same dataset and tree) and copy them into the
     run `run_id`, so its report and export hold them beside what is generated."""
     from synth.backends.base import SamplingSettings
-    from synth.balance import BalanceError
-    from synth.seeds import load_dataset_rows
+    from synth.config.seeds import load_dataset_rows
+    from synth.planning.balance import BalanceError
 
     if tree is None:
         raise BalanceError("balance.dataset: rebalancing classifies rows onto a tree; add a `tree:` section")

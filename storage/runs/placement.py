@@ -3,7 +3,7 @@
 The same path hashes to the same leaf id in every tree, so a sample whose leaf still
 exists keeps it without a request. The others (made under a tree since rebuilt or
 edited, or before the dataset had a tree) are classified onto the current tree with
-the existing classifier (synth/classify.py: one batched call per level), and where each
+the existing classifier (synth/tree/classify.py: one batched call per level), and where each
 landed is recorded in `leaf_moves` with its classify request, once per (tree, sample):
 a rerun asks nothing again. A sample the classifier cannot place is recorded with no
 leaf and its reason; it stays in the dataset and counts on no leaf.
@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from storage.catalog.catalog import Catalog, now
 from storage.tables.datasets import Scope, fields_of, unplaced
-from synth.classify import classify_rows
-from synth.render import Renderer
+from synth.prompting.render import Renderer
+from synth.tree.classify import classify_rows
 
 Progress = Callable[[int, int], None]
 

@@ -1,6 +1,6 @@
 """What a recipe will cost before it runs: requests and tokens per stage, strategy and leaf.
 
-Uses the plan (synth/plan.py: slots, stages, answer copies) directly, calling no backend,
+Uses the plan (synth/planning/plan.py: slots, stages, answer copies) directly, calling no backend,
 and, where the catalog already holds
 requests of this dataset, the observed tokens per request and acceptance rate; without
 them, prompt tokens are estimated from the rendered prompts (4 characters a token) and
@@ -16,10 +16,10 @@ from typing import Any
 from storage.catalog import bulk
 from storage.catalog.catalog import Catalog
 from storage.runs.existing import STRATEGY as EXISTING
-from synth.judge import judge_messages
-from synth.plan import leaf_specs, make_plan
-from synth.render import Renderer
-from synth.seeds import load_seeds
+from synth.config.seeds import load_seeds
+from synth.curation.judge import judge_messages
+from synth.planning.plan import leaf_specs, make_plan
+from synth.prompting.render import Renderer
 from synth.strategies import ANSWER, STRATEGIES, GenerationContext
 
 CHARS_PER_TOKEN = 4

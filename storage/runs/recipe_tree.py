@@ -7,8 +7,8 @@ from __future__ import annotations
 from storage.catalog.catalog import Catalog
 from storage.tables.trees import load_tree, request_writer, save_tree
 from synth.backends.base import Backend
+from synth.prompting.render import Renderer
 from synth.recipe import Recipe
-from synth.render import Renderer
 from synth.tree import Tree, build_tree, tree_from_yaml, tree_id_for
 
 

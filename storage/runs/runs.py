@@ -10,7 +10,7 @@ Everything here is derived from the recipe and the catalog, so a run that was ki
 and started again picks up exactly the slots that have no accepted sample yet and
 writes nothing twice:
 
-- a slot is one planned sample (synth/plan.py); attempt n at slot s has id hash(run, s, n);
+- a slot is one planned sample (synth/planning/plan.py); attempt n at slot s has id hash(run, s, n);
 - `pending()` lists the attempts to make now, within `generation.max_rounds` attempts a
   slot and the request budget;
 - an executor (synth/execution/) turns chunks of attempts into `ChunkResult`s (in
@@ -34,16 +34,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from storage.catalog import bulk
-from storage.tables import datasets
 from storage.catalog.catalog import Catalog, now
-from storage.tables.datasets import Scope
 from storage.runs.existing import STRATEGY as EXISTING
-from synth.balance import within_tolerance
-from synth.dedup import Candidate, Deduper
+from storage.tables import datasets
+from storage.tables.datasets import Scope
+from synth.curation.dedup import Candidate, Deduper
 from synth.execution.base import Executor, Work
 from synth.ids import stable_id
 from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult, dedup_text, run_work
-from synth.plan import Plan, attempt_cost, chunks, leaf_specs, make_plan, pending_attempts
+from synth.planning.balance import within_tolerance
+from synth.planning.plan import Plan, attempt_cost, chunks, leaf_specs, make_plan, pending_attempts
 from synth.recipe import Recipe
 from synth.reject import reason_of
 from synth.slot import Slot
@@ -79,8 +79,8 @@ def make_deduper(quality: Any, catalog: Catalog | None = None) -> Deduper:
     embedded once across runs."""
     semantic = None
     if quality.semantic_dup_threshold is not None:
-        from synth.embed import get_embedder
-        from synth.semantic import SemanticIndex
+        from synth.similarity.embedder import get_embedder
+        from synth.similarity.semantic import SemanticIndex
 
         embedder = get_embedder()
         encode = embedder.encode
@@ -162,7 +162,7 @@ class RunLedger:
 
     def make_plan(self, record: bool = True) -> Plan:
         """Each leaf's deficit against what the dataset holds there, as slots; recorded on the run."""
-        from synth.seeds import seed_key
+        from synth.config.seeds import seed_key
 
         rebalancing = self.recipe.balance.dataset is not None
         others = datasets.leaf_counts(self.catalog, self.scope.without(self.run_id), self.tree)
@@ -198,7 +198,7 @@ class RunLedger:
     def downsample_existing(self) -> int:
         """Rows of the rebalanced dataset over max_per_leaf are dropped, by hash(id, seed).
         Only existing rows: generated ones never exceed a leaf's target, which is <= max."""
-        from synth.plan import leaf_targets
+        from synth.planning.plan import leaf_targets
 
         cap = self.recipe.balance.max_per_leaf
         return bulk.downsample(self.catalog, [self.run_id], {leaf: cap for leaf in leaf_targets(self.recipe, self.tree)},

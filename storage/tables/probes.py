@@ -4,7 +4,7 @@ show them.
 One row per probed set and probe: what was probed (an export folder, a file, a snapshot;
 its snapshot and run where known), the student, the held-out set (path and content
 hash), steps, seed and the other settings, the figures beside the untrained student's,
-and the time it took. The probing itself is synth/probe.py's; `synth probe` is
+and the time it took. The probing itself is synth/measures/probe.py's; `synth probe` is
 flows/cli/probe.py.
 
 An export folder's card gets a "Student probe" section between two markers
@@ -42,7 +42,7 @@ def card_snapshot(export_dir: Path) -> tuple[str, str] | None:
 
 def probe_rows(report: dict[str, Any], sources: Sequence[dict[str, Any]], heldout: str,
                heldout_hash: str) -> list[dict[str, Any]]:
-    """Table rows of a probe report (synth.probe.ProbeReport.as_dict()); `sources` holds,
+    """Table rows of a probe report (synth.measures.probe.ProbeReport.as_dict()); `sources` holds,
     in the report's order, each set's `source`, `snapshot_id` and `run_id`."""
     settings, baseline = report["settings"], report["baseline"]
     created = now()

@@ -42,7 +42,7 @@ class GenerationRequest:
 
 
 # finish_reason of an output whose pattern-bound free text ran to the length bound the grammar
-# set from max_tokens (synth/formats.py `ran_to_bound`): the grammar, not the model, ended it
+# set from max_tokens (synth/task/formats.py `ran_to_bound`): the grammar, not the model, ended it
 LENGTH_BOUND = "length_bound"
 
 

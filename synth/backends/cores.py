@@ -1,6 +1,6 @@
 """How many cores this process may give llama.cpp (and the e5 embedder): the free ones, now.
 
-Shared by the in-process llamacpp backend, the llama-server child and synth/embed.py.
+Shared by the in-process llamacpp backend, the llama-server child and synth/similarity/embedder.py.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from synth.backends.base import (LENGTH_BOUND, BackendSettingsBase, BackendUnava
                                  GenerationResult)
 from synth.backends.cores import free_cores
 from synth.backends.embedded import model_label, resolve_gguf
-from synth.formats import grammar_schema, ran_to_bound
+from synth.task.formats import grammar_schema, ran_to_bound
 
 if TYPE_CHECKING:
     from synth.backends.llama_server import LlamaServerBackend

@@ -48,7 +48,7 @@ from synth.backends.base import (LENGTH_BOUND, BackendSettingsBase, BackendUnava
                                  GenerationResult)
 from synth.backends.embedded import EMBEDDED_MODEL_NAME
 from synth.errors import BadInput
-from synth.formats import grammar_schema, ran_to_bound
+from synth.task.formats import grammar_schema, ran_to_bound
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synth.cluster import ClusterSettings
+from synth.config.cluster import ClusterSettings
 from synth.execution.base import Executor, WrapChunk
 from synth.pipeline import ChunkContext
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from synth.parsing import json_schema_for, parse_fields, parse_text
+from synth.prompting.parsing import json_schema_for, parse_fields, parse_text
+from synth.prompting.render import Renderer, prompt_example
 from synth.reject import Reject
-from synth.render import Renderer, prompt_example
 from synth.slot import Slot
 
 if TYPE_CHECKING:
-    from synth.task import Task
+    from synth.task.task import Task
 
 SYSTEM_TEMPLATE = "generate/system.jinja2"
 EXTRACT_TEMPLATE = "generate/extract.jinja2"  # the follow-up turn that asks for a missing ending

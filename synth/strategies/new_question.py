@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synth.render import prompt_example
+from synth.prompting.render import prompt_example
 from synth.strategies.base import ANSWER, EXAMPLE_CONSTRAINTS, QUESTION, Stage, Strategy
 
 TEMPLATE = "generate/new_question.jinja2"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from synth.render import prompt_example
+from synth.prompting.render import prompt_example
 from synth.slot import Slot
 from synth.strategies.base import (ANSWER, EXAMPLE_CONSTRAINTS, QUESTION, GenerationContext, Stage, Strategy,
                                    question_variables)

@@ -15,7 +15,7 @@ import re
 from typing import Any, Iterable, Sequence
 
 from synth.backends.base import GenerationResult
-from synth.parsing import extract_json
+from synth.prompting.parsing import extract_json
 from synth.reject import Reject, Rejected
 from synth.tree.model import ANY
 

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar
 
 from synth.backends.base import Backend, GenerationRequest, GenerationResult, Sampling
-from synth.calls import Call, call_batch
 from synth.ids import data_hash
+from synth.prompting.calls import Call, call_batch
+from synth.prompting.render import Renderer, prompt_example
 from synth.reject import Rejected
-from synth.render import Renderer, prompt_example
 from synth.tree.answers import (dimension_schema, expand_schema, parse_dimension, parse_expansion, parse_pivots,
                                 pivots_schema)
 from synth.tree.model import ANY, Tree, TreeNode, leaf_constraints, node_id_for, ordered

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from synth.allocate import AllocationError
+from synth.planning.allocate import AllocationError
 
 
 class BudgetError(AllocationError):

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from synth.decontam import DecontamIndex, Match, TestItem
+from synth.config.seeds import SeedError, map_rows, read_rows
+from synth.curation.decontam import DecontamIndex, Match, TestItem
 from synth.recipe import Recipe, Seeds
-from synth.seeds import SeedError, map_rows, read_rows
 
 ID_COLUMNS = ("id", "task_id", "idx", "problem_id", "uid")
 _CACHE: dict[tuple, DecontamIndex] = {}
@@ -74,7 +74,7 @@ def index_for(recipe: Recipe) -> DecontamIndex | None:
     if key not in _CACHE:
         cosine, embed = recipe.quality.decontaminate_cosine, None
         if cosine is not None:
-            from synth.embed import get_embedder
+            from synth.similarity.embedder import get_embedder
 
             embed = get_embedder().encode
         _CACHE.clear()  # one run's sets at a time: an index of 10 k items holds ~15 MB

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from synth.backends.base import Backend, GenerationRequest, GenerationResult, Sampling
-from synth.calls import Call, call_batch
 from synth.ids import stable_id, stable_seed, text_hash
-from synth.parsing import extract_json
+from synth.prompting.calls import Call, call_batch
+from synth.prompting.parsing import extract_json
+from synth.prompting.render import Renderer, prompt_example
 from synth.reject import Reject, Rejected
-from synth.render import Renderer, prompt_example
 from synth.tree import ANY, Tree, TreeNode
 
 STAGE = "classify"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from synth.parsing import extract_json
+from synth.prompting.parsing import extract_json
+from synth.prompting.render import Renderer, prompt_example
 from synth.reject import Reject
-from synth.render import Renderer, prompt_example
 
 TEMPLATE = "judge/score.jinja2"
 SCORES = (1, 2, 3, 4, 5)

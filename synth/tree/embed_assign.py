@@ -1,8 +1,8 @@
-"""Rows to leaves by embedding: a cheap alternative to LLM classification (synth/classify.py).
+"""Rows to leaves by embedding: a cheap alternative to LLM classification (synth/tree/classify.py).
 
 Each leaf is described by its path ("topic: money and shopping; steps: 2-3"; an infinite
 dimension by its whole value list), each row by its question text; both are embedded
-(synth/embed.py) and a row goes to the leaf whose description is closest (cosine). No
+(synth/similarity/embedder.py) and a row goes to the leaf whose description is closest (cosine). No
 request is made, so an import of 10,000 rows costs embedding time only (about 18 rows a
 second on these 2 cores) against one LLM request per row and level.
 
@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from synth.classify import Assignment
 from synth.tree import ANY, Tree
+from synth.tree.classify import Assignment
 
 
 def leaf_description(path: Sequence[tuple[str, str]], any_of: dict[str, list[str]]) -> str:

@@ -3,7 +3,7 @@
 Why not datasketch: it hashes each shingle with SHA-1 from Python and builds one MinHash
 object per text, about 200 us a text. Here a whole batch is hashed at once in numpy:
 
-- shingles are the word 3-grams of `normalize_for_hash(text)` (the set `synth.dedup.shingles`
+- shingles are the word 3-grams of `normalize_for_hash(text)` (the set `synth.curation.dedup.shingles`
   returns), hashed without Python's salted `hash()`: a polynomial hash of each word's bytes
   over the concatenated batch, then the three word hashes of each shingle mixed together;
 - 128 permutations by multiply-add-shift universal hashing, ((a * x + b) mod 2^64) >> 32 of

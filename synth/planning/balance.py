@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Mapping, Sequence
 
-from synth.allocate import largest_remainder
 from synth.errors import BadInput
+from synth.planning.allocate import largest_remainder
 
 
 OTHER = "(other)"

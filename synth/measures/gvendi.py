@@ -2,14 +2,14 @@
 directions a set of samples would push a student in.
 
 For each sample: the gradient of the student's loss on it (the answer's NLL given the
-question, synth/student.py), taken with respect to fresh LoRA B matrices. At
+question, synth/measures/student.py), taken with respect to fresh LoRA B matrices. At
 initialisation (B = 0) that gradient is the layer's full weight gradient times the fixed
 random A^T, so it is already a seeded random projection of every adapted layer's
 gradient. It is then sketched to `dim` numbers with a seeded CountSketch (each coordinate
 added, with a random sign, to one of `dim` outputs: a sparse Johnson-Lindenstrauss
 projection that costs one pass over the gradient instead of a dense matrix of
 params x dim) and L2-normalised. G-Vendi is the Vendi score of those unit vectors:
-exp(entropy of the eigenvalues of K / n), K their Gram matrix (synth.evaluate.vendi_score):
+exp(entropy of the eigenvalues of K / n), K their Gram matrix (synth.measures.figures.vendi_score):
 1 when every sample pushes the same way, up to min(n, dim) when all are orthogonal.
 
 Left out: the paper's proxy model is first trained briefly on the data; here the
@@ -33,8 +33,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from synth.evaluate import vendi_score
-from synth.student import LoraSettings, Pair, add_lora, answer_nll, collate, encode, load_student
+from synth.measures.figures import vendi_score
+from synth.measures.student import LoraSettings, Pair, add_lora, answer_nll, collate, encode, load_student
 
 
 @dataclass(frozen=True)

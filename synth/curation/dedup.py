@@ -4,7 +4,7 @@ Two checks, in this order:
 - exact: the content hash of the normalised fields (synth.ids.content_hash);
 - near: MinHash LSH over word 3-grams of one field (the strategy's `dedup_field`:
   the question, or the answer for answer augmentation, whose question is the seed's),
-  with synth.minhash's batched index (about 10x datasketch's docs/s at equal recall,
+  with synth.similarity.minhash's batched index (about 10x datasketch's docs/s at equal recall,
   BENCHMARKS.md).
 
 Which earlier sample a duplicate points at (deterministic; tests/test_dedup.py):
@@ -19,7 +19,7 @@ Which earlier sample a duplicate points at (deterministic; tests/test_dedup.py):
   what it duplicated (the same answer a one-at-a-time check gives).
 A threshold of 1.0 turns near-duplicate detection off; exact dedup still runs.
 
-With a `SemanticIndex` (synth/semantic.py, `quality.semantic_dup_threshold`), a candidate
+With a `SemanticIndex` (synth/similarity/semantic.py, `quality.semantic_dup_threshold`), a candidate
 that passes both checks is also compared by embedding with the indexed samples: a cosine
 at or above the threshold makes it a `semantic_duplicate` of the closest one. (It stays in
 the MinHash index: a later word-level copy of it is a near duplicate of it.)
@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from synth.ids import normalize_for_hash
-from synth.minhash import NUM_PERM, MinHashIndex
-from synth.semantic import SemanticIndex
+from synth.similarity.minhash import NUM_PERM, MinHashIndex
+from synth.similarity.semantic import SemanticIndex
 
 __all__ = ["Candidate", "Deduper", "DedupVerdict", "shingles"]
 
 
 def shingles(text: str, n: int = 3) -> set[bytes]:
-    """The word n-grams of the normalized text, the set synth.minhash hashes."""
+    """The word n-grams of the normalized text, the set synth.similarity.minhash hashes."""
     words = normalize_for_hash(text).split()
     if len(words) < n:
         return {" ".join(words).encode()} if words else set()

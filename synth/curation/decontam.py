@@ -10,7 +10,7 @@ its normalised text, against one test text (one field of one test item):
 2. **8-gram span**: its longest run of consecutive word 8-grams found in that test text
    spans at least half of the test text's words; or
 3. **embedding** (only with `quality.decontaminate_cosine` set and the e5 model installed,
-   synth/embed.py): its question's embedding has at least that cosine with a test question
+   synth/similarity/embedder.py): its question's embedding has at least that cosine with a test question
    (0.94 kept every unrelated GSM8K question out and caught 94 % of heavily edited copies on
    300 items; docs/quality.md).
 
@@ -257,7 +257,7 @@ class DecontamIndex:
         return len(self.item_ids)
 
     def __getstate__(self) -> dict[str, Any]:
-        # the embedder holds a C model: a replica loads its own (synth.embed.get_embedder)
+        # the embedder holds a C model: a replica loads its own (synth.similarity.embedder.get_embedder)
         return {**self.__dict__, "embed": None}
 
     def check_text(self, text: str, name: str = "text", names: set[str] | None = None) -> Match | None:
@@ -341,7 +341,7 @@ class DecontamIndex:
         if not clean:
             return out
         if self.embed is None:
-            from synth.embed import get_embedder
+            from synth.similarity.embedder import get_embedder
 
             self.embed = get_embedder().encode
         sims = self.embed([str(rows[i][question]) for i in clean]).astype(np.float32) @ self.vectors.T

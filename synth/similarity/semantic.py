@@ -1,8 +1,8 @@
 """Semantic near-duplicates: samples that say the same thing in other words.
 
-MinHash (synth/minhash.py) finds texts that share most of their words; a paraphrase
-shares few. With `quality.semantic_dup_threshold` set, the dedup step (synth/dedup.py)
-also embeds each kept candidate (synth/embed.py, e5-small) and calls it a duplicate of the
+MinHash (synth/similarity/minhash.py) finds texts that share most of their words; a paraphrase
+shares few. With `quality.semantic_dup_threshold` set, the dedup step (synth/curation/dedup.py)
+also embeds each kept candidate (synth/similarity/embedder.py, e5-small) and calls it a duplicate of the
 indexed sample it is closest to when their cosine is at least the threshold. Batched:
 one matrix product per chunk against the whole index (n x 384 float32: 1.5 MB per 1,000
 samples), and candidates of one chunk are checked against the earlier kept ones of it.

@@ -1,6 +1,6 @@
 """A small student model for probing data: load it, encode question/answer pairs, score them.
 
-The probe (synth/probe.py) and gradient diversity (synth/gvendi.py) share this: the
+The probe (synth/measures/probe.py) and gradient diversity (synth/measures/gvendi.py) share this: the
 student is any local transformers folder (by default the embedded SmolLM2-135M, converted
 once into `.models/` by scripts/gguf_to_hf.py); a pair is rendered with the student's chat
 template (user: the question, assistant: the answer) and only the answer's tokens count

@@ -179,7 +179,7 @@ def registered_examples() -> list[str]:
 def check_overrides(renderer: Renderer) -> None:
     """Trial-render every override with its built-in's example variables, so a template the
     sandbox refuses, or one that names a variable the step does not give, fails before
-    any request is made. The owners' modules must be imported (synth.steps does that)."""
+    any request is made. The owners' modules must be imported (flows/preflight.py does that)."""
     for name in sorted(renderer.overrides):
         renderer.render(name, example_variables(name))
 

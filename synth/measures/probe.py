@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from synth.student import LoraSettings, Pair, add_lora, answer_nll, collate, device_name, encode, load_student
+from synth.measures.student import LoraSettings, Pair, add_lora, answer_nll, collate, device_name, encode, load_student
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def greedy_answers(model, tokenizer, questions: Sequence[str], max_new_tokens: i
     """The student's greedy answers (left-padded batches)."""
     import torch
 
-    from synth.student import prompt_text
+    from synth.measures.student import prompt_text
 
     device = next(model.parameters()).device.type
     tokenizer.padding_side = "left"

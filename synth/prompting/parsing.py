@@ -12,11 +12,11 @@ import re
 from typing import TYPE_CHECKING, Any, Mapping
 
 from synth.backends.base import LENGTH_BOUND
-from synth.formats import field_schema
 from synth.reject import Reject
+from synth.task.formats import field_schema
 
 if TYPE_CHECKING:
-    from synth.formats import OutputField
+    from synth.task.formats import OutputField
 
 MAX_PARSE_CHARS = 200_000  # larger outputs are rejected unread: no sample is that long
 

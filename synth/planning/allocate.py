@@ -1,7 +1,7 @@
 """The one allocator: split a whole number by weights, largest remainder, exactly.
 
 Used to split samples over strategies (`generation.strategy_weights`) and over leaves
-(synth/balance.py, inside its bounds). Exact (fractions, no float drift),
+(synth/planning/balance.py, inside its bounds). Exact (fractions, no float drift),
 deterministic, sums to `n`, and a zero weight gets zero. Ties go to the larger weight,
 then to the earlier key; keys keep their order.
 

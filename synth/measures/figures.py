@@ -13,7 +13,7 @@ card all show. Figures, and why each:
   in the dual form from the d x d covariance, O(n d^2)). Mean pairwise cosine alone is not
   reported: it does not move when a set collapses into near-copies;
 - leaves: count and normalised entropy of the rows over the tree's leaves;
-- length stats (words) per field; format-constraint pass rate (synth/formats.py).
+- length stats (words) per field; format-constraint pass rate (synth/task/formats.py).
 
 Embeddings are optional: without a model the embedding figures are left out and
 `left_out` says why. Verifier pass rates need the catalog (storage/reports/evaluation.py).
@@ -34,8 +34,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from synth.formats import OutputField, check_format
 from synth.ids import normalize_for_hash
+from synth.task.formats import OutputField, check_format
 
 LONG_NGRAM = 8
 NEAR_DUP_THRESHOLD = 0.85
@@ -71,7 +71,7 @@ def repeated_long_ngrams(texts: Sequence[str], n: int = LONG_NGRAM) -> float | N
 def duplicate_rates(texts: Sequence[str], threshold: float = NEAR_DUP_THRESHOLD) -> dict[str, float | None]:
     if not texts:
         return {"exact_duplicate_rate": None, "near_duplicate_rate": None}
-    from synth.minhash import near_duplicates
+    from synth.similarity.minhash import near_duplicates
 
     normalised = [normalize_for_hash(t) for t in texts]
     exact = len(normalised) - len(set(normalised))
@@ -162,7 +162,7 @@ def evaluate(rows: Sequence[Mapping[str, Any]], text_fields: Sequence[str], *,
              embed: Callable[[Sequence[str]], np.ndarray] | None = None, embed_sample: int = 1000,
              embed_missing: str | None = None) -> dict[str, Any]:
     """Every figure for `rows` (dicts); the texts are `text_fields` joined by newlines.
-    `embed` maps texts to unit vectors (synth.embed); without it, `embed_missing` says why."""
+    `embed` maps texts to unit vectors (synth.similarity.embedder); without it, `embed_missing` says why."""
     texts = ["\n".join(str(row.get(f) or "") for f in text_fields) for row in rows]
     out: dict[str, Any] = {"rows": len(rows), "text_fields": list(text_fields)}
     out.update({f"distinct_{n}": distinct_n(texts, n) for n in (1, 2, 3)})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from synth.formats import OutputField
+from synth.task.formats import OutputField
 
 
 class Task(BaseModel):

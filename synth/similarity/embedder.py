@@ -10,7 +10,7 @@ never a silent change of every figure computed from it.
     vectors = embedder.encode(texts)     # (n, 384) float32, rows of unit length
 
 `embedding_status()` says, without raising, whether embeddings can be had here: the
-evaluation (synth/evaluate.py) then gives its lexical figures and says what it left out.
+evaluation (synth/measures/figures.py) then gives its lexical figures and says what it left out.
 
 Measured on this machine (BENCHMARKS.md, benchmarks/embeddings.py): sentences a second
 on GSM8K questions, and cosine of paraphrases against unrelated pairs.

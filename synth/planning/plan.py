@@ -5,10 +5,10 @@ plan, which is what lets a rerun find the samples it already made. The catalog s
 (what each leaf already holds, which attempts were made) is passed in as plain
 counts by the run ledger (storage/runs/runs.py); `synth plan` calls this directly.
 
-- targets: synth/balance.py (uniform, `tree.leaf_weights`, or shares over a dimension,
+- targets: synth/planning/balance.py (uniform, `tree.leaf_weights`, or shares over a dimension,
   within min/max per leaf);
 - strategy: fixed, mixed by `strategy_weights`, or `auto` from the budget ratio
-  (synth/budget.py);
+  (synth/planning/budget.py);
 - slots: one per sample to generate (each leaf's target minus what it holds), ordered
   thinnest leaf first (so a budget that runs out leaves the dataset as even as it can),
   the strategies shuffled over them reproducibly, a seed row for strategies that need
@@ -27,9 +27,9 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from synth.allocate import allocate
-from synth.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights
 from synth.ids import stable_seed
+from synth.planning.allocate import allocate
+from synth.planning.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights
 from synth.slot import Slot
 from synth.strategies import STRATEGIES
 
@@ -68,7 +68,7 @@ def decide_strategy(recipe: "Recipe", n_seeds: int, n: int | None = None) -> Str
         label = "mix(" + ", ".join(f"{k}={v:g}" for k, v in gen.strategy_weights.items()) + ")"
         return StrategyDecision(counts, label, "mixed by the recipe's strategy_weights")
     if gen.strategy == "auto":
-        from synth.budget import choose_strategy
+        from synth.planning.budget import choose_strategy
 
         choice = choose_strategy(gen.request_budget, n_seeds)
         return StrategyDecision({choice.strategy: n}, choice.strategy, choice.reason)
@@ -164,7 +164,7 @@ def plan_slots(
     seed_keys: Sequence[str] | None = None,
 ) -> list[Slot]:
     """One slot per sample to generate: `per_leaf` says how many each leaf gets
-    (synth/balance.py decides), `strategy_counts` how they split over strategies; with
+    (synth/planning/balance.py decides), `strategy_counts` how they split over strategies; with
     `have`/`targets`, the thinnest leaves come first; with `seed_usage` (per seed row), the
     least-used seed rows are rewritten first."""
     total = sum(per_leaf.values())
