@@ -177,7 +177,7 @@ def main() -> None:
             catalog.con.execute("SET memory_limit = ?", [args.memory_limit])
             making, ingest_s = build(catalog, args.rows, args.leaves, args.seed)
             marked, dedup_s = timed(bulk.mark_exact_duplicates, catalog, RUNS)
-            accepted = sum(bulk.leaf_counts(catalog, RUNS).values())
+            accepted = sum(bulk.accepted_per_leaf(catalog, RUNS).values())
             uniform = {leaf: accepted // args.leaves for leaf in leaf_table(args.leaves)[0].to_pylist()}
             plan, plan_s = timed(bulk.rebalance_plan, catalog, RUNS, uniform, uniform, args.seed)
             dropped, downsample_s = timed(bulk.downsample, catalog, RUNS, uniform, args.seed)

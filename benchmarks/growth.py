@@ -95,7 +95,7 @@ def plan_on_a_large_catalog(rows: int, leaves: int) -> dict:
             scope = datasets.Scope(recipe.dataset_name)
             # the dataset as a finished growth step leaves it: every leaf at least at its target
             # (the bulk rows are skewed over the leaves; the thinnest leaf sets the target)
-            counts = datasets.leaf_counts(cat, scope, tree)
+            counts = datasets.members_per_leaf(cat, scope, tree)
             thinnest = min(counts.get(i, 0) for i in ids)
             datasets.set_target(cat, recipe.dataset_name, thinnest * leaves)
             timings = {}
@@ -103,7 +103,7 @@ def plan_on_a_large_catalog(rows: int, leaves: int) -> dict:
             growth = plan_growth(cat, recipe)
             timings["growth step (plan_growth)"] = time.perf_counter() - started
             started = time.perf_counter()
-            have = datasets.leaf_counts(cat, scope, tree)
+            have = datasets.members_per_leaf(cat, scope, tree)
             timings["dataset counts on the tree"] = time.perf_counter() - started
             started = time.perf_counter()
             usage = datasets.seed_usage(cat, scope)

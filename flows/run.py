@@ -81,13 +81,13 @@ def dataset_artifact(run: RunLifecycle, when: str, state: Any) -> None:
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(run: RunLifecycle, exported: dict[str, Any] | None) -> dict[str, Any]:
     """The run report, the leaf table and the distribution plot as artifacts a person reads in the UI."""
-    from storage.reports.report import build_report, plot_leaf_distribution, render_markdown
+    from storage.reports.report import build_report, plot_report_leaves, render_markdown
 
     report = build_report(run.catalog, run.run_id)
     key = f"run-{run.run_id}"
     markdown = render_markdown(report)
     plot_dir = Path(run.recipe.export.dir) if exported else run.recipe.catalog.parent / "reports"
-    plot = plot_leaf_distribution(report, plot_dir / f"leaf_distribution-{run.run_id}.png")
+    plot = plot_report_leaves(report, plot_dir / f"leaf_distribution-{run.run_id}.png")
     # inline: the UI is an http page and will not load a file:// image
     inline = base64.b64encode(plot.read_bytes()).decode()
     markdown += f"\n![leaf distribution](data:image/png;base64,{inline})\n\nPlot file: `{plot}`\n"

@@ -12,7 +12,7 @@ from fractions import Fraction
 import pytest
 
 from storage.catalog.catalog import Catalog
-from storage.reports.report import build_report, plot_leaf_distribution, render_markdown
+from storage.reports.report import build_report, plot_report_leaves, render_markdown
 from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
 from synth.planning.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights, within_tolerance
 from synth.recipe import load_recipe
@@ -206,7 +206,7 @@ def test_an_existing_dataset_is_rebalanced(tmp_path):
         assert (rows["topic=time"]["before"], rows["topic=time"]["generated"], rows["topic=time"]["accepted"]) == (2, 4, 6)
         assert report["imbalance"]["normalized_entropy"] == 1.0 and report["imbalance_before"]["max_min_ratio"] == 4.5
         assert "Before rebalancing" in render_markdown(report)
-        assert plot_leaf_distribution(report, tmp_path / "plot.png").stat().st_size > 5000
+        assert plot_report_leaves(report, tmp_path / "plot.png").stat().st_size > 5000
         calls = len(backend.calls)
 
         # a rerun classifies nothing again and generates nothing more

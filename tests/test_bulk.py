@@ -137,15 +137,15 @@ def test_mark_exact_duplicates_keeps_the_first_row(catalog):
     assert bulk.mark_exact_duplicates(catalog, ["r3"]) == 0
 
 
-def test_leaf_counts_are_accepted_rows_of_the_runs(catalog):
+def test_accepted_per_leaf_is_accepted_rows_of_the_runs(catalog):
     bulk.ingest_samples(catalog, table(
         [{"sample_id": f"x{i}", "leaf_id": "L1"} for i in range(3)]
         + [{"sample_id": f"y{i}", "leaf_id": None} for i in range(2)]
         + [{"sample_id": "z0", "leaf_id": "L2", "status": "filtered"},
            {"sample_id": "z1", "leaf_id": "L3", "run_id": "r9"}]))
-    assert bulk.leaf_counts(catalog, ["r1"]) == {"L1": 3, None: 2}
-    assert bulk.leaf_counts(catalog, ["r1", "r9"]) == {"L1": 3, None: 2, "L3": 1}
-    assert bulk.leaf_counts(catalog, []) == {}
+    assert bulk.accepted_per_leaf(catalog, ["r1"]) == {"L1": 3, None: 2}
+    assert bulk.accepted_per_leaf(catalog, ["r1", "r9"]) == {"L1": 3, None: 2, "L3": 1}
+    assert bulk.accepted_per_leaf(catalog, []) == {}
 
 
 def leafy(catalog: Catalog) -> None:
@@ -211,8 +211,8 @@ def test_downsample_and_counts_can_keep_to_one_strategy(catalog):
     rows = [{"sample_id": f"e{i}", "leaf_id": "A", "strategy": "existing"} for i in range(5)]
     rows += [{"sample_id": f"g{i}", "leaf_id": "A", "strategy": "new_question"} for i in range(3)]
     bulk.ingest_samples(catalog, table(rows))
-    assert bulk.leaf_counts(catalog, ["r1"], "existing") == {"A": 5}
-    assert bulk.leaf_counts(catalog, ["r1"]) == {"A": 8}
+    assert bulk.accepted_per_leaf(catalog, ["r1"], "existing") == {"A": 5}
+    assert bulk.accepted_per_leaf(catalog, ["r1"]) == {"A": 8}
     assert bulk.downsample(catalog, ["r1"], {"A": 2}, seed=1, strategy="existing") == 3
     dropped = {r["sample_id"] for r in catalog.query("SELECT sample_id FROM samples WHERE status = 'dropped'")}
     assert len(dropped) == 3 and all(i.startswith("e") for i in dropped)

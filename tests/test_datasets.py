@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from storage.catalog.catalog import Catalog
-from storage.tables.datasets import Scope, leaf_counts, summary
+from storage.tables.datasets import Scope, members_per_leaf, summary
 from storage.tables.versions import changelog
 from synth.backends.scripted import ScriptedBackend, asked, reply
 from synth.recipe import load_recipe
@@ -149,7 +149,7 @@ def test_a_rebuilt_tree_keeps_leaves_that_still_exist_and_places_the_rest(tmp_pa
         run, s = run_dataset(recipe.with_target(12), classify, catalog=cat, tree=two)
         assert s["placed"]["placed"] == 8 and s["placed"]["moves"] == [
             {"from": "(no tree)", "to": "topic=money", "samples": 8}]
-        counts = leaf_counts(cat, Scope(recipe.dataset_name), two)
+        counts = members_per_leaf(cat, Scope(recipe.dataset_name), two)
         money, time = (leaf.node_id for leaf in two.leaves())
         assert counts == {money: 8, time: 6}  # 6 a leaf wanted: money already holds 8, time gets 6
         # the third leaf is new; money and time keep their ids: nothing to classify again
@@ -223,7 +223,7 @@ def test_a_second_writer_waits_for_the_catalog_then_fails_clearly(tmp_path):
 
 
 def test_the_report_shows_each_leaf_grown_by_version(tmp_path):
-    from storage.reports.report import build_report, plot_leaf_distribution, render_markdown
+    from storage.reports.report import build_report, plot_report_leaves, render_markdown
 
     path = write_recipe(tmp_path, generation={"target": 4, "budget": 40, "chunk_size": 4},
                         export={"dir": str(tmp_path / "out"), "formats": ["parquet"]})
@@ -236,7 +236,7 @@ def test_the_report_shows_each_leaf_grown_by_version(tmp_path):
     by_version = [leaf["by_version"] for leaf in report["leaves"]]
     assert by_version == [{1: 2, 2: 1}, {1: 2, 2: 1}]  # 2 a leaf in v1, one more each in v2
     assert "| v2 | 6 | 2 | 0 |" in render_markdown(report)
-    png = plot_leaf_distribution(report, tmp_path / "leaf.png")
+    png = plot_report_leaves(report, tmp_path / "leaf.png")
     from PIL import Image
 
     with Image.open(png) as image:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from storage.catalog.catalog import Catalog
 from storage.runs.projection import project, render_projection
-from storage.reports.report import build_report, distinct_n, imbalance, plot_leaf_distribution, render_markdown
+from storage.reports.report import build_report, distinct_n, imbalance, plot_report_leaves, render_markdown
 from synth.backends.scripted import ScriptedBackend
 from synth.recipe import load_recipe
 from tests.conftest import run_to_end, start_run, write_recipe
@@ -47,7 +47,7 @@ def test_report_and_plot(tmp_path):
     assert report["stats"]["samples"]["accepted"] == 6 and report["leaves"][0]["accepted"] == 6
     assert report["diversity"]["distinct_1"] is not None
     assert "| (all) | 6 | 0 | 6 | 6 | 0 | 0 | 0 | 0 |" in render_markdown(report)  # target, before, accepted, generated
-    png = plot_leaf_distribution(report, tmp_path / "p.png")
+    png = plot_report_leaves(report, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 

@@ -21,7 +21,7 @@ def add_command(sub) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from storage.catalog.catalog import Catalog
-    from storage.reports.report import build_report, plot_leaf_distribution, render_markdown
+    from storage.reports.report import build_report, plot_report_leaves, render_markdown
 
     args.catalog = find_catalog(args.catalog)
     with Catalog(args.catalog, read_only=True) as cat:
@@ -30,6 +30,6 @@ def cmd_report(args: argparse.Namespace) -> int:
             return fail(f"the catalog {args.catalog} holds no run yet", 1)
         report = build_report(cat, run_id)
     if args.plot:
-        print(f"plot: {plot_leaf_distribution(report, Path(args.plot))}", file=sys.stderr)
+        print(f"plot: {plot_report_leaves(report, Path(args.plot))}", file=sys.stderr)
     print(json.dumps(report, indent=2, default=str) if args.json else render_markdown(report))
     return 0

@@ -45,11 +45,11 @@ def pick_tree(cat, args):
 
 def tree_counts(cat, tree) -> dict[str, int]:
     """Samples per leaf: of the datasets counted on this tree, else of the runs that used it."""
-    from storage.tables.datasets import Scope, leaf_counts
+    from storage.tables.datasets import Scope, members_per_leaf
 
     counts: dict[str, int] = {}
     for row in cat.query("SELECT dataset FROM datasets WHERE tree_id = ?", [tree.tree_id]):
-        for leaf, n in leaf_counts(cat, Scope(row["dataset"]), tree).items():
+        for leaf, n in members_per_leaf(cat, Scope(row["dataset"]), tree).items():
             if leaf:
                 counts[leaf] = counts.get(leaf, 0) + n
     if counts:

@@ -203,7 +203,7 @@ def mark_exact_duplicates(catalog: Catalog, run_ids: list[str]) -> int:
     return int(marked)
 
 
-def leaf_counts(catalog: Catalog, run_ids: list[str], strategy: str | None = None) -> dict[str | None, int]:
+def accepted_per_leaf(catalog: Catalog, run_ids: list[str], strategy: str | None = None) -> dict[str | None, int]:
     """Accepted samples per leaf over `run_ids` (of one strategy, if given)."""
     rows = catalog.query(
         f"SELECT leaf_id, count(*) AS n FROM samples WHERE {_RUNS} AND status = 'accepted' AND {_STRATEGY} "
@@ -245,7 +245,7 @@ def rebalance_plan(catalog: Catalog, run_ids: list[str], targets: dict[str | Non
     accepted rows, a target or a cap) have, target (0 if none), deficit = max(0, target -
     have) to generate, surplus = max(0, have - cap) for `downsample(..., seed)` to drop;
     and the totals. One grouped scan of the samples."""
-    have = leaf_counts(catalog, run_ids, strategy)
+    have = accepted_per_leaf(catalog, run_ids, strategy)
     caps = caps or {}
     leaves: dict[str | None, dict[str, int]] = {}
     for leaf in sorted(set(have) | set(targets) | set(caps), key=lambda x: (x is not None, x or "")):

@@ -229,7 +229,7 @@ def version_leaf_counts(catalog: Catalog, snapshot_id: str) -> dict[int, dict[st
     return out
 
 
-def plot_leaf_distribution(leaves: list[tuple[str, int]], path: Path, title: str,
+def plot_snapshot_leaves(leaves: list[tuple[str, int]], path: Path, title: str,
                            by_version: dict[int, dict[str, int]] | None = None) -> Path:
     """A horizontal bar chart of samples per leaf (largest first), as PNG; with
     `by_version` (version -> label -> rows it added), each bar is stacked by version, so
@@ -446,7 +446,7 @@ def write_card(catalog: Catalog, snapshot_id: str, out_dir: Path, renderer: Rend
     context = card_context(catalog, snapshot_id, **context_options)
     written = []
     if context["plot"]:
-        written.append(plot_leaf_distribution(context["plot_leaves"], out_dir / context["plot"],
+        written.append(plot_snapshot_leaves(context["plot_leaves"], out_dir / context["plot"],
                                               f"{context['title']}: samples per leaf",
                                               context.get("plot_by_version")))
     card = out_dir / "README.md"

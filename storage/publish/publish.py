@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from storage.catalog.bulk import leaf_counts
+from storage.catalog.bulk import accepted_per_leaf
 from storage.catalog.catalog import Catalog
 from storage.publish.export import ExportResult, export_snapshot
 from storage.tables.snapshots import create_snapshot
@@ -32,7 +32,7 @@ def tree_text_of_run(catalog: Catalog, run_id: str, snapshot_id: str | None = No
     if tree is None:
         return None
     if snapshot_id is None:
-        return render_tree(tree, leaf_counts(catalog, [run_id]))
+        return render_tree(tree, accepted_per_leaf(catalog, [run_id]))
     from storage.publish.card import snapshot_leaf_counts
 
     counts = {r["leaf_id"]: r["n"] for r in snapshot_leaf_counts(catalog, snapshot_id, tree.tree_id) if r["leaf_id"]}

@@ -2,7 +2,7 @@
 the dataset it contributes to (total, per leaf, per contribution, versions).
 
 Read-only over the catalog. `build_report` returns plain data (for JSON, artifacts and
-the dataset card); `render_markdown` and `plot_leaf_distribution` turn it into what a
+the dataset card); `render_markdown` and `plot_report_leaves` turn it into what a
 person reads and looks at.
 """
 
@@ -282,7 +282,7 @@ def render_dataset(dataset: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def plot_leaf_distribution(report: dict[str, Any], path: Path) -> Path:
+def plot_report_leaves(report: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # no display here or in CI

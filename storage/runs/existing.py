@@ -3,7 +3,7 @@
 The import is a run of its own (strategy 'existing') under the task's name, so
 deduplication and reports treat its rows as part of the same dataset, and the
 rebalancing plan can read how many samples each leaf already has
-(`storage.catalog.bulk.leaf_counts`) and generate only the deficits.
+(`storage.catalog.bulk.accepted_per_leaf`) and generate only the deficits.
 
 One sample per row: slot = the row's position, attempt 0, status 'accepted' with its
 leaf when the row reached one, 'filtered' with reason 'unclassified: ...' when not.
@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from storage.catalog.bulk import leaf_counts
+from storage.catalog.bulk import accepted_per_leaf
 from storage.catalog.catalog import Catalog, now
 from storage.tables.trees import save_tree
 from synth.ids import content_hash, stable_id
@@ -86,7 +86,7 @@ def _result(catalog: Catalog, run_id: str, n_rows: int, written: int) -> ImportR
         "SELECT reason, count(*) AS n FROM samples WHERE run_id = ? AND status = 'filtered' GROUP BY reason "
         "ORDER BY n DESC, reason", [run_id])
     requests = catalog.scalar("SELECT count(*) FROM requests WHERE run_id = ?", [run_id])
-    return ImportResult(run_id=run_id, rows=n_rows, counts=leaf_counts(catalog, [run_id]),
+    return ImportResult(run_id=run_id, rows=n_rows, counts=accepted_per_leaf(catalog, [run_id]),
                         unassigned=sum(int(r["n"]) for r in unassigned), requests=int(requests or 0),
                         written=written, reasons={r["reason"]: int(r["n"]) for r in unassigned})
 

@@ -47,7 +47,7 @@ def project(recipe, catalog: Catalog | None = None, tree: Any = None) -> dict[st
     seeds = load_seeds(recipe)
     run_id = recipe.hash()
     rebalancing = recipe.balance.dataset is not None and catalog is not None
-    have = bulk.leaf_counts(catalog, [run_id], EXISTING) if rebalancing else {}
+    have = bulk.accepted_per_leaf(catalog, [run_id], EXISTING) if rebalancing else {}
     plan = make_plan(recipe, tree, len(seeds), run_id, have)
     decision_slots = plan.slots
     renderer = Renderer(recipe.template_overrides())

@@ -165,14 +165,14 @@ class RunLedger:
         from synth.config.seeds import seed_key
 
         rebalancing = self.recipe.balance.dataset is not None
-        others = datasets.leaf_counts(self.catalog, self.scope.without(self.run_id), self.tree)
+        others = datasets.members_per_leaf(self.catalog, self.scope.without(self.run_id), self.tree)
         others.pop("", None)  # members no leaf of this tree holds (yet): they count nowhere
         self.others = others
         have = dict(others)
         if rebalancing:
             if record and self.recipe.balance.max_per_leaf is not None:
                 self.downsample_existing()
-            for leaf, n in bulk.leaf_counts(self.catalog, [self.run_id], EXISTING).items():
+            for leaf, n in bulk.accepted_per_leaf(self.catalog, [self.run_id], EXISTING).items():
                 have[leaf] = have.get(leaf, 0) + n
         keys = [seed_key(row) for row in self.seeds]
         usage = datasets.seed_usage(self.catalog, self.scope.without(self.run_id))
@@ -307,7 +307,7 @@ class RunLedger:
         """Per leaf: target, accepted now in the dataset (other contributions, existing rows
         kept, generated), within tolerance or not."""
         have = dict(self.others)
-        for leaf, n in bulk.leaf_counts(self.catalog, [self.run_id]).items():
+        for leaf, n in bulk.accepted_per_leaf(self.catalog, [self.run_id]).items():
             have[leaf] = have.get(leaf, 0) + n
         tolerance, targets = self.recipe.balance.tolerance, self.plan.targets
         return [{"leaf_id": spec.leaf_id, "label": spec.label, "target": targets[spec.leaf_id],

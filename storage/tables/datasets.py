@@ -87,7 +87,7 @@ def members_sql(scope: Scope, tree_id: str | None, leaves_table: str | None) -> 
     return sql, params
 
 
-def leaf_counts(catalog: Catalog, scope: Scope, tree: Any | None) -> dict[str | None, int]:
+def members_per_leaf(catalog: Catalog, scope: Scope, tree: Any | None) -> dict[str | None, int]:
     """Members per leaf of `tree` (None: every member in one bucket). Unplaced members are
     counted under the key '' so a caller can see them."""
     leaf_ids = [leaf.node_id for leaf in tree.leaves()] if tree is not None else []
@@ -186,7 +186,7 @@ def summary(catalog: Catalog, dataset: str, tree: Any | None = None, scope: Scop
     """What the dataset holds: total, per leaf of its tree, per contribution."""
     row = dataset_row(catalog, dataset) or {"target": 0, "tree_id": None}
     scope = scope or Scope(dataset)
-    per_leaf = leaf_counts(catalog, scope, tree)
+    per_leaf = members_per_leaf(catalog, scope, tree)
     counted_where, counted_params = scope.where("s")
     runs = catalog.query(
         f"""SELECT r.run_id, r.model, r.backend, r.strategy, r.status, r.target, r.started_at,

@@ -64,7 +64,7 @@ def unfence(text: str) -> str:
     return match.group(1) if match else text
 
 
-def assemble(fields: dict[str, Any], ctx: CodeContext) -> tuple[str, str, str] | str:
+def assemble_program(fields: dict[str, Any], ctx: CodeContext) -> tuple[str, str, str] | str:
     """(program, test, entry_point), or the reason why there is nothing to run."""
     solution = unfence(str(fields.get(ctx.answer_field, "") or ""))
     if not solution.strip():
@@ -103,7 +103,7 @@ class CodeVerifier:
                            timeout_s=self.timeout_s, memory_mb=self.memory_mb)
 
     def verify(self, fields: dict[str, Any], ctx: CodeContext) -> Verdict:
-        parts = assemble(fields, ctx)
+        parts = assemble_program(fields, ctx)
         if isinstance(parts, str):
             return Verdict.failed(parts, {"verifier": "code", "status": parts.split(":", 1)[0]})
         program, test, entry = parts
