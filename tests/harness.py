@@ -26,8 +26,8 @@ class RunHarness(RunLifecycle):
             raise AttributeError(name)
         return getattr(ledger, name)
 
-    def run_chunk(self, work):
-        return self.ledger.run_chunk(work, self.backend)
+    def generate_and_commit(self, work):
+        return self.ledger.generate_and_commit(work, self.backend)
 
 
 class OnChunk(RunHooks):

@@ -244,7 +244,7 @@ class RunLedger:
         self.catalog.commit_chunk(result.requests, result.samples)
         return ChunkOutcome.of(result)
 
-    def run_chunk(self, work: Work, backend: Any) -> ChunkOutcome:
+    def generate_and_commit(self, work: Work, backend: Any) -> ChunkOutcome:
         """Generate and commit one chunk in process (tests, tools)."""
         return self.commit(run_work(work, backend, self.ctx))
 
