@@ -105,9 +105,7 @@ class ChunkContext:
 
         g = recipe.generation
         return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filter_ctx, q.judge,
-                   output=dict(g.output), extract=g.extract, decontam=index_for(recipe),
-                   filters=default_filters({"length": {"min_chars": q.min_chars, "max_chars": q.max_chars},
-                                            "repetition": {"max_share": q.max_repetition}}))
+                   output=dict(g.output), extract=g.extract, decontam=index_for(recipe), filters=q.filter_chain())
 
     def first_problem(self, fields: dict[str, Any]) -> Reject | None:
         """The first of the run's filters that refuses `fields`, or None."""

@@ -11,9 +11,10 @@ flag none but miss echoes such as "... a JSON array with the key".
 
 Each filter is one class: a pydantic model whose fields are its settings (`kind` names it,
 `enabled: false` switches it off) and whose `check(fields, ctx) -> Reject | None` says why a
-sample fails it. A run applies every filter of `FILTERS`, in the registry's order (the
-recipe's `quality` keys set the length and repetition bounds). The first reject wins and
-becomes the sample's `filtered` reason. What a run derives from its prompts, seeds and task (the prompts' text,
+sample fails it. The recipe's `quality.filters` is a list of these, in the order they run
+(docs/curation.md); a recipe without the list runs every filter of `FILTERS`, in the
+registry's order, with its defaults. The first reject wins and becomes the sample's
+`filtered` reason. What a run derives from its prompts, seeds and task (the prompts' text,
 their line labels, the prose fields, the format constraints) is not a setting: it travels
 in the `FilterContext` handed to `check`. Exact and near-duplicate detection need the other
 samples (synth/dedup.py); the LLM judge is a separate step (synth/judge.py).
