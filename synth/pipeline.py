@@ -34,7 +34,7 @@ from synth.decontam import DecontamIndex
 from synth.ids import content_hash, stable_id, stable_seed
 from synth.judge import SCHEMA as JUDGE_SCHEMA, TEMPLATE as JUDGE_TEMPLATE, judge_messages, parse_judgement
 from synth.parsing import parse_fields
-from synth.quality import FilterContext, first_problem, prose_fields, scaffold_labels
+from synth.quality import Filter, FilterContext, default_filters, first_problem, prose_fields, scaffold_labels
 from synth.reject import Reject
 from synth.render import PromptError, Renderer, example_variables
 from synth.slot import Slot
@@ -80,12 +80,15 @@ class ChunkContext:
     """Everything a chunk needs besides the backend; cheap to pickle for a remote replica."""
 
     def __init__(self, run_id: str, task: "Task", seeds: Sequence[dict[str, Any]], renderer: Renderer,
-                 sampling: SamplingSettings, verify: VerifierSettingsBase, filters: FilterContext,
+                 sampling: SamplingSettings, verify: VerifierSettingsBase, filter_ctx: FilterContext,
                  judge: "Judge | None" = None, output: dict[str, str] | None = None, extract: bool = True,
-                 decontam: DecontamIndex | None = None) -> None:
+                 decontam: DecontamIndex | None = None, filters: Sequence[Filter] | None = None) -> None:
         self.run_id, self.task, self.seeds = run_id, task, list(seeds)
         self.renderer, self.sampling, self.verify_settings = renderer, sampling, verify
-        self.filters, self.judge, self.extract, self.decontam = filters, judge, extract, decontam
+        self.judge, self.extract, self.decontam = judge, extract, decontam
+        # the recipe's filters in their order (default: every registered one) and what they read from the run
+        self.filters = tuple(filters) if filters is not None else default_filters()
+        self.filter_ctx = filter_ctx
         self.generation = GenerationContext(task, self.seeds, renderer, dict(output or {}))
         self.verifier = verify.build()
 
@@ -94,16 +97,19 @@ class ChunkContext:
                     renderer: Renderer | None = None) -> "ChunkContext":
         q = recipe.quality
         renderer = renderer or Renderer(recipe.template_overrides())
-        filters = FilterContext(min_chars=q.min_chars, max_chars=q.max_chars, question_field=recipe.task.question,
-                                prompt_markers=prompt_markers(renderer), max_repetition=q.max_repetition,
-                                formats=tuple(recipe.task.output_fields.items()),
-                                scaffold_labels=prompt_scaffold(renderer, recipe.task),
-                                prose_fields=prose_fields(seeds, recipe.task.output_fields))
+        filter_ctx = FilterContext(question_field=recipe.task.question, prompt_markers=prompt_markers(renderer),
+                                   formats=tuple(recipe.task.output_fields.items()),
+                                   scaffold_labels=prompt_scaffold(renderer, recipe.task),
+                                   prose_fields=prose_fields(seeds, recipe.task.output_fields))
         from synth.decontam_sets import index_for
 
         g = recipe.generation
-        return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filters, q.judge,
-                   output=dict(g.output), extract=g.extract, decontam=index_for(recipe))
+        return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filter_ctx, q.judge,
+                   output=dict(g.output), extract=g.extract, decontam=index_for(recipe), filters=q.filter_chain())
+
+    def first_problem(self, fields: dict[str, Any]) -> Reject | None:
+        """The first of the run's filters that refuses `fields`, or None."""
+        return first_problem(fields, self.filter_ctx, self.filters)
 
     def answer_copies(self, strategy: Strategy) -> int:
         return self.verifier.answer_copies(strategy.has_reference)
@@ -301,7 +307,7 @@ def _verify(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
 
 def _decontaminate(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
     """Look every candidate the filters would keep up in the test sets' index, as one batch."""
-    kept = [a for a in attempts if a.alive and not first_problem(ctx.output_fields(a), ctx.filters)]
+    kept = [a for a in attempts if a.alive and not ctx.first_problem(ctx.output_fields(a))]
     matches = ctx.decontam.check_many([ctx.output_fields(a) for a in kept], ctx.task.question)
     for attempt, match in zip(kept, matches):
         if match is not None:
@@ -319,7 +325,7 @@ def _judge(attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
         if not attempt.alive:
             continue
         fields = ctx.output_fields(attempt)
-        if attempt.contaminated or first_problem(fields, ctx.filters):
+        if attempt.contaminated or ctx.first_problem(fields):
             continue  # filtered anyway: not worth a judge request
         key = stable_id(attempt.sample_id, "judge")
         request = GenerationRequest(
@@ -358,7 +364,7 @@ def _sample_row(attempt: Attempt, ctx: ChunkContext) -> dict[str, Any]:
         return {**row, "status": "rejected", "reason": str(attempt.reject), "raw_text": attempt.raw_text,
                 "fields": attempt.known or None}
     fields = ctx.output_fields(attempt)
-    problem = first_problem(fields, ctx.filters) or attempt.contaminated or attempt.judged_out
+    problem = ctx.first_problem(fields) or attempt.contaminated or attempt.judged_out
     if problem is not None:
         attempt.status = "filtered"
         return {**row, "fields": fields, "status": "filtered", "reason": str(problem), "raw_text": attempt.raw_text}
