@@ -8,7 +8,9 @@ against the dataset and the budget are the run ledger's (storage/runs/runs.py).
 
 For a chunk of attempts, stage k of every attempt's strategy is ONE batched backend
 call (k = 0, 1, ...); the answer stage samples `verifier.answer_copies` answers where
-the verifier wants several (math self-consistency). Then, in this order:
+the verifier wants several (math self-consistency): first `verifier.first_wave` of them,
+and the rest, in a second batch, only for the attempts whose first answers do not settle
+the vote (`verifier.settled`). Then, in this order:
 - parse: a reply that is not the stage's fields -> `rejected` (raw text and reason kept);
 - verify (unless `verify.kind: none`): the first of the sampled answers that holds up
   becomes the sample's answer; none -> `rejected` with the first verdict's reason;
@@ -204,23 +206,32 @@ def _request(attempt: Attempt, strategy: Strategy, stage: Stage, ctx: ChunkConte
 def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
                request_rows: list[dict[str, Any]]) -> None:
     calls: list[tuple[Attempt, Stage, Call]] = []
+    rest: list[tuple[Attempt, Stage, Strategy, int]] = []  # answers sampled only if the first ones disagree
     for attempt in attempts:
         strategy = STRATEGIES[attempt.slot.strategy]
         if not attempt.alive or position >= len(strategy.stages):
             continue
         stage = strategy.stages[position]
-        copies = ctx.answer_copies(strategy) if stage.writes == ANSWER else 1
+        copies = first = 1
         if stage.writes == ANSWER:
-            attempt.copies = copies
-        calls += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy)) for copy in range(copies)]
-    answered = call_batch(backend, [call for _, _, call in calls])
-    parsed: list[Any] = []
-    for (attempt, stage, call), (result, row) in zip(calls, answered):
-        request_rows.append(row)
-        parsed.append(Reject("backend_error", result.error[:500]) if result.error is not None
-                      else ctx.generation.parse(stage, result.text, result.finish_reason))
-    if ctx.extract:
-        _extract_endings(calls, [result for result, _ in answered], parsed, backend, ctx, request_rows)
+            copies = attempt.copies = ctx.answer_copies(strategy)
+            first = ctx.verifier.first_wave(strategy.has_reference)
+            if first < copies:
+                rest.append((attempt, stage, strategy, first))
+        calls += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy)) for copy in range(first)]
+    answered, parsed = _call_and_parse(calls, backend, ctx, request_rows)
+    if rest:  # a vote the first answers settle needs no more (the label would not change)
+        more = []
+        for attempt, stage, strategy, first in rest:
+            answers = [value[ctx.task.answer] for (a, _, _), value in zip(calls, parsed)
+                       if a is attempt and not isinstance(value, Reject)]
+            if ctx.verifier.settled([str(answer) for answer in answers], first):
+                attempt.copies = first
+            else:
+                more += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy))
+                         for copy in range(first, attempt.copies)]
+        answered_more, parsed_more = _call_and_parse(more, backend, ctx, request_rows)
+        calls, answered, parsed = calls + more, answered + answered_more, parsed + parsed_more
     outputs: dict[str, list[tuple[str, str, Any]]] = {}  # sample -> (request id, raw text, parsed or Reject)
     by_id: dict[str, tuple[Attempt, Stage]] = {}
     for (attempt, stage, call), (result, _), value in zip(calls, answered, parsed):
@@ -236,6 +247,23 @@ def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx
         attempt.known.update(first)
         if stage.writes == ANSWER:
             attempt.answers = [value[ctx.task.answer] for _, _, value in good]
+
+
+def _call_and_parse(calls: Sequence[tuple[Attempt, Stage, Call]], backend: Backend, ctx: ChunkContext,
+                    request_rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """One batched call for `calls`, each reply parsed (with its extraction turn): the
+    (result, request row) pairs and the parsed fields or Rejects, in order."""
+    if not calls:
+        return [], []
+    answered = call_batch(backend, [call for _, _, call in calls])
+    parsed: list[Any] = []
+    for (attempt, stage, call), (result, row) in zip(calls, answered):
+        request_rows.append(row)
+        parsed.append(Reject("backend_error", result.error[:500]) if result.error is not None
+                      else ctx.generation.parse(stage, result.text, result.finish_reason))
+    if ctx.extract:
+        _extract_endings(calls, [result for result, _ in answered], parsed, backend, ctx, request_rows)
+    return answered, parsed
 
 
 def _extract_endings(calls: Sequence[tuple[Attempt, Stage, Call]], results: Sequence[Any], parsed: list[Any],
