@@ -108,7 +108,6 @@ def measure(model: str, mode_name: str, problems: list[dict], threads: int | Non
     extra = [r for r in result.requests if r["stage"] == "answer_extract"]
     rows = []
     if mode_name == "text+extract":  # the same pass, read without the extraction turn
-        from synth.quality import first_problem
         from synth.strategies import STRATEGIES
 
         plain = []
@@ -117,7 +116,7 @@ def measure(model: str, mode_name: str, problems: list[dict], threads: int | Non
             parsed = ctx.generation.parse(stage, request["raw_text"] or "", request["finish_reason"])
             ok = not hasattr(parsed, "reason")
             fields = {**{"question": problems[sample["seed_row"]]["question"]}, **(parsed if ok else {})}
-            accepted = ok and first_problem(fields, ctx.filters) is None
+            accepted = ok and ctx.first_problem(fields) is None
             plain.append((request["raw_text"], accepted, fields.get("answer", "")))
         rows.append(_row(model, "text", problems, result.samples, plain, tokens, answer_wall, wall, 0))
     mine = [(req["raw_text"], s["status"] == "accepted", (s.get("fields") or {}).get("answer", ""))

@@ -173,13 +173,13 @@ def throughput(gsm: list[dict], he: list[dict], n_items: int, n_candidates: int,
     pool = [{"question": light_edit(r["question"], rng)} for r in rng.sample(gsm, 3000)]
     pool += [{"question": rename(p, rng)["prompt"]} for p in he]
     candidates = [pool[i % len(pool)] for i in range(n_candidates)]
-    from synth.quality import FilterContext, first_problem
+    from synth.quality import FilterContext, default_filters, first_problem
 
-    filters = FilterContext(min_chars=8, max_chars=8000, question_field="question")
+    filter_ctx, filters = FilterContext(question_field="question"), default_filters()
     sample = candidates[:10_000]
     start = time.perf_counter()
     for c in sample:  # the baseline: the heuristic filters every candidate already goes through
-        first_problem(c, filters)
+        first_problem(c, filter_ctx, filters)
     filters_s = (time.perf_counter() - start) / len(sample)
     start = time.perf_counter()
     flagged = sum(index.check(c) is not None for c in candidates)

@@ -36,9 +36,7 @@ NEW_GATES = ("scaffold_echo", "leading_punctuation", "degenerate_ending")
 
 def context(recipe_name: str, seeds: list[dict]) -> FilterContext:
     recipe = load_recipe(ROOT / "recipes" / recipe_name)
-    q = recipe.quality
-    return FilterContext(min_chars=q.min_chars, max_chars=q.max_chars, question_field=recipe.task.question,
-                         max_repetition=q.max_repetition, formats=tuple(recipe.task.output_fields.items()),
+    return FilterContext(question_field=recipe.task.question, formats=tuple(recipe.task.output_fields.items()),
                          prompt_markers=prompt_markers(Renderer()),
                          scaffold_labels=prompt_scaffold(Renderer(), recipe.task),
                          prose_fields=prose_fields(seeds, recipe.task.output_fields))
@@ -48,7 +46,7 @@ def refusals(rows: list[dict], ctx: FilterContext) -> Counter:
     counts: Counter = Counter()
     for row in rows:
         for name, gate in FILTERS.items():
-            if gate.check(row, ctx) is not None:
+            if gate().check(row, ctx) is not None:
                 counts[name] += 1
     return counts
 
@@ -81,17 +79,18 @@ def catch(catalog: str, show: int) -> None:
 
     specs = {k: OutputField(**v) for k, v in recipe["task"]["output_fields"].items()}
     question = recipe["task"].get("question_field") or next(iter(specs))
-    ctx = FilterContext(min_chars=8, max_chars=8000, question_field=question, formats=tuple(specs.items()),
+    ctx = FilterContext(question_field=question, formats=tuple(specs.items()),
                         scaffold_labels=prompt_scaffold(Renderer(), _task(recipe)),
                         prose_fields=tuple(specs))  # the seeds of the demo's fields are prose
     print(f"{len(fields)} parsed candidates in {catalog} ({Counter(r['status'] for r in rows)})")
     first: Counter = Counter()
+    gates = {name: gate() for name, gate in FILTERS.items()}
     for f in fields:
-        hit = next((name for name, gate in FILTERS.items() if gate.check(f, ctx) is not None), "passes")
+        hit = next((name for name, gate in gates.items() if gate.check(f, ctx) is not None), "passes")
         first[hit] += 1
     for name, n in first.most_common():
         print(f"- {name}: {n}")
-    for f in [f for f in fields if all(g.check(f, ctx) is None for g in FILTERS.values())][:show]:
+    for f in [f for f in fields if all(g.check(f, ctx) is None for g in gates.values())][:show]:
         print("---\n" + "\n".join(f"{k}: {v}" for k, v in f.items()))
 
 

@@ -8,7 +8,9 @@ against the dataset and the budget are the run ledger's (storage/runs/runs.py).
 
 For a chunk of attempts, stage k of every attempt's strategy is ONE batched backend
 call (k = 0, 1, ...); the answer stage samples `verifier.answer_copies` answers where
-the verifier wants several (math self-consistency). Then, in this order:
+the verifier wants several (math self-consistency): first `verifier.first_wave` of them,
+and the rest, in a second batch, only for the attempts whose first answers do not settle
+the vote (`verifier.settled`). Then, in this order:
 - parse: a reply that is not the stage's fields -> `rejected` (raw text and reason kept);
 - verify (unless `verify.kind: none`): the first of the sampled answers that holds up
   becomes the sample's answer; none -> `rejected` with the first verdict's reason;
@@ -34,7 +36,7 @@ from synth.curation.decontam import DecontamIndex
 from synth.ids import content_hash, stable_id, stable_seed
 from synth.curation.judge import SCHEMA as JUDGE_SCHEMA, TEMPLATE as JUDGE_TEMPLATE, judge_messages, parse_judgement
 from synth.prompting.parsing import parse_fields
-from synth.quality import FilterContext, first_problem, prose_fields, scaffold_labels
+from synth.quality import Filter, FilterContext, default_filters, first_problem, prose_fields, scaffold_labels
 from synth.reject import Reject
 from synth.prompting.render import PromptError, Renderer, example_variables
 from synth.slot import Slot
@@ -80,12 +82,15 @@ class ChunkContext:
     """Everything a chunk needs besides the backend; cheap to pickle for a remote replica."""
 
     def __init__(self, run_id: str, task: "Task", seeds: Sequence[dict[str, Any]], renderer: Renderer,
-                 sampling: SamplingSettings, verify: VerifierSettingsBase, filters: FilterContext,
+                 sampling: SamplingSettings, verify: VerifierSettingsBase, filter_ctx: FilterContext,
                  judge: "Judge | None" = None, output: dict[str, str] | None = None, extract: bool = True,
-                 decontam: DecontamIndex | None = None) -> None:
+                 decontam: DecontamIndex | None = None, filters: Sequence[Filter] | None = None) -> None:
         self.run_id, self.task, self.seeds = run_id, task, list(seeds)
         self.renderer, self.sampling, self.verify_settings = renderer, sampling, verify
-        self.filters, self.judge, self.extract, self.decontam = filters, judge, extract, decontam
+        self.judge, self.extract, self.decontam = judge, extract, decontam
+        # the recipe's filters in their order (default: every registered one) and what they read from the run
+        self.filters = tuple(filters) if filters is not None else default_filters()
+        self.filter_ctx = filter_ctx
         self.generation = GenerationContext(task, self.seeds, renderer, dict(output or {}))
         self.verifier = verify.build()
 
@@ -94,16 +99,19 @@ class ChunkContext:
                     renderer: Renderer | None = None) -> "ChunkContext":
         q = recipe.quality
         renderer = renderer or Renderer(recipe.template_overrides())
-        filters = FilterContext(min_chars=q.min_chars, max_chars=q.max_chars, question_field=recipe.task.question,
-                                prompt_markers=prompt_markers(renderer), max_repetition=q.max_repetition,
-                                formats=tuple(recipe.task.output_fields.items()),
-                                scaffold_labels=prompt_scaffold(renderer, recipe.task),
-                                prose_fields=prose_fields(seeds, recipe.task.output_fields))
+        filter_ctx = FilterContext(question_field=recipe.task.question, prompt_markers=prompt_markers(renderer),
+                                   formats=tuple(recipe.task.output_fields.items()),
+                                   scaffold_labels=prompt_scaffold(renderer, recipe.task),
+                                   prose_fields=prose_fields(seeds, recipe.task.output_fields))
         from synth.config.decontam_sets import index_for
 
         g = recipe.generation
-        return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filters, q.judge,
-                   output=dict(g.output), extract=g.extract, decontam=index_for(recipe))
+        return cls(run_id, recipe.task, seeds, renderer, recipe.backend.sampling, recipe.verify, filter_ctx, q.judge,
+                   output=dict(g.output), extract=g.extract, decontam=index_for(recipe), filters=q.filter_chain())
+
+    def first_problem(self, fields: dict[str, Any]) -> Reject | None:
+        """The first of the run's filters that refuses `fields`, or None."""
+        return first_problem(fields, self.filter_ctx, self.filters)
 
     def answer_copies(self, strategy: Strategy) -> int:
         return self.verifier.answer_copies(strategy.has_reference)
@@ -198,23 +206,32 @@ def _request(attempt: Attempt, strategy: Strategy, stage: Stage, ctx: ChunkConte
 def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
                request_rows: list[dict[str, Any]]) -> None:
     calls: list[tuple[Attempt, Stage, Call]] = []
+    rest: list[tuple[Attempt, Stage, Strategy, int]] = []  # answers sampled only if the first ones disagree
     for attempt in attempts:
         strategy = STRATEGIES[attempt.slot.strategy]
         if not attempt.alive or position >= len(strategy.stages):
             continue
         stage = strategy.stages[position]
-        copies = ctx.answer_copies(strategy) if stage.writes == ANSWER else 1
+        copies = first = 1
         if stage.writes == ANSWER:
-            attempt.copies = copies
-        calls += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy)) for copy in range(copies)]
-    answered = call_batch(backend, [call for _, _, call in calls])
-    parsed: list[Any] = []
-    for (attempt, stage, call), (result, row) in zip(calls, answered):
-        request_rows.append(row)
-        parsed.append(Reject("backend_error", result.error[:500]) if result.error is not None
-                      else ctx.generation.parse(stage, result.text, result.finish_reason))
-    if ctx.extract:
-        _extract_endings(calls, [result for result, _ in answered], parsed, backend, ctx, request_rows)
+            copies = attempt.copies = ctx.answer_copies(strategy)
+            first = ctx.verifier.first_wave(strategy.has_reference)
+            if first < copies:
+                rest.append((attempt, stage, strategy, first))
+        calls += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy)) for copy in range(first)]
+    answered, parsed = _call_and_parse(calls, backend, ctx, request_rows)
+    if rest:  # a vote the first answers settle needs no more (the label would not change)
+        more = []
+        for attempt, stage, strategy, first in rest:
+            answers = [value[ctx.task.answer] for (a, _, _), value in zip(calls, parsed)
+                       if a is attempt and not isinstance(value, Reject)]
+            if ctx.verifier.settled([str(answer) for answer in answers], first):
+                attempt.copies = first
+            else:
+                more += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy))
+                         for copy in range(first, attempt.copies)]
+        answered_more, parsed_more = _call_and_parse(more, backend, ctx, request_rows)
+        calls, answered, parsed = calls + more, answered + answered_more, parsed + parsed_more
     outputs: dict[str, list[tuple[str, str, Any]]] = {}  # sample -> (request id, raw text, parsed or Reject)
     by_id: dict[str, tuple[Attempt, Stage]] = {}
     for (attempt, stage, call), (result, _), value in zip(calls, answered, parsed):
@@ -230,6 +247,23 @@ def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx
         attempt.known.update(first)
         if stage.writes == ANSWER:
             attempt.answers = [value[ctx.task.answer] for _, _, value in good]
+
+
+def _call_and_parse(calls: Sequence[tuple[Attempt, Stage, Call]], backend: Backend, ctx: ChunkContext,
+                    request_rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """One batched call for `calls`, each reply parsed (with its extraction turn): the
+    (result, request row) pairs and the parsed fields or Rejects, in order."""
+    if not calls:
+        return [], []
+    answered = call_batch(backend, [call for _, _, call in calls])
+    parsed: list[Any] = []
+    for (attempt, stage, call), (result, row) in zip(calls, answered):
+        request_rows.append(row)
+        parsed.append(Reject("backend_error", result.error[:500]) if result.error is not None
+                      else ctx.generation.parse(stage, result.text, result.finish_reason))
+    if ctx.extract:
+        _extract_endings(calls, [result for result, _ in answered], parsed, backend, ctx, request_rows)
+    return answered, parsed
 
 
 def _extract_endings(calls: Sequence[tuple[Attempt, Stage, Call]], results: Sequence[Any], parsed: list[Any],
@@ -301,7 +335,7 @@ def _verify(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
 
 def _decontaminate(attempts: Sequence[Attempt], ctx: ChunkContext) -> None:
     """Look every candidate the filters would keep up in the test sets' index, as one batch."""
-    kept = [a for a in attempts if a.alive and not first_problem(ctx.output_fields(a), ctx.filters)]
+    kept = [a for a in attempts if a.alive and not ctx.first_problem(ctx.output_fields(a))]
     matches = ctx.decontam.check_many([ctx.output_fields(a) for a in kept], ctx.task.question)
     for attempt, match in zip(kept, matches):
         if match is not None:
@@ -319,7 +353,7 @@ def _judge(attempts: Sequence[Attempt], backend: Backend, ctx: ChunkContext,
         if not attempt.alive:
             continue
         fields = ctx.output_fields(attempt)
-        if attempt.contaminated or first_problem(fields, ctx.filters):
+        if attempt.contaminated or ctx.first_problem(fields):
             continue  # filtered anyway: not worth a judge request
         key = stable_id(attempt.sample_id, "judge")
         request = GenerationRequest(
@@ -358,7 +392,7 @@ def _sample_row(attempt: Attempt, ctx: ChunkContext) -> dict[str, Any]:
         return {**row, "status": "rejected", "reason": str(attempt.reject), "raw_text": attempt.raw_text,
                 "fields": attempt.known or None}
     fields = ctx.output_fields(attempt)
-    problem = first_problem(fields, ctx.filters) or attempt.contaminated or attempt.judged_out
+    problem = ctx.first_problem(fields) or attempt.contaminated or attempt.judged_out
     if problem is not None:
         attempt.status = "filtered"
         return {**row, "fields": fields, "status": "filtered", "reason": str(problem), "raw_text": attempt.raw_text}

@@ -9,10 +9,18 @@ Measured on real data: 7 of 7,473 GSM8K train rows (0.09 %) and 0 of 164 HumanEv
 problems share a 3-gram with the built-in generation templates ("the same way"); 4-grams
 flag none but miss echoes such as "... a JSON array with the key".
 
-Each filter is a small class with a `name` and `check(fields, ctx) -> Reject | None`;
-the first reject wins and becomes the sample's `filtered` reason. Exact and
-near-duplicate detection need the other samples (synth/dedup.py); the LLM judge is a
-separate step (synth/judge.py). Adding a filter: one class here, one entry in FILTERS.
+Each filter is one class: a pydantic model whose fields are its settings (`kind` names it,
+`enabled: false` switches it off) and whose `check(fields, ctx) -> Reject | None` says why a
+sample fails it. The recipe's `quality.filters` is a list of these, in the order they run
+(docs/curation.md); a recipe without the list runs every filter of `FILTERS`, in the
+registry's order, with its defaults. The first reject wins and becomes the sample's
+`filtered` reason. What a run derives from its prompts, seeds and task (the prompts' text,
+their line labels, the prose fields, the format constraints) is not a setting: it travels
+in the `FilterContext` handed to `check`. Exact and near-duplicate detection need the other
+samples (synth/dedup.py); the LLM judge is a separate step (synth/judge.py).
+
+Adding a filter: one class here (`kind: Literal["<name>"] = "<name>"`, its settings, `check`)
+and one line in `FILTERS`.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synth.task.formats import OutputField, check_fields
 from synth.reject import Reject
@@ -29,11 +39,10 @@ from synth.reject import Reject
 
 @dataclass(frozen=True)
 class FilterContext:
-    min_chars: int
-    max_chars: int
+    """What a run derives for the filters from its task, prompts and seeds (no user settings)."""
+
     question_field: str
     prompt_markers: tuple[str, ...] = ()  # our prompts' own text: none of its 3-grams may leak into samples
-    max_repetition: float = 0.75  # share of repeated word 4-grams above which a field is a loop
     formats: tuple[tuple[str, OutputField], ...] = ()  # output field -> its format constraints
     scaffold_labels: tuple[str, ...] = ()  # line labels our prompts write ("Question", "Example #"): `scaffold_labels`
     prose_fields: tuple[str, ...] = ()  # fields whose seed values all open with a letter or digit (`prose_fields`)
@@ -70,30 +79,45 @@ def _marker_grams(markers: tuple[str, ...], n: int) -> frozenset[tuple[str, ...]
     return frozenset(gram for marker in markers for gram in word_ngrams(marker, n))
 
 
-class Filter:
-    name: ClassVar[str]
+class Filter(BaseModel):
+    """A filter and its settings: one entry of the recipe's `quality.filters`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str  # each filter narrows it to its own `Literal["<name>"]`: the registry key
+    enabled: bool = True  # false: listed, not run
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must say what it refuses")
 
 
 class LengthBounds(Filter):
-    name = "length"
+    """A field with no letter or digit, a question under `min_chars`, any field over `max_chars`."""
+
+    kind: Literal["length"] = "length"
+    min_chars: int = Field(default=8, ge=0)  # the question field only
+    max_chars: int = Field(default=8000, gt=0)  # every field
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "LengthBounds":
+        if self.max_chars <= self.min_chars:
+            raise ValueError(f"max_chars ({self.max_chars}) must be greater than min_chars ({self.min_chars})")
+        return self
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         for field, value in fields.items():
             if not any(c.isalnum() for c in str(value)):
                 return Reject("no_content", f"{field} has no letters or digits")
             n = len(str(value))
-            if field == ctx.question_field and n < ctx.min_chars:
-                return Reject("too_short", f"{field} has {n} characters, minimum {ctx.min_chars}")
-            if n > ctx.max_chars:
-                return Reject("too_long", f"{field} has {n} characters, maximum {ctx.max_chars}")
+            if field == ctx.question_field and n < self.min_chars:
+                return Reject("too_short", f"{field} has {n} characters, minimum {self.min_chars}")
+            if n > self.max_chars:
+                return Reject("too_long", f"{field} has {n} characters, maximum {self.max_chars}")
         return None
 
 
 class Refusal(Filter):
-    name = "refusal"
+    kind: Literal["refusal"] = "refusal"
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         match = REFUSALS.search(_text(fields))
@@ -103,7 +127,7 @@ class Refusal(Filter):
 class TemplateText(Filter):
     """Template syntax, chat-format tokens, or a phrase of our own prompts in the sample."""
 
-    name = "template_text"
+    kind: Literal["template_text"] = "template_text"
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         match = TEMPLATE_LEFTOVER.search(_text(fields))
@@ -119,23 +143,28 @@ class TemplateText(Filter):
 class Format(Filter):
     """The task's format constraints (pattern, word bounds) on every field that declares them."""
 
-    name = "format"
+    kind: Literal["format"] = "format"
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         return check_fields(fields, dict(ctx.formats)) if ctx.formats else None
 
 
 class WrongScript(Filter):
-    """Mostly non-Latin letters in the question: the model drifted into another language."""
+    """Mostly non-Latin letters in the question: the model drifted into another language.
+    A task in another script leaves it out of `quality.filters`."""
 
-    name = "language"
+    kind: Literal["language"] = "language"
+    min_latin: float = Field(default=0.6, ge=0, le=1)  # share of the question's letters that must be Latin
+    min_letters: int = Field(default=20, ge=1)  # shorter questions are not judged
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         letters = [c for c in str(fields.get(ctx.question_field, "")) if c.isalpha()]
-        if len(letters) < 20:
+        if len(letters) < self.min_letters:
             return None
         latin = sum(1 for c in letters if "LATIN" in unicodedata.name(c, ""))
-        return Reject("wrong_language", f"{latin}/{len(letters)} Latin letters") if latin / len(letters) < 0.6 else None
+        if latin / len(letters) < self.min_latin:
+            return Reject("wrong_language", f"{latin}/{len(letters)} Latin letters")
+        return None
 
 
 class Repetition(Filter):
@@ -143,17 +172,19 @@ class Repetition(Filter):
     The default bound (0.75) is above every field of GSM8K train (largest share 0.32) and
     HumanEval (0.73, a test of near-identical asserts); five copies of a sentence reach 0.76."""
 
-    name = "repetition"
+    kind: Literal["repetition"] = "repetition"
+    max_share: float = Field(default=0.75, gt=0, le=1)  # of repeated word 4-grams; 1 lets every loop through
+    min_words: int = Field(default=REPETITION_MIN_WORDS, ge=1)  # shorter fields are not judged
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         for field, value in fields.items():
             text = str(value)
-            if len(_WORDS.findall(text)) < REPETITION_MIN_WORDS:
+            if len(_WORDS.findall(text)) < self.min_words:
                 continue
             share = repeated_ngram_share(text)
-            if share > ctx.max_repetition:
+            if share > self.max_share:
                 return Reject("repetition", f"{field} repeats {share:.0%} of its 4-word phrases "
-                                            f"(maximum {ctx.max_repetition:.0%})")
+                                            f"(maximum {self.max_share:.0%})")
         return None
 
 
@@ -169,17 +200,19 @@ class SymbolLines(Filter):
     train (12.5 % at most) and HumanEval (67 %, a test of blank lines and brackets); the two
     padded 1.5B demo answers had 94 %."""
 
-    name = "symbol_lines"
+    kind: Literal["symbol_lines"] = "symbol_lines"
+    max_share: float = Field(default=SYMBOL_LINES_MAX, gt=0, le=1)  # of lines without a letter or digit
+    min_lines: int = Field(default=SYMBOL_LINES_MIN, ge=1)  # shorter fields are not judged
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         for field, value in fields.items():
             lines = str(value).split("\n")
-            if len(lines) < SYMBOL_LINES_MIN:
+            if len(lines) < self.min_lines:
                 continue
             empty = sum(1 for line in lines if not _LETTER_OR_DIGIT.search(line))
-            if empty / len(lines) > SYMBOL_LINES_MAX:
+            if empty / len(lines) > self.max_share:
                 return Reject("symbol_lines", f"{field}: {empty} of its {len(lines)} lines hold no letter or digit "
-                                              f"(maximum {SYMBOL_LINES_MAX:.0%})")
+                                              f"(maximum {self.max_share:.0%})")
         return None
 
 
@@ -223,7 +256,7 @@ class ScaffoldEcho(Filter):
     prompts as they render (`scaffold_labels`), so a new template needs no new list; a label
     indented in a docstring is not at a line's start and does not count."""
 
-    name = "scaffold_echo"
+    kind: Literal["scaffold_echo"] = "scaffold_echo"
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         if not ctx.scaffold_labels:
@@ -246,7 +279,7 @@ class LeadingPunctuation(Filter):
     some JSON or code the model was still writing, `}` / `);` / `]){`), or, where the field is
     prose, with an opening bracket or a code fence."""
 
-    name = "leading_punctuation"
+    kind: Literal["leading_punctuation"] = "leading_punctuation"
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         for field, value in fields.items():
@@ -279,7 +312,7 @@ class DegenerateEnding(Filter):
     at all. GSM8K train: 16 of 7,473 answers end on a number their working does not show
     (0.21 %, docs/quality.md), none trips the other rules."""
 
-    name = "degenerate_ending"
+    kind: Literal["degenerate_ending"] = "degenerate_ending"
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         for field, spec in ctx.formats:
@@ -320,13 +353,34 @@ def _compiled_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-FILTERS: dict[str, Filter] = {f.name: f for f in (LengthBounds(), LeadingPunctuation(), Refusal(), TemplateText(),
-                                                  ScaffoldEcho(), WrongScript(), Repetition(), SymbolLines(),
-                                                  Format(), DegenerateEnding())}
+# kind -> filter; the order is the default run order (a recipe without `quality.filters`)
+FILTERS: dict[str, type[Filter]] = {
+    "length": LengthBounds,
+    "leading_punctuation": LeadingPunctuation,
+    "refusal": Refusal,
+    "template_text": TemplateText,
+    "scaffold_echo": ScaffoldEcho,
+    "language": WrongScript,
+    "repetition": Repetition,
+    "symbol_lines": SymbolLines,
+    "format": Format,
+    "degenerate_ending": DegenerateEnding,
+}
 
 
-def first_problem(fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
-    for check in FILTERS.values():
+def default_filters(settings: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Filter, ...]:
+    """Every registered filter in the registry's order, with its defaults, or with
+    `settings[kind]` (the recipe's `quality.min_chars`, `max_chars`, `max_repetition`)."""
+    settings = settings or {}
+    return tuple(cls(**settings.get(kind, {})) for kind, cls in FILTERS.items())
+
+
+def first_problem(fields: Mapping[str, Any], ctx: FilterContext,
+                  filters: Sequence[Filter] | None = None) -> Reject | None:
+    """The first reject of `filters` (default: `default_filters()`), run in order; None if all pass."""
+    for check in default_filters() if filters is None else filters:
+        if not check.enabled:
+            continue
         reject = check.check(fields, ctx)
         if reject is not None:
             return reject

@@ -14,14 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
 from synth.config.cluster import ClusterSettings
 from synth.errors import BadInput
+from synth.quality import FILTERS, Filter, default_filters
 from synth.strategies import DEFAULT_KIND as DEFAULT_STRATEGY, STRATEGIES
 from synth.task.task import Task
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
@@ -159,7 +161,32 @@ class Judge(_Strict):
     on_failure: Literal["filter", "keep"] = "filter"
 
 
+def _filter_entry(value: Any) -> Any:
+    """One `quality.filters` entry, a kind or `{kind: ..., settings}`, as its filter, looked up
+    in `FILTERS` when the recipe is read (so a filter registered later is found too)."""
+    if isinstance(value, str):
+        value = {"kind": value}
+    if not isinstance(value, dict):
+        return value  # the field's own check names it
+    kind = value.get("kind")
+    if not isinstance(kind, str) or kind not in FILTERS:
+        raise ValueError(f"kind: {'unknown filter ' + repr(kind) if kind else 'required'}; "
+                         f"write one of: {', '.join(FILTERS)}")
+    return FILTERS[kind].model_validate(value)  # its errors keep their place: quality.filters.<i>.<key>
+
+
+# a filter as the recipe lists it; dumped with its own settings, not only the base's
+FilterEntry = Annotated[SerializeAsAny[Filter], BeforeValidator(_filter_entry)]
+_SHORTHANDS = {"min_chars": ("length", "min_chars"), "max_chars": ("length", "max_chars"),
+               "max_repetition": ("repetition", "max_share")}  # old keys -> the filter setting they are
+
+
 class Quality(_Strict):
+    # the heuristic filters, in the order they run (synth/quality.py `FILTERS`): a kind, or
+    # `{kind: ..., <its settings>, enabled: false}`; a filter left out does not run. Without the
+    # list: every filter in the registry's order, `min_chars`, `max_chars`, `max_repetition` below
+    # setting the length and repetition filters (with the list they go in those entries)
+    filters: list[FilterEntry] | None = None
     min_chars: int = Field(default=8, ge=0)
     max_chars: int = Field(default=8000, gt=0)
     near_dup_threshold: float = Field(default=0.85, gt=0, le=1)
@@ -179,7 +206,41 @@ class Quality(_Strict):
             raise ValueError(f"max_chars ({self.max_chars}) must be greater than min_chars ({self.min_chars})")
         if self.decontaminate_cosine is not None and not self.decontaminate:
             raise ValueError("decontaminate_cosine compares with test sets: list them in `decontaminate:` too")
+        if self.filters is not None:
+            for key in (k for k in _SHORTHANDS if k in self.model_fields_set):
+                kind, setting = _SHORTHANDS[key]
+                raise ValueError(f"{key} sets the {kind} filter of a recipe without `filters:`; with the list, "
+                                 f"write it in that entry: `- {{kind: {kind}, {setting}: "
+                                 f"{getattr(self, key)}}}`")
         return self
+
+    @field_validator("filters")
+    @classmethod
+    def _each_once(cls, value: list[Filter] | None) -> list[Filter] | None:
+        kinds = [entry.kind for entry in value or ()]
+        twice = sorted({kind for kind in kinds if kinds.count(kind) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once: list each filter once, where it should run")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """Without a list, the recipe dumps (and hashes: its run id) as before the list existed;
+        with one, the older keys mean nothing and are left out, so the dump reads back."""
+        data = handler(self)
+        for key in ("filters",) if self.filters is None else _SHORTHANDS:
+            data.pop(key, None)
+        return data
+
+    def filter_chain(self) -> tuple[Filter, ...]:
+        """The filters a run applies, in order: the recipe's list less those switched off, else
+        every registered filter with the length and repetition settings of the keys above."""
+        if self.filters is not None:
+            return tuple(entry for entry in self.filters if entry.enabled)
+        settings: dict[str, dict[str, Any]] = {}
+        for key, (kind, setting) in _SHORTHANDS.items():
+            settings.setdefault(kind, {})[setting] = getattr(self, key)
+        return default_filters(settings)
 
 
 class Export(_Strict):

@@ -1,11 +1,13 @@
-"""Adding a strategy is one class and its template, an exporter one class; overriding any
-built-in prompt works, the tree's included; the chunk pipeline is pure data in, rows out."""
+"""Adding a strategy is one class and its template, an exporter or a filter one class; a recipe
+orders its filters and turns any off; overriding any built-in prompt works, the tree's
+included; the chunk pipeline is pure data in, rows out."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -13,12 +15,15 @@ from storage.catalog.catalog import Catalog
 from storage.publish.exporters import EXPORTERS, Exporter
 from storage.runs.recipe_tree import ensure_tree
 from synth.backends.scripted import ScriptedBackend, fill_schema
+from synth.backends.scripted import asked, reply
 from synth.pipeline import ChunkContext, new_attempts, run_chunk
-from synth.prompting.render import Renderer, user_template_hash
+from synth.quality import FILTERS, Filter, FilterContext
 from synth.recipe import RecipeError, load_recipe
+from synth.reject import Reject
+from synth.prompting.render import Renderer, user_template_hash
 from synth.slot import Slot
 from synth.strategies import QUESTION, STRATEGIES, GenerationContext, Stage, Strategy
-from tests.conftest import run_dataset, run_to_end, write_recipe
+from tests.conftest import run_dataset, run_to_end, start_run, write_recipe
 
 KEEP_TEMPLATE = "test/rephrase_keep_answer.jinja2"
 KEEP_SOURCE = "Say this {{ question_field }} again in new words: {{ original }}\nReply as JSON with the keys: question."
@@ -146,13 +151,84 @@ def test_a_new_exporter_is_one_class_and_one_registry_line(tmp_path, monkeypatch
         preflight(path)
 
 
+class BannedWords(Filter):
+    """Test-only: a question that holds one of `words`."""
+
+    kind: Literal["banned_words"] = "banned_words"
+    words: tuple[str, ...] = ()
+
+    def check(self, fields, ctx: FilterContext):
+        question = str(fields.get(ctx.question_field, ""))
+        word = next((w for w in self.words if w in question.lower()), None)
+        return Reject("banned_word", f"{ctx.question_field} holds {word!r}") if word else None
+
+
+def scripted_questions(question):
+    """A backend whose question stage writes `question(request)` and whose answers are plain."""
+    def script(request):
+        if "answer" in asked(request):
+            return reply(request, {"answer": "3 + 4 = 7 apples in all.\n#### 7"})
+        return reply(request, {"question": question(request)})
+
+    return ScriptedBackend(script)
+
+
+def test_a_new_filter_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+    """A recipe lists it with its settings, beside built-in ones; the ledger's run filters with it."""
+    monkeypatch.setitem(FILTERS, "banned_words", BannedWords)  # its registry line
+    path = write_recipe(tmp_path, generation={"target": 4, "budget": 40, "chunk_size": 4},
+                        quality={"filters": ["length", {"kind": "banned_words", "words": ["lottery"]}, "refusal"]})
+    recipe = load_recipe(path)
+    assert [f.kind for f in recipe.quality.filter_chain()] == ["length", "banned_words", "refusal"]
+    asked_for = itertools.count()  # every other question is about lottery tickets
+    backend = scripted_questions(lambda r: f"Shop {r.key[:6]} sells {'lottery ' if next(asked_for) % 2 else ''}"
+                                           "tickets at 4 dollars each. How many dollars for 3 tickets?")
+    run, summary = run_to_end(recipe, backend)
+    with run.catalog as cat:
+        rows = cat.query("SELECT status, reason, fields FROM samples_text")
+    filtered = [r for r in rows if r["status"] == "filtered"]
+    accepted = [json.loads(r["fields"])["question"] for r in rows if r["status"] == "accepted"]
+    assert filtered and all(r["reason"] == "banned_word: question holds 'lottery'" for r in filtered)
+    assert summary["status"] == "finished" and len(accepted) == 4 and not any("lottery" in q for q in accepted)
+    monkeypatch.delitem(FILTERS, "banned_words")
+    with pytest.raises(RecipeError, match=r"quality\.filters\.1\.kind: unknown filter 'banned_words'"):
+        load_recipe(path)
+
+
+def refusing(request) -> str:
+    """A refusal (`as an ai model`) of 43 characters, one a request."""
+    return f"As an AI model, I can't count {request.key[:4]} or {request.key[4:8]}."
+
+
+@pytest.mark.parametrize("quality, reason", [
+    ({"min_chars": 60}, "too_short"),  # no list: every filter in the registry's order, length first
+    ({"filters": [{"kind": "length", "min_chars": 60}, "refusal"]}, "too_short"),
+    ({"filters": ["refusal", {"kind": "length", "min_chars": 60}]}, "refusal"),  # reordered: refusal runs first
+    ({"filters": [{"kind": "refusal", "enabled": False}, {"kind": "length", "min_chars": 60}]}, "too_short"),
+    ({"filters": ["language", "repetition"]}, None),  # neither length nor refusal runs
+])
+def test_a_recipe_orders_its_filters_and_turns_them_off(tmp_path, quality, reason):
+    """The reject reason says which filter ran first; a filter switched off or left out does not run."""
+    path = write_recipe(tmp_path, generation={"target": 2, "budget": 8, "chunk_size": 4, "max_rounds": 1},
+                        quality=quality)
+    run = start_run(path, scripted_questions(refusing))
+    run.generate()
+    rows = run.catalog.query("SELECT status, reason FROM samples")
+    run.catalog.close()
+    filtered = {r["reason"].split(":")[0] for r in rows if r["status"] == "filtered"}
+    if reason is None:
+        assert not filtered and "accepted" in {r["status"] for r in rows}
+    else:
+        assert filtered == {reason} and {r["status"] for r in rows} == {"filtered"}
+
+
 def test_every_registry_names_each_part_by_its_own_name():
-    """Strategies, backends, verifiers and exporters: one dict each, one line a member."""
+    """Strategies, backends, verifiers, filters and exporters: one dict each, one line a member."""
     from synth.backends import BACKENDS
     from synth.strategies import DEFAULT_KIND
     from synth.verify import VERIFIERS
 
     assert all(name == strategy.name for name, strategy in STRATEGIES.items()) and DEFAULT_KIND in STRATEGIES
     assert all(name == exporter.name for name, exporter in EXPORTERS.items())
-    for registry in (BACKENDS, VERIFIERS):
+    for registry in (BACKENDS, VERIFIERS, FILTERS):
         assert all(settings.model_fields["kind"].default == kind for kind, settings in registry.items())

@@ -130,15 +130,14 @@ ISSUE_ECHO = "\"}\n\nJust respond as a JSON. You're going to need to create a JS
 
 
 def test_echoed_instructions_are_found_from_the_templates_text():
-    ctx = FilterContext(min_chars=8, max_chars=8000, question_field="question",
-                        prompt_markers=prompt_markers(Renderer()))
+    ctx = FilterContext(question_field="question", prompt_markers=prompt_markers(Renderer()))
     question = "A farmer has 12 cows and sells 4. How many cows are left?"
     assert first_problem({"question": question, "answer": ISSUE_ECHO}, ctx).reason == "prompt_echo"
     assert first_problem({"question": question, "answer": "12 - 4 = 8 #### 8"}, ctx) is None
     # an overridden template brings its own words: nothing here lists them
     own = "Produce a fresh arithmetic puzzle about {{ question_field }}. Respond in JSON: {{ fields | join(', ') }}."
     markers = prompt_markers(Renderer({"generate/new_question.jinja2": own}))
-    ctx = FilterContext(min_chars=8, max_chars=8000, question_field="question", prompt_markers=markers)
+    ctx = FilterContext(question_field="question", prompt_markers=markers)
     problem = first_problem({"question": question + " Produce a fresh arithmetic puzzle", "answer": "8"}, ctx)
     assert problem is not None and "produce a fresh" in problem.detail
 

@@ -142,23 +142,52 @@ def test_the_majority_is_the_label_and_agreement_counts_every_sampled_solution()
     assert low.kind == "low_agreement"
 
 
-def test_new_questions_get_their_label_by_majority_with_the_agreement_recorded(tmp_path):
+def majority_run(tmp_path, **verify):
     recipe = parse_recipe({**_recipe(tmp_path).model_dump(mode="json", exclude={"base_dir"}),
-                           "verify": {"kind": "math", "samples": 3}}, base_dir=tmp_path)
-    answers = iter(["3 x 4 = 12\n#### 12", "4 + 4 + 4 = 12\n#### 12", "3 + 4 = 7\n#### 7"] * 2)
+                           "verify": {"kind": "math", "samples": 3, **verify}}, base_dir=tmp_path)
+    answers = iter(["3 x 4 = 12\n#### 12", "4 + 4 + 4 = 12\n#### 12", "3 + 4 = 7\n#### 7", "3 x 4 = 12\n#### 12",
+                    "4 x 3 = 12\n#### 12", "3 + 4 = 7\n#### 7"])
 
     def script(request):
         if "Work out the answer" in request.messages[-1]["content"]:
             return next(answers)
         return "A shop packs 4 pens in a box. How many pens are in 3 boxes?"
 
-    result, backend = _run(recipe, script)
+    return _run(recipe, script)
+
+
+def test_new_questions_get_their_label_by_majority_with_the_agreement_recorded(tmp_path):
+    result, backend = majority_run(tmp_path, settle_early=False)
     assert len(backend.calls[1]) == 6  # three solutions per question, in one batched call
     accepted = [row for row in result.samples if row["status"] == "accepted"]
     assert len(accepted) == 2
     for row in accepted:
         assert row["agreement"] == pytest.approx(2 / 3) and row["n_solutions"] == 3
         assert row["fields"]["answer"].endswith("#### 12")  # a solution that reached the label
+
+
+def test_a_vote_the_first_solutions_settle_samples_no_more(tmp_path):
+    """Two of three agreeing decide the vote: the first question stops there; the second,
+    whose first two disagree (7, 12), gets its third solution (12) in a second batch."""
+    result, backend = majority_run(tmp_path)
+    assert [len(call) for call in backend.calls[1:]] == [4, 1]
+    rows = sorted((row for row in result.samples if row["status"] == "accepted"), key=lambda r: r["n_solutions"])
+    assert [(row["n_solutions"], round(row["agreement"], 3)) for row in rows] == [(2, 1.0), (3, 0.667)]
+    assert all(row["fields"]["answer"].endswith("#### 12") for row in rows)
+    assert len([r for r in result.requests if r["stage"] == "answer"]) == 5  # every paid answer is recorded
+
+
+def test_the_first_wave_is_the_fewest_solutions_that_decide_the_vote():
+    from synth.verify.math import MathVerifier
+
+    assert [MathVerifier(k).first_wave(False) for k in (1, 2, 3, 4, 5, 8)] == [1, 2, 2, 3, 3, 5]
+    assert MathVerifier(5, min_agreement=0.8).first_wave(False) == 4  # 4 of 5 must agree
+    assert MathVerifier(5, settle_early=False).first_wave(False) == 5
+    assert MathVerifier(3).first_wave(True) == 1  # a reference answer: one solution
+    verifier = MathVerifier(3)
+    assert verifier.settled(["#### 12", "so 12"], 2)
+    assert not verifier.settled(["#### 12", "#### 7"], 2)
+    assert not verifier.settled(["#### 12"], 2)  # the other did not parse: it counts against
 
 
 def test_a_new_code_problem_keeps_a_solution_that_passes_its_own_tests(tmp_path):

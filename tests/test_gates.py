@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 GSM_PATTERN = r"####[ ]*-?[0-9][0-9,]{0,12}(\.[0-9]{1,4})?$"
 ANSWER = OutputField(description="solution", pattern=GSM_PATTERN)
-CTX = FilterContext(min_chars=8, max_chars=8000, question_field="question",
+CTX = FilterContext(question_field="question",
                     formats=(("question", OutputField(description="q")), ("answer", ANSWER)),
                     scaffold_labels=("Answer", "Example #", "Question"), prose_fields=("question", "answer"))
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -49,7 +49,7 @@ def test_junk_is_rejected_with_a_reason(answer, gate):
 
 def test_degenerate_digits_even_where_the_pattern_allows_them():
     loose = OutputField(description="s", pattern=r"####[ ]*[0-9.,]+$")
-    ctx = FilterContext(min_chars=1, max_chars=9000, question_field="q", formats=(("a", loose),))
+    ctx = FilterContext(question_field="q", formats=(("a", loose),))
     out = DegenerateEnding().check({"a": "3 x 40 = 120\n#### 120.00000000000001"}, ctx)
     assert out is not None and "run of digits" in out.detail
 
@@ -60,7 +60,7 @@ def test_a_worked_solution_passes():
 
 
 def test_an_indented_docstring_label_is_not_an_echo():
-    ctx = FilterContext(min_chars=1, max_chars=9000, question_field="prompt", scaffold_labels=("Example #",))
+    ctx = FilterContext(question_field="prompt", scaffold_labels=("Example #",))
     prompt = 'def f(x):\n    """Double x.\n    Example 1:\n        f(2) == 4\n    """\n'
     assert ScaffoldEcho().check({"prompt": prompt}, ctx) is None
     assert ScaffoldEcho().check({"prompt": prompt + "Example 2: def g(): pass"}, ctx) is not None
@@ -78,8 +78,8 @@ def test_labels_come_from_the_prompts_as_they_render():
 def test_prose_fields_come_from_the_seeds():
     seeds = [{"q": "Tom has 3", "code": "    return x"}, {"q": "Ann buys", "code": "{1: 2}"}]
     assert prose_fields(seeds, ["q", "code"]) == ("q",)
-    assert LeadingPunctuation().check({"q": "{\"q\": 1}"}, FilterContext(1, 99, "q", prose_fields=("q",))) is not None
-    assert LeadingPunctuation().check({"code": "{1: 2}"}, FilterContext(1, 99, "q", prose_fields=("q",))) is None
+    assert LeadingPunctuation().check({"q": "{\"q\": 1}"}, FilterContext("q", prose_fields=("q",))) is not None
+    assert LeadingPunctuation().check({"code": "{1: 2}"}, FilterContext("q", prose_fields=("q",))) is None
 
 
 def _gsm8k_rows():
@@ -95,8 +95,7 @@ def _context_of(recipe_name, seeds):
     from synth.prompting.render import Renderer
 
     recipe = load_recipe(ROOT / "recipes" / recipe_name)
-    return FilterContext(min_chars=recipe.quality.min_chars, max_chars=recipe.quality.max_chars,
-                         question_field=recipe.task.question, formats=tuple(recipe.task.output_fields.items()),
+    return FilterContext(question_field=recipe.task.question, formats=tuple(recipe.task.output_fields.items()),
                          scaffold_labels=prompt_scaffold(Renderer(), recipe.task),
                          prose_fields=prose_fields(seeds, recipe.task.output_fields))
 

@@ -27,7 +27,7 @@ TASK = Task(name="t", description="Grade-school math word problems.",
                            "answer": {"description": "worked solution ending in #### <number>"}})
 SEEDS = [{"question": "Tom has 3 apples and buys 2 more. How many apples does he have?", "answer": "3 + 2 = 5 #### 5"},
          {"question": "A box holds 6 pens; how many pens are in 2 boxes?", "answer": "6 * 2 = 12 #### 12"}]
-FILTER_CTX = FilterContext(min_chars=8, max_chars=400, question_field="question",
+FILTER_CTX = FilterContext(question_field="question",
                            prompt_markers=("Reply as JSON with the key",),
                            formats=(("answer", OutputField(description="a", pattern=r"####[ ]*[0-9]+$")),),
                            scaffold_labels=("Answer", "Question"), prose_fields=("question",))
@@ -91,7 +91,7 @@ def test_the_filter_table_covers_every_filter():
 @pytest.mark.parametrize("case", sorted(FILTER_CASES) + ["clean"])
 def test_each_filter_refuses_its_case_and_only_it(filter_name, case):
     fields = CLEAN if case == "clean" else FILTER_CASES[case]
-    reject = FILTERS[filter_name].check(fields, FILTER_CTX)
+    reject = FILTERS[filter_name]().check(fields, FILTER_CTX)
     assert (reject is not None) == (case == filter_name), (filter_name, case, reject)
     if reject is not None:
         assert str(reject).startswith(reject.reason + ": ") and str(first_problem(fields, FILTER_CTX)) == str(reject)

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from synth.quality import FILTERS, FilterContext, first_problem, repeated_ngram_share
+from synth.quality import FilterContext, Repetition, SymbolLines, first_problem, repeated_ngram_share
 from synth.recipe import RecipeError, load_recipe
 from tests.conftest import start_run, write_recipe
 from synth.backends.scripted import asked, reply
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
-CTX = FilterContext(min_chars=8, max_chars=8000, question_field="question",
-                    prompt_markers=("Reply as JSON with the key",))
+CTX = FilterContext(question_field="question", prompt_markers=("Reply as JSON with the key",))
 LOOP = "She buys 3 apples for 2 dollars each. " * 6
 
 
@@ -55,11 +54,11 @@ def test_real_gsm8k_and_humaneval_pass_every_filter():
     if humaneval.exists():
         with gzip.open(humaneval, "rt") as handle:
             problems = [json.loads(line) for line in handle]
-        code_ctx = FilterContext(min_chars=8, max_chars=8000, question_field="prompt")
+        code_ctx = FilterContext(question_field="prompt")
         shares = [repeated_ngram_share(p[name]) for p in problems for name in ("prompt", "canonical_solution", "test")]
-        assert max(shares) <= code_ctx.max_repetition
+        assert max(shares) <= Repetition().max_share
         assert not [p["task_id"] for p in problems
-                    if FILTERS["symbol_lines"].check({k: p[k] for k in ("prompt", "canonical_solution", "test")}, code_ctx)]
+                    if SymbolLines().check({k: p[k] for k in ("prompt", "canonical_solution", "test")}, code_ctx)]
 
 
 def test_repetition_share_grows_with_the_loop():

@@ -37,6 +37,14 @@ def test_hash_ignores_where_outputs_go(tmp_path):
     ({"task": None}, "task: required"),
     ({"tree": {"max_values": 8, "infinite_threshold": 4}}, "infinite_threshold"),
     ({"quality": {"min_chars": 50, "max_chars": 10}}, "max_chars"),
+    ({"quality": {"filters": ["length", "sparkle"]}}, "quality.filters.1.kind: unknown filter 'sparkle'; write one of"),
+    ({"quality": {"filters": [{"min_chars": 3}]}}, "quality.filters.0.kind: required"),
+    ({"quality": {"filters": [{"kind": "length", "max_chars": 0}]}}, "quality.filters.0.max_chars: Input should be"),
+    ({"quality": {"filters": [{"kind": "length", "min_chars": 90, "max_chars": 20}]}}, "quality.filters.0: max_chars"),
+    ({"quality": {"filters": [{"kind": "repetition", "max_shar": 0.5}]}}, "quality.filters.0.max_shar: unknown key"),
+    ({"quality": {"filters": "length"}}, "quality.filters: Input should be a valid list"),
+    ({"quality": {"filters": ["refusal", "length", "refusal"]}}, "refusal listed more than once"),
+    ({"quality": {"min_chars": 1, "filters": ["length"]}}, "`- {kind: length, min_chars: 1}`"),
     ({"seeds": None, "generation": {"strategy": "answer_augmentation"}}, "add a `seeds:` section"),
 ])
 def test_broken_recipes_name_the_field(tmp_path, overrides, needle):
@@ -44,6 +52,18 @@ def test_broken_recipes_name_the_field(tmp_path, overrides, needle):
     with pytest.raises(RecipeError) as caught:
         load_recipe(path)
     assert needle in str(caught.value)
+
+
+def test_only_a_filter_list_changes_the_hash_and_the_list_round_trips(tmp_path):
+    plain = parse_recipe(base_recipe(tmp_path), base_dir=tmp_path)
+    assert "filters" not in plain.identity()["quality"]  # no list: the run id it had before the list existed
+    listed = parse_recipe(base_recipe(tmp_path, quality={"filters": ["refusal", {"kind": "length", "min_chars": 3}]}),
+                          base_dir=tmp_path)
+    assert listed.hash() != plain.hash()
+    dumped = listed.model_dump(mode="json", exclude={"base_dir"})
+    assert dumped["quality"]["filters"] == [{"kind": "refusal", "enabled": True},
+                                            {"kind": "length", "enabled": True, "min_chars": 3, "max_chars": 8000}]
+    assert parse_recipe(dumped, base_dir=tmp_path).hash() == listed.hash()
 
 
 def test_unreadable_yaml_says_where(tmp_path):

@@ -31,7 +31,7 @@ def plan_growth(catalog: Catalog, recipe: Recipe, grow_by: int | None = None) ->
     grow_by = grow_by if grow_by is not None else recipe.generation.grow_by
     target = recipe.generation.target
     if not grow_by:
-        return Growth(recipe, target, f"target {target} (the recipe's)")
+        return Growth(recipe, target, f"target {target}")  # the recipe's, or --target's
     dataset = recipe.dataset_name
     unfinished = catalog.query(
         """SELECT run_id, target FROM runs WHERE dataset = ? AND base_hash = ? AND target IS NOT NULL

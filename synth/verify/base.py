@@ -71,6 +71,12 @@ class Verifier(Protocol):
     def answer_copies(self, has_reference: bool) -> int:
         """How many answers to sample per attempt (k for self-consistency, else 1)."""
 
+    def first_wave(self, has_reference: bool) -> int:
+        """How many of them to sample first; the rest only where `settled` says False."""
+
+    def settled(self, answers: Sequence[str], sampled: int) -> bool:
+        """Whether the first `sampled` answers (those that parsed) already decide the verdict."""
+
     def context(self, case: VerifyCase) -> Any:
         """What `verify` compares against for this sample (built once, used for every answer)."""
 

@@ -95,6 +95,12 @@ class CodeVerifier:
         """A new problem's own tests judge `tries` solutions; a seed problem's solution, one."""
         return 1 if has_reference else self.tries
 
+    def first_wave(self, has_reference: bool) -> int:
+        return self.answer_copies(has_reference)  # every answer at once
+
+    def settled(self, answers: Sequence[str], sampled: int) -> bool:
+        return True
+
     def context(self, case: VerifyCase) -> CodeContext:
         """The seed's tests and entry point (answer augmentation keeps the seed's prompt);
         a sample that carries its own `test` field uses that instead."""

@@ -20,6 +20,8 @@ scientific notation, symbolic answers (`2\\sqrt{3}`), multiple answers.
 
 from __future__ import annotations
 
+import math
+
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -164,14 +166,22 @@ class MathVerifySettings(VerifierSettingsBase):
     `samples` solutions in one batch; the number most of them reach is its label, and one
     solution that reached it is kept, when more than half of the `samples` agree and at least
     `min_agreement` of them do (self-consistency, Wang et al. 2023). A solution that did not
-    parse (cut off, no number) counts against."""
+    parse (cut off, no number) counts against.
+
+    `settle_early` (default on): sample the fewest solutions that could decide the vote
+    first (2 of 3; 3 of 5), and the rest only where those disagree or one did not parse.
+    When the first ones all agree, no further solution could change the label, so the label
+    is the one all `samples` would give, for about a third fewer answer tokens on a model that
+    agrees with itself. Such a sample records the solutions actually sampled (`n_solutions`
+    2 of a planned 3, agreement 1.0)."""
 
     kind: Literal["math"] = "math"
     samples: int = Field(default=3, ge=1, le=32)
     min_agreement: float = Field(default=0.5, gt=0, le=1)
+    settle_early: bool = True
 
     def build(self) -> "MathVerifier":
-        return MathVerifier(self.samples, self.min_agreement)
+        return MathVerifier(self.samples, self.min_agreement, self.settle_early)
 
 
 @dataclass(frozen=True)
@@ -186,11 +196,24 @@ class MathContext:
 class MathVerifier:
     kind = "math"
 
-    def __init__(self, samples: int = 3, min_agreement: float = 0.5) -> None:
-        self.samples, self.min_agreement = samples, min_agreement
+    def __init__(self, samples: int = 3, min_agreement: float = 0.5, settle_early: bool = True) -> None:
+        self.samples, self.min_agreement, self.settle_early = samples, min_agreement, settle_early
 
     def answer_copies(self, has_reference: bool) -> int:
         return 1 if has_reference else self.samples
+
+    def first_wave(self, has_reference: bool) -> int:
+        """The fewest solutions whose agreement decides the vote of all `samples`: more than
+        half of them, and at least `min_agreement` of them."""
+        copies = self.answer_copies(has_reference)
+        if not self.settle_early or copies < 3:
+            return copies
+        return min(copies, max(copies // 2 + 1, math.ceil(self.min_agreement * copies - 1e-9)))
+
+    def settled(self, answers: Sequence[str], sampled: int) -> bool:
+        """Every one of the `sampled` first solutions parsed and ends on the same number."""
+        value, votes = plurality_answer(answers)
+        return value is not None and votes == sampled
 
     def context(self, case: VerifyCase) -> MathContext:
         """The strategy's reference answer when there is one (rephrase, augmentation: the seed's),
