@@ -2,8 +2,8 @@
 
 On GSM8K train problems held out of the demo's seeds (their own answers are the references),
 each embedded tier answers every problem once per output mode through the factory's own
-chunk pipeline (`synth.pipeline.run_work`: the recipe's prompt with two worked examples,
-temperature 0, the gates of synth/quality.py), with `verify: none` so that acceptance is
+chunk pipeline (`synth.execution.pipeline.run_work`: the recipe's prompt with two worked examples,
+temperature 0, the gates of synth/curation/filters.py), with `verify: none` so that acceptance is
 the gates' alone. Per mode and tier it prints:
 
 - raw accuracy: the final number of the model's reply (however it was asked) equals the
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synth.recipe import load_recipe  # noqa: E402
+from synth.config.recipe import load_recipe  # noqa: E402
 from synth.verify.math import extract_final_number, same_number  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -60,7 +60,7 @@ def recipe_for(model: str, mode: str, patterns: bool, extract: bool, folder: Pat
     data["verify"] = {"kind": "none"}
     data["tree"] = None
     data["catalog"] = str(folder / "catalog.duckdb")
-    from synth.recipe import parse_recipe
+    from synth.config.recipe import parse_recipe
 
     return parse_recipe(data, base_dir=base.base_dir)
 
@@ -71,7 +71,7 @@ def correct(text: str, reference: str) -> bool:
 
 
 def measure(model: str, mode_name: str, problems: list[dict], threads: int | None, parallel: int) -> list[dict]:
-    from synth.pipeline import ChunkContext, run_work
+    from synth.execution.pipeline import ChunkContext, run_work
     from synth.slot import Slot
 
     mode, patterns, extract = MODES[mode_name]

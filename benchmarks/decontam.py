@@ -26,7 +26,7 @@ GSM8K-style items (two real problems' sentences spliced: the first half of one, 
 half of another) up to --items; the candidates are GSM8K questions with their numbers changed
 and one word dropped, and HumanEval prompts renamed, cycled to --candidates (a share of
 them copies by construction). Index build time and candidates a second, one process, and
-the ratio to the heuristic filters (synth/quality.py) on the same candidates in the same run.
+the ratio to the heuristic filters (synth/curation/filters.py) on the same candidates in the same run.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def throughput(gsm: list[dict], he: list[dict], n_items: int, n_candidates: int,
     pool = [{"question": light_edit(r["question"], rng)} for r in rng.sample(gsm, 3000)]
     pool += [{"question": rename(p, rng)["prompt"]} for p in he]
     candidates = [pool[i % len(pool)] for i in range(n_candidates)]
-    from synth.quality import FilterContext, default_filters, first_problem
+    from synth.curation.filters import FilterContext, default_filters, first_problem
 
     filter_ctx, filters = FilterContext(question_field="question"), default_filters()
     sample = candidates[:10_000]

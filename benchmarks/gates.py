@@ -1,6 +1,6 @@
 """The junk gates' false positives on real data, and what they catch in a catalog.
 
-False positives: every gate of synth/quality.py (`scaffold_echo`, `leading_punctuation`,
+False positives: every gate of synth/curation/filters.py (`scaffold_echo`, `leading_punctuation`,
 `degenerate_ending`, and the older filters beside them) run on GSM8K train (7,473 rows) and
 HumanEval (164 problems) with the shipped recipes' field specs, prompts and seeds: the
 share of real rows each would refuse (target: at most 0.5 % for the new gates).
@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synth.pipeline import prompt_markers, prompt_scaffold  # noqa: E402
+from synth.execution.pipeline import prompt_markers, prompt_scaffold  # noqa: E402
 from synth.prompting.render import Renderer  # noqa: E402
-from synth.quality import FILTERS, FilterContext, prose_fields  # noqa: E402
-from synth.recipe import load_recipe  # noqa: E402
+from synth.curation.filters import FILTERS, FilterContext, prose_fields  # noqa: E402
+from synth.config.recipe import load_recipe  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 NEW_GATES = ("scaffold_echo", "leading_punctuation", "degenerate_ending")

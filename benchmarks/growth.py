@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from storage.catalog.catalog import Catalog  # noqa: E402
-from synth.recipe import load_recipe  # noqa: E402
+from synth.config.recipe import load_recipe  # noqa: E402
 from tests.conftest import run_dataset, write_recipe  # noqa: E402
 
 

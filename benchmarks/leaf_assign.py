@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from synth.backends.base import SamplingSettings  # noqa: E402
-from synth.recipe import load_recipe  # noqa: E402
+from synth.config.recipe import load_recipe  # noqa: E402
 from synth.similarity.embedder import get_embedder  # noqa: E402
 from synth.tree import tree_from_yaml  # noqa: E402
 from synth.tree.classify import classify_rows  # noqa: E402

@@ -118,8 +118,8 @@ def measure(kind: str, n: int, backend_settings: dict, order: str, examples: int
     from storage.runs.lifecycle import RunHooks, RunLifecycle
     from synth.backends import make_backend
     from synth.config.seeds import load_seeds
-    from synth.pipeline import _request, new_attempts
-    from synth.recipe import load_recipe
+    from synth.execution.pipeline import _request, new_attempts
+    from synth.config.recipe import load_recipe
     from synth.strategies import STRATEGIES
 
     with tempfile.TemporaryDirectory() as tmp:

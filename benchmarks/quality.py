@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from storage.catalog.catalog import Catalog  # noqa: E402
 from storage.reports.evaluation import catalog_figures, render_table  # noqa: E402
-from synth.recipe import load_recipe  # noqa: E402
+from synth.config.recipe import load_recipe  # noqa: E402
 
 
 def arm(recipe, backend, folder: Path, with_tree: bool, embed_sample: int) -> dict:
@@ -106,7 +106,7 @@ def main() -> int:
     data = recipe.model_dump(mode="json", exclude={"base_dir"})
     data.update(backend=backend_settings, generation={**data["generation"], "target": args.target,
                                                       "budget": args.budget, "grow_by": None, "max_target": None})
-    from synth.recipe import parse_recipe
+    from synth.config.recipe import parse_recipe
 
     recipe = parse_recipe(data, "quality benchmark", base_dir=ROOT / "recipes")
     backend = recipe.backend.build()

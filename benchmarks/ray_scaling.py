@@ -41,7 +41,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from storage.catalog.catalog import Catalog  # noqa: E402
 from synth.execution.ray import ReplicaPool  # noqa: E402
-from synth.recipe import load_recipe  # noqa: E402
+from synth.config.recipe import load_recipe  # noqa: E402
 from tests.conftest import OnChunk, start_run, write_recipe  # noqa: E402
 from tests.ray_cluster import LocalCluster  # noqa: E402
 

@@ -30,7 +30,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synth.backends.base import GenerationRequest, GenerationResult, SamplingSettings  # noqa: E402
-from synth.recipe import Task, TreeSettings  # noqa: E402
+from synth.config.recipe import Task, TreeSettings  # noqa: E402
 from synth.tree import Tree, build_tree  # noqa: E402
 
 TASK = Task(name="gsm", description="Grade school math word problems that need 2 to 8 steps of arithmetic.",

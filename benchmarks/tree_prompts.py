@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from synth.backends.base import GenerationRequest, Sampling  # noqa: E402
 from synth.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from synth.prompting.render import Renderer  # noqa: E402
-from synth.recipe import TreeSettings, load_recipe  # noqa: E402
+from synth.config.recipe import TreeSettings, load_recipe  # noqa: E402
 from synth.reject import Rejected  # noqa: E402
 from synth.tree.build import TEMPLATES, DimensionStage, ExpandStage, PivotsStage, Work  # noqa: E402
 from synth.tree.model import TreeNode, node_id_for  # noqa: E402

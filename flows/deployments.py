@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.run import run_recipe
 from synth.backends import backend_kinds
-from synth.recipe import RecipeError, absolute_inputs, load_recipe, parse_recipe
+from synth.config.recipe import RecipeError, absolute_inputs, load_recipe, parse_recipe
 
 DERIVED_DIR = Path("data/recipes")
 NIGHTLY_CRON = "0 2 * * *"

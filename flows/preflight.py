@@ -27,7 +27,7 @@ import synth.tree.classify  # noqa: F401  (the classification prompt's)
 from synth.config.decontam_sets import index_for, seed_report
 from synth.config.seeds import load_seeds
 from synth.prompting.render import Renderer, check_overrides
-from synth.recipe import Recipe, RecipeError, load_recipe
+from synth.config.recipe import Recipe, RecipeError, load_recipe
 
 
 def apply_overrides(recipe: Recipe, catalog: str | None = None, out: str | None = None,

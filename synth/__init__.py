@@ -18,7 +18,6 @@ One sub-package per group (tests/test_architecture.py holds which may import whi
     measures/    what a dataset is worth: figures, the student probe, G-Vendi
     execution/   where chunks run: this process or Ray replicas
 
-quality.py, recipe.py and pipeline.py wait at the root for branch wip/filters, which edits
-them; they then join curation/, config/ and execution/. A new group's __init__.py
+A group's __init__.py
 re-exports nothing (backends, verify, strategies: registries; tree and execution: their
 API): a name has one import path, its module's."""

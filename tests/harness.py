@@ -44,7 +44,7 @@ class OnChunk(RunHooks):
 def start_run(recipe_or_path, backend=None, catalog=None, tree=None, plan: bool = True, hooks=None):
     """Load the recipe, open its catalog, start the run, set the tree, plan: ready to generate."""
     from storage.catalog.catalog import Catalog
-    from synth.recipe import load_recipe
+    from synth.config.recipe import load_recipe
 
     recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path
     run = RunHarness(recipe, catalog or Catalog(recipe.catalog), backend, hooks=hooks)
@@ -70,7 +70,7 @@ def run_dataset(recipe_or_path, backend=None, catalog=None, tree=None, grow_by=N
     generate, finish, and optionally a new version exported. `recipe_update` replaces
     top-level recipe keys."""
     from storage.catalog.catalog import Catalog
-    from synth.recipe import load_recipe
+    from synth.config.recipe import load_recipe
 
     recipe = load_recipe(recipe_or_path) if isinstance(recipe_or_path, (str, Path)) else recipe_or_path
     if recipe_update:

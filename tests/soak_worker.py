@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from storage.catalog.catalog import Catalog  # noqa: E402
 from tests.conftest import start_run  # noqa: E402
 from synth.backends import make_backend  # noqa: E402
-from synth.recipe import load_recipe  # noqa: E402
+from synth.config.recipe import load_recipe  # noqa: E402
 
 if __name__ == "__main__":
     recipe = load_recipe(sys.argv[1])

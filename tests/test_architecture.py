@@ -66,7 +66,7 @@ def test_ray_is_imported_only_by_the_replica_module_and_only_when_used():
         at_import = [node for node in module.body if isinstance(node, (ast.Import, ast.ImportFrom))]
         assert not any("ray" in {alias.name.split(".")[0] for alias in node.names} if isinstance(node, ast.Import)
                        else (node.module or "").split(".")[0] == "ray" for node in at_import)  # in functions only
-    code = ("import sys, synth.execution.ray, synth.execution.replica, synth.recipe, storage.runs.runs,"
+    code = ("import sys, synth.execution.ray, synth.execution.replica, synth.config.recipe, storage.runs.runs,"
             " storage.runs.lifecycle, flows.run, flows.cli;"
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -227,7 +227,7 @@ def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_circles():
     graph = import_graph(ROOT)
-    assert {"synth.recipe", "synth.task.task", "flows.cli", "flows.cli.common", "storage.catalog.catalog",
+    assert {"synth.config.recipe", "synth.task.task", "flows.cli", "flows.cli.common", "storage.catalog.catalog",
             "storage.runs.lifecycle"} <= set(graph)
     assert import_circles(graph) == []
 
@@ -267,11 +267,6 @@ def test_the_command_line_is_one_module_per_command():
 # --- folders that show the groups ---------------------------------------------------------------
 
 MAX_MODULES = 12
-# Modules that wait at synth/'s root while branch wip/filters, which edits them, is open, each
-# with the group it then moves into (the layer check below already holds them to it). They do
-# not count towards the root's dozen. Delete an entry when its module moves.
-AWAITING_MOVE = {"quality.py": "curation", "recipe.py": "config", "pipeline.py": "execution"}
-
 
 def modules_at(folder: Path) -> list[str]:
     """The modules side by side in a folder: its .py files but the package's own __init__.py
@@ -279,19 +274,10 @@ def modules_at(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.py") if p.name not in {"__init__.py", "__main__.py"})
 
 
-def counted_modules(folder: Path) -> list[str]:
-    """The modules of a folder that count towards its dozen: at synth/'s root, all but those
-    AWAITING_MOVE."""
-    waiting = set(AWAITING_MOVE) if folder == ROOT / "synth" else set()
-    return [name for name in modules_at(folder) if name not in waiting]
-
-
 def test_no_folder_holds_more_than_a_dozen_modules():
     folders = {p.parent for package in ("synth", "storage", "flows") for p in (ROOT / package).rglob("*.py")}
-    crowded = {str(f.relative_to(ROOT)): len(counted_modules(f)) for f in folders
-               if len(counted_modules(f)) > MAX_MODULES}
+    crowded = {str(f.relative_to(ROOT)): len(modules_at(f)) for f in folders if len(modules_at(f)) > MAX_MODULES}
     assert crowded == {}, f"group these folders into sub-packages: {crowded}"
-    assert set(AWAITING_MOVE) <= set(modules_at(ROOT / "synth")), "a module moved: delete it from AWAITING_MOVE"
 
 
 # storage/'s groups, in the order they may import: each imports only itself and the groups
@@ -364,13 +350,10 @@ SYNTH_PACKAGE_APIS = {"backends", "verify", "strategies", "tree", "execution"}
 
 def synth_group(module: str) -> str | None:
     """The group a synth module belongs to: '' for the root's modules (and the package
-    itself), the group named in AWAITING_MOVE for a module waiting at the root, None for a
-    module in no group (itself an offence)."""
+    itself), None for a module in no group (itself an offence)."""
     parts = module.split(".")
     if len(parts) == 1:
         return ""
-    if len(parts) == 2 and f"{parts[1]}.py" in AWAITING_MOVE:
-        return AWAITING_MOVE[f"{parts[1]}.py"]
     if len(parts) == 2 and parts[1] in SYNTH_ROOT:
         return ""
     return parts[1] if parts[1] in SYNTH_GROUPS else None
@@ -392,7 +375,7 @@ def synth_layer_violations(graph: dict[str, set[str]]) -> list[str]:
 
 def test_synth_groups_import_only_the_groups_listed_for_them():
     graph = import_graph(ROOT)
-    assert set(counted_modules(ROOT / "synth")) == {f"{name}.py" for name in SYNTH_ROOT}
+    assert set(modules_at(ROOT / "synth")) == {f"{name}.py" for name in SYNTH_ROOT}
     assert sorted(p.parent.name for p in (ROOT / "synth").glob("*/__init__.py")) == sorted(SYNTH_GROUPS)
     assert synth_layer_violations(graph) == []
     assert import_circles({group: set(allowed) for group, allowed in SYNTH_GROUPS.items()}) == []
@@ -400,16 +383,16 @@ def test_synth_groups_import_only_the_groups_listed_for_them():
 
 def test_the_synth_layer_check_sees_a_stray_import():
     graph = {"synth.task.formats": {"synth.reject"},
-             "synth.config.seeds": {"synth.recipe", "synth.ids"},
-             "synth.recipe": {"synth.backends", "synth.config.cluster"},
+             "synth.config.seeds": {"synth.config.recipe", "synth.ids"},
+             "synth.config.recipe": {"synth.backends", "synth.config.cluster"},
              "synth.planning.plan": {"synth.strategies", "synth.measures.figures"},
              "synth.ids": {"synth.errors", "synth.task.task"},
-             "synth.quality": {"synth.task.formats", "synth.planning.plan"},
+             "synth.curation.filters": {"synth.task.formats", "synth.planning.plan"},
              "synth.stray": set(),
              "synth.curation.dedup": {"synth.stray", "synth.similarity.minhash"}}
     assert synth_layer_violations(graph) == ["synth.planning.plan imports synth.measures.figures",
                                              "synth.ids imports synth.task.task",
-                                             "synth.quality imports synth.planning.plan",
+                                             "synth.curation.filters imports synth.planning.plan",
                                              "synth.curation.dedup imports synth.stray"]
     assert import_circles({**SYNTH_GROUPS, "task": {"config"}}) != []
 

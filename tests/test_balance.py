@@ -15,7 +15,7 @@ from storage.catalog.catalog import Catalog
 from storage.reports.report import build_report, plot_report_leaves, render_markdown
 from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
 from synth.planning.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights, within_tolerance
-from synth.recipe import load_recipe
+from synth.config.recipe import load_recipe
 from synth.tree import tree_from_yaml
 from tests.conftest import RunHarness, start_run, write_recipe
 

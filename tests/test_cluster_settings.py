@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from synth.recipe import RecipeError, load_recipe
+from synth.config.recipe import RecipeError, load_recipe
 from tests.conftest import ROOT, write_recipe
 from tests.ray_cluster import free_port
 

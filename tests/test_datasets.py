@@ -12,7 +12,7 @@ from storage.catalog.catalog import Catalog
 from storage.tables.datasets import Scope, members_per_leaf, summary
 from storage.tables.versions import changelog
 from synth.backends.scripted import ScriptedBackend, asked, reply
-from synth.recipe import load_recipe
+from synth.config.recipe import load_recipe
 from synth.tree import tree_from_yaml
 from tests.conftest import GSM8K_SLICE, run_dataset, write_recipe
 
@@ -126,7 +126,7 @@ def test_reuse_can_exclude_a_model_or_start_fresh(tmp_path):
     recipe = load_recipe(path)
     with Catalog(recipe.catalog) as cat:
         run_dataset(recipe, ScriptedBackend(model="weak-model"), catalog=cat)
-        from synth.recipe import Reuse
+        from synth.config.recipe import Reuse
 
         strong = recipe.model_copy(update={"reuse": Reuse(exclude_models=["weak-model"])})
         run, s = run_dataset(strong, ScriptedBackend(model="strong-model"), catalog=cat)

@@ -169,7 +169,7 @@ def test_preflight_reports_seeds_that_copy_a_test_item(tmp_path):
 
 def test_a_code_test_set_needs_only_its_question_column(tmp_path):
     from synth.config.decontam_sets import load_test_items
-    from synth.recipe import load_recipe
+    from synth.config.recipe import load_recipe
 
     (tmp_path / "he_test.jsonl").write_text("".join(json.dumps({"task_id": p["task_id"], "prompt": p["prompt"]}) + "\n"
                                                     for p in HE[:3]))
@@ -249,7 +249,7 @@ def test_synth_run_prints_the_seeds_that_copy_a_test_item(tmp_path):
 def test_the_embedding_rule_needs_the_model_at_preflight(tmp_path, monkeypatch):
     import synth.similarity.embedder
     from flows.preflight import preflight
-    from synth.recipe import RecipeError
+    from synth.config.recipe import RecipeError
 
     _test_set(tmp_path, GSM[30:32])
     monkeypatch.setattr(synth.similarity.embedder, "embedding_status",

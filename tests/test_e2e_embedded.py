@@ -50,7 +50,7 @@ def test_each_seeded_strategy_with_the_embedded_model(tmp_path, strategy):
     """A seed-based strategy, for real (new_question runs in the flow test above)."""
     from tests.conftest import start_run
     from synth.backends.llamacpp import LlamaCppBackend
-    from synth.recipe import load_recipe
+    from synth.config.recipe import load_recipe
 
     recipe = load_recipe(write_recipe(
         tmp_path, generation={"target": 2, "budget": 12, "chunk_size": 4, "max_rounds": 3, "strategy": strategy,

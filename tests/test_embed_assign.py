@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from storage.catalog.catalog import Catalog
-from synth.recipe import load_recipe
+from synth.config.recipe import load_recipe
 from synth.tree import tree_from_yaml
 from synth.tree.embed_assign import assign_by_embedding, leaf_description
 from tests.conftest import ROOT, RunHarness, write_recipe

@@ -83,7 +83,7 @@ def test_the_real_1_5b_model_answers_in_the_format():
     """The demo recipe's own answer prompt (system prompt, one worked seed example), greedy."""
     from synth.backends.base import GenerationRequest, Sampling
     from synth.backends.llamacpp import LlamaCppBackend
-    from synth.recipe import load_recipe
+    from synth.config.recipe import load_recipe
     from synth.slot import Slot
     from synth.strategies import STRATEGIES, GenerationContext
     from tests.conftest import ROOT
@@ -153,7 +153,7 @@ def test_the_cpu_times_are_read_from_this_machine():
 
 def test_the_model_override_is_a_run_of_its_own(tmp_path):
     from flows.preflight import apply_overrides
-    from synth.recipe import load_recipe
+    from synth.config.recipe import load_recipe
 
     recipe = load_recipe(write_recipe(tmp_path, backend={"kind": "llamacpp", "model": "embedded"}))
     other = apply_overrides(recipe, model=QWEN_ALIAS)

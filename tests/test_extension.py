@@ -16,9 +16,9 @@ from storage.publish.exporters import EXPORTERS, Exporter
 from storage.runs.recipe_tree import ensure_tree
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.backends.scripted import asked, reply
-from synth.pipeline import ChunkContext, new_attempts, run_chunk
-from synth.quality import FILTERS, Filter, FilterContext
-from synth.recipe import RecipeError, load_recipe
+from synth.execution.pipeline import ChunkContext, new_attempts, run_chunk
+from synth.curation.filters import FILTERS, Filter, FilterContext
+from synth.config.recipe import RecipeError, load_recipe
 from synth.reject import Reject
 from synth.prompting.render import Renderer, user_template_hash
 from synth.slot import Slot

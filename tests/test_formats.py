@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from synth.pipeline import prompt_markers
+from synth.execution.pipeline import prompt_markers
 from synth.prompting.parsing import json_schema_for
 from synth.prompting.render import Renderer
-from synth.quality import FilterContext, first_problem
-from synth.recipe import RecipeError, load_recipe
+from synth.curation.filters import FilterContext, first_problem
+from synth.config.recipe import RecipeError, load_recipe
 from synth.task.formats import (OutputField, check_format, gbnf_pattern, grammar_schema, ran_to_bound,
                            whole_string_pattern)
 from tests.conftest import start_run, write_recipe

@@ -8,7 +8,7 @@ import pytest
 
 from synth.backends.scripted import ScriptedBackend
 from synth.prompting.parsing import parse_text
-from synth.recipe import parse_recipe
+from synth.config.recipe import parse_recipe
 from synth.reject import Reject
 from synth.task.formats import OutputField
 
@@ -59,7 +59,7 @@ def _recipe(tmp_path, **generation):
 
 
 def _run(recipe, script):
-    from synth.pipeline import ChunkContext, run_work
+    from synth.execution.pipeline import ChunkContext, run_work
     from synth.slot import Slot
 
     ctx = ChunkContext.from_recipe(recipe, [], "run1")
@@ -113,7 +113,7 @@ def test_extraction_off_leaves_the_reply_to_the_format_gate(tmp_path):
 
 
 def test_text_for_several_question_fields_is_a_recipe_error(tmp_path):
-    from synth.recipe import RecipeError
+    from synth.config.recipe import RecipeError
 
     with pytest.raises((RecipeError, ValueError), match="generation.output.question"):
         parse_recipe({"task": {"name": "t", "description": "python problems with tests",
@@ -193,7 +193,7 @@ def test_the_first_wave_is_the_fewest_solutions_that_decide_the_vote():
 def test_a_new_code_problem_keeps_a_solution_that_passes_its_own_tests(tmp_path):
     """The tests come from the question request; `tries` solutions are sampled in one batch and
     the first that passes them in the sandbox is kept."""
-    from synth.pipeline import ChunkContext, run_work
+    from synth.execution.pipeline import ChunkContext, run_work
     from synth.slot import Slot
 
     recipe = parse_recipe({

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from synth.quality import (DegenerateEnding, FilterContext, LeadingPunctuation, ScaffoldEcho, first_problem,
+from synth.curation.filters import (DegenerateEnding, FilterContext, LeadingPunctuation, ScaffoldEcho, first_problem,
                            prose_fields, scaffold_labels)
-from synth.recipe import load_recipe
+from synth.config.recipe import load_recipe
 from synth.task.formats import OutputField
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def test_an_indented_docstring_label_is_not_an_echo():
 
 
 def test_labels_come_from_the_prompts_as_they_render():
-    from synth.pipeline import prompt_scaffold
+    from synth.execution.pipeline import prompt_scaffold
     from synth.prompting.render import Renderer
 
     recipe = load_recipe(ROOT / "recipes" / "gsm8k.yaml")
@@ -91,7 +91,7 @@ def _humaneval_rows():
 
 
 def _context_of(recipe_name, seeds):
-    from synth.pipeline import prompt_scaffold
+    from synth.execution.pipeline import prompt_scaffold
     from synth.prompting.render import Renderer
 
     recipe = load_recipe(ROOT / "recipes" / recipe_name)

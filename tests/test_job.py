@@ -144,9 +144,11 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
             assert row["status"] == "rejected" and row["reason"].startswith("wrong_answer") and not row["verified"]
     assert job.catalog.stats(job.run_id)["verified"]["failed"] >= 1
 
-    # new question: k = 3 sampled answers, the majority decides, a minority answer is not kept
+    # new question: k = 3 sampled answers at once, the majority decides, a minority answer is not
+    # kept (a vote settled by its first answers: tests/test_free_text.py)
     path = write_recipe(tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path,
-                        generation={"target": 2, "budget": 40, "chunk_size": 8}, verify={"kind": "math", "samples": 3})
+                        generation={"target": 2, "budget": 40, "chunk_size": 8},
+                        verify={"kind": "math", "samples": 3, "settle_early": False})
     votes = iter(["#### 5", "#### 7", "#### 7", "#### 9", "#### 9", "#### 9"] * 3)
 
     def script(request):

@@ -12,7 +12,7 @@ from storage.catalog.catalog import Catalog
 from storage.catalog.schema import SCHEMA_VERSION, TABLES
 from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
 from synth.curation.judge import parse_judgement
-from synth.recipe import load_recipe
+from synth.config.recipe import load_recipe
 from synth.reject import Reject
 from tests.conftest import run_to_end, write_recipe
 

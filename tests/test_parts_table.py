@@ -13,10 +13,10 @@ import pytest
 
 from synth.backends.base import SamplingSettings
 from synth.backends.scripted import ScriptedBackend
-from synth.pipeline import ChunkContext, new_attempts, run_chunk
+from synth.execution.pipeline import ChunkContext, new_attempts, run_chunk
 from synth.planning.plan import plan_slots
 from synth.prompting.render import Renderer
-from synth.quality import FILTERS, FilterContext, first_problem
+from synth.curation.filters import FILTERS, FilterContext, first_problem
 from synth.strategies import ANSWER, STRATEGIES
 from synth.task.formats import OutputField
 from synth.task.task import Task

@@ -16,7 +16,7 @@ from flows.cli import build_parser
 from flows.deployments import NIGHTLY_CRON, BackendKind, RunParameters, resolve_recipe
 from flows.server import ServerError, ensure_server
 from synth.backends import BACKENDS
-from synth.recipe import RecipeError, load_recipe
+from synth.config.recipe import RecipeError, load_recipe
 from tests.conftest import base_recipe, write_recipe
 from tests.prefect_live import wait_final
 

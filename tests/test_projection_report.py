@@ -6,7 +6,7 @@ from storage.catalog.catalog import Catalog
 from storage.runs.projection import project, render_projection
 from storage.reports.report import build_report, distinct_n, imbalance, plot_report_leaves, render_markdown
 from synth.backends.scripted import ScriptedBackend
-from synth.recipe import load_recipe
+from synth.config.recipe import load_recipe
 from tests.conftest import run_to_end, start_run, write_recipe
 
 

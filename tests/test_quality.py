@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from synth.quality import FilterContext, Repetition, SymbolLines, first_problem, repeated_ngram_share
-from synth.recipe import RecipeError, load_recipe
+from synth.curation.filters import FilterContext, Repetition, SymbolLines, first_problem, repeated_ngram_share
+from synth.config.recipe import RecipeError, load_recipe
 from tests.conftest import start_run, write_recipe
 from synth.backends.scripted import asked, reply
 

@@ -20,7 +20,7 @@ from storage.catalog.catalog import Catalog
 from synth.config.cluster import ClusterError
 from synth.execution.ray import ReplicaPool
 from synth.ids import stable_id
-from synth.recipe import load_recipe
+from synth.config.recipe import load_recipe
 from tests.conftest import OnChunk, start_run, write_recipe
 
 

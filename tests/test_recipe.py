@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.recipe import RecipeError, load_recipe, parse_recipe
+from synth.config.recipe import RecipeError, load_recipe, parse_recipe
 from tests.conftest import ROOT, base_recipe, write_recipe
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from synth.curation.dedup import Candidate, Deduper
-from synth.recipe import RecipeError
+from synth.config.recipe import RecipeError
 from synth.similarity.semantic import SemanticIndex
 from tests.conftest import start_run, write_recipe
 from synth.backends.scripted import asked, reply
@@ -73,7 +73,7 @@ def test_the_setting_needs_the_embedding_model(tmp_path, monkeypatch):
     with pytest.raises(RecipeError, match="quality.semantic_dup_threshold: this needs the embedding model"):
         preflight(path)
     with pytest.raises(RecipeError, match="quality.semantic_dup_threshold"):
-        from synth.recipe import load_recipe
+        from synth.config.recipe import load_recipe
 
         load_recipe(write_recipe(tmp_path, quality={"semantic_dup_threshold": 1.5}))
 

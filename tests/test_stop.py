@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from storage.catalog.catalog import Catalog
-from synth.recipe import load_recipe
+from synth.config.recipe import load_recipe
 from tests.conftest import write_recipe
 from tests.fault_env import math_answer, openai_backend, synth, synth_env, synth_popen
 from tests.http_stub import StubServer

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from synth.backends.scripted import ScriptedBackend
-from synth.recipe import TreeSettings
+from synth.config.recipe import TreeSettings
 from synth.reject import Rejected
 from synth.tree import (
     ANY, Tree, TreeError, TreeNode, build_tree, leaf_constraints, leaf_label, node_id_for, render_tree,

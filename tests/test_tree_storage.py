@@ -12,7 +12,7 @@ from storage.catalog.catalog import Catalog
 from storage.tables.trees import list_trees, load_tree, request_writer, save_tree
 from synth.backends.scripted import ScriptedBackend
 from synth.backends.base import SamplingSettings
-from synth.recipe import TreeSettings
+from synth.config.recipe import TreeSettings
 from synth.tree import Tree, build_tree, leaf_constraints, render_tree, tree_from_yaml, tree_to_yaml
 from tests.tree_llm import LLM, SAMPLING, TASK
 

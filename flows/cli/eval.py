@@ -56,7 +56,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return fail("--proxy-rows must be at least 2")
     recipe = None
     if args.recipe:
-        from synth.recipe import load_recipe
+        from synth.config.recipe import load_recipe
 
         recipe = load_recipe(args.recipe).model_dump(mode="json")
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
@@ -150,7 +150,7 @@ def cmd_decontaminate(args: argparse.Namespace) -> int:
         return fail("name what to check: an export folder (e.g. out/gsm8k), a data file, or --snapshot NAME")
     recipe = None
     if args.recipe:
-        from synth.recipe import load_recipe
+        from synth.config.recipe import load_recipe
 
         recipe = load_recipe(args.recipe).model_dump(mode="json")
     catalog = _catalog(find_catalog(args.catalog), required=bool(args.snapshot)) if args.snapshot else None

@@ -21,7 +21,7 @@ def add_command(sub) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from flows.preflight import apply_overrides
     from storage.runs.projection import project, render_projection
-    from synth.recipe import load_recipe
+    from synth.config.recipe import load_recipe
 
     recipe = apply_overrides(load_recipe(args.recipe), args.catalog, None, args.target)
     catalog = open_if_exists(recipe.catalog)

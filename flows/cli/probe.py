@@ -130,7 +130,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                      "answers (JSONL, Parquet, CSV or a saved `datasets` folder)")
     recipe = None
     if args.recipe:
-        from synth.recipe import load_recipe
+        from synth.config.recipe import load_recipe
 
         recipe = load_recipe(args.recipe).model_dump(mode="json")
     args.catalog = find_catalog(args.catalog)

@@ -27,7 +27,7 @@ def pick_tree(cat, args):
 
     if args.recipe:
         from storage.runs.recipe_tree import find_tree_for
-        from synth.recipe import load_recipe
+        from synth.config.recipe import load_recipe
 
         tree = find_tree_for(cat, load_recipe(args.recipe))
         if tree is None:

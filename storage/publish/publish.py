@@ -17,7 +17,7 @@ from storage.catalog.catalog import Catalog
 from storage.publish.export import ExportResult, export_snapshot
 from storage.tables.snapshots import create_snapshot
 from synth.prompting.render import Renderer
-from synth.recipe import Recipe
+from synth.config.recipe import Recipe
 
 
 def tree_text_of_run(catalog: Catalog, run_id: str, snapshot_id: str | None = None) -> str | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from storage.catalog.catalog import Catalog
 from storage.tables.datasets import dataset_row
-from synth.recipe import Recipe
+from synth.config.recipe import Recipe
 
 
 @dataclass(frozen=True)

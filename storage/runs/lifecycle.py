@@ -26,7 +26,7 @@ from storage.catalog.catalog import Catalog
 from storage.runs.runs import RunLedger, superseded_note
 from synth.execution import executor_for
 from synth.execution.base import Executor, RunChunk
-from synth.recipe import Recipe
+from synth.config.recipe import Recipe
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]

@@ -8,7 +8,7 @@ from storage.catalog.catalog import Catalog
 from storage.tables.trees import load_tree, request_writer, save_tree
 from synth.backends.base import Backend
 from synth.prompting.render import Renderer
-from synth.recipe import Recipe
+from synth.config.recipe import Recipe
 from synth.tree import Tree, build_tree, tree_from_yaml, tree_id_for
 
 

@@ -41,10 +41,10 @@ from storage.tables.datasets import Scope
 from synth.curation.dedup import Candidate, Deduper
 from synth.execution.base import Executor, Work
 from synth.ids import stable_id
-from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult, dedup_text, run_work
+from synth.execution.pipeline import ChunkContext, ChunkFailed, ChunkResult, dedup_text, run_work
 from synth.planning.balance import within_tolerance
 from synth.planning.plan import Plan, attempt_cost, chunks, leaf_specs, make_plan, pending_attempts
-from synth.recipe import Recipe
+from synth.config.recipe import Recipe
 from synth.reject import reason_of
 from synth.slot import Slot
 from synth.strategies import STRATEGIES

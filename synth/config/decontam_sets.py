@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from synth.config.seeds import SeedError, map_rows, read_rows
 from synth.curation.decontam import DecontamIndex, Match, TestItem
-from synth.recipe import Recipe, Seeds
+from synth.config.recipe import Recipe, Seeds
 
 ID_COLUMNS = ("id", "task_id", "idx", "problem_id", "uid")
 _CACHE: dict[tuple, DecontamIndex] = {}

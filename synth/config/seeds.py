@@ -15,7 +15,7 @@ from typing import Any
 
 from synth.errors import BadInput
 from synth.ids import content_hash
-from synth.recipe import Recipe, Seeds
+from synth.config.recipe import Recipe, Seeds
 
 
 class SeedError(BadInput, ValueError):

@@ -4,7 +4,7 @@ The candidate's text goes into the prompt as data (it is never rendered as a tem
 The reply is constrained to `{"rationale": str, "score": 1..5}` where the backend can;
 a reply that still does not parse is a `Reject`, and the recipe decides whether such a
 sample is kept unjudged or filtered (`quality.judge.on_failure`). The pipeline
-(synth/pipeline.py) batches the judge requests of a chunk.
+(synth/execution/pipeline.py) batches the judge requests of a chunk.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 `executor_for(cluster, ...)` below picks the executor from the recipe's `cluster:` section,
 never from the backend's type; `local.py` runs chunks in this process; `ray.py` runs them on a Ray cluster's
 replicas (`replica.py`: the actor on the nodes). Every executor runs the same pure
-function, `synth.pipeline.run_work`; none of them opens the catalog (the ledger commits).
+function, `synth.execution.pipeline.run_work`; none of them opens the catalog (the ledger commits).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from synth.config.cluster import ClusterSettings
 from synth.execution.base import Executor, WrapChunk
-from synth.pipeline import ChunkContext
+from synth.execution.pipeline import ChunkContext
 
 
 def backend_for(recipe: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult
+from synth.execution.pipeline import ChunkContext, ChunkFailed, ChunkResult
 from synth.slot import Slot
 
 Work = list[tuple[Slot, int]]

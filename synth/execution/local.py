@@ -1,6 +1,6 @@
 """The local executor: each chunk in this process, one after the other.
 
-The chunk function is `synth.pipeline.run_work`, or what a caller's `wrap_chunk` made of
+The chunk function is `synth.execution.pipeline.run_work`, or what a caller's `wrap_chunk` made of
 it (the Prefect flow: a task with retries), wrapped once when the executor is built, so
 the chunk path pays nothing for the choice.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterator, Sequence
 
 from synth.execution.base import Work, WrapChunk
-from synth.pipeline import ChunkContext, ChunkResult, run_work
+from synth.execution.pipeline import ChunkContext, ChunkResult, run_work
 
 
 class LocalExecutor:

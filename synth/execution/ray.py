@@ -44,7 +44,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from synth.backends.base import BackendSettingsBase, GenerationRequest, GenerationResult
 from synth.config.cluster import ClusterError, ClusterSettings
 from synth.execution.replica import Replica, sized
-from synth.pipeline import ChunkContext, ChunkFailed, ChunkResult
+from synth.execution.pipeline import ChunkContext, ChunkFailed, ChunkResult
 
 log = logging.getLogger("synth.ray")
 PING_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)

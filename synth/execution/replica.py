@@ -2,7 +2,7 @@
 
 `Replica` builds the recipe's backend (vllm, llamacpp, openai, scripted: any of them)
 and loads it ONCE in `__init__`, then runs the pure chunk pipeline
-(`synth.pipeline.run_work`) or a plain batch (`generate`) as often as the driver asks
+(`synth.execution.pipeline.run_work`) or a plain batch (`generate`) as often as the driver asks
 (synth/execution/ray.py), and returns plain rows stamped with its name and node (the
 requests table's `worker` and `node`). It writes nothing: the driver is the catalog's
 one writer. Ray is imported only inside its methods.
@@ -17,7 +17,7 @@ import socket
 from typing import Any, Sequence
 
 from synth.backends.base import BackendSettingsBase, GenerationRequest, GenerationResult
-from synth.pipeline import ChunkContext, ChunkResult, run_work
+from synth.execution.pipeline import ChunkContext, ChunkResult, run_work
 
 # a replica reports nothing anywhere (vLLM's usage statistics, Hugging Face telemetry) unless told to
 TELEMETRY_OFF = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}

@@ -54,7 +54,7 @@ PAPER = "Chan et al. 2024, arXiv 2409.19759"
 
 @dataclass(frozen=True)
 class StrategyChoice:
-    strategy: str  # one of synth.recipe.STRATEGIES
+    strategy: str  # one of synth.config.recipe.STRATEGIES
     ratio: float | None  # budget requests / seed rows; None without seeds
     reason: str  # the ratio, the threshold and why, for the run report
     threshold: float | None = None

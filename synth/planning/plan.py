@@ -34,7 +34,7 @@ from synth.slot import Slot
 from synth.strategies import STRATEGIES
 
 if TYPE_CHECKING:
-    from synth.recipe import Recipe
+    from synth.config.recipe import Recipe
     from synth.tree import Tree
 
 MAX_PARALLEL_ATTEMPTS = 3

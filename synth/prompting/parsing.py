@@ -130,7 +130,7 @@ def parse_text(text: str, fields: Mapping[str, "OutputField"], finish_reason: st
     What is taken off: surrounding whitespace, a code fence around the whole reply, and
     the field's own label at the very start ("Answer: ..."). A reply that is exactly a
     JSON object holding the field (a model that answers in JSON anyway) gives that value.
-    Everything else stays, for the gates (synth/quality.py) to judge: a reply that opens
+    Everything else stays, for the gates (synth/curation/filters.py) to judge: a reply that opens
     with `}` or repeats the prompt's `Question:` is junk they reject with a reason."""
     if len(fields) != 1:
         raise ValueError(f"free-text output writes one field; this stage writes {len(fields)}: {', '.join(fields)}")

@@ -16,7 +16,7 @@ Where they go:
   `.` and `[\\s\\S]` into character classes that keep the JSON string valid), and drops a
   pattern it cannot rewrite (the check after parsing still holds it);
 - word bounds cannot be written as a schema: only the check holds them;
-- `check_format` runs after parsing, as the `format` filter (synth/quality.py): a miss
+- `check_format` runs after parsing, as the `format` filter (synth/curation/filters.py): a miss
   is a `filtered` sample with the reason (`pattern_mismatch`, `too_few_words`,
   `too_many_words`).
 

@@ -288,7 +288,7 @@ def build_tree(task: Any, settings: Any, backend: Backend, sampling: Any, on_req
                renderer: Renderer | None = None) -> Tree:
     """Grow a tree breadth-first; every stage of a level is one batched backend call.
 
-    `settings` is a `synth.recipe.TreeSettings`, `sampling` anything with temperature,
+    `settings` is a `synth.config.recipe.TreeSettings`, `sampling` anything with temperature,
     top_p and max_tokens. `on_requests(rows)` gets the request rows of every batch as soon
     as it returns, ready for the catalog's `requests` table.
     """

@@ -36,7 +36,7 @@ from synth.curation.decontam import DecontamIndex
 from synth.ids import content_hash, stable_id, stable_seed
 from synth.curation.judge import SCHEMA as JUDGE_SCHEMA, TEMPLATE as JUDGE_TEMPLATE, judge_messages, parse_judgement
 from synth.prompting.parsing import parse_fields
-from synth.quality import Filter, FilterContext, default_filters, first_problem, prose_fields, scaffold_labels
+from synth.curation.filters import Filter, FilterContext, default_filters, first_problem, prose_fields, scaffold_labels
 from synth.reject import Reject
 from synth.prompting.render import PromptError, Renderer, example_variables
 from synth.slot import Slot
@@ -45,7 +45,7 @@ from synth.strategies.base import EXTRACT_TEMPLATE, SYSTEM_TEMPLATE, TEXT
 from synth.verify.base import VerifierSettingsBase, VerifyCase
 
 if TYPE_CHECKING:
-    from synth.recipe import Judge
+    from synth.config.recipe import Judge
     from synth.task.task import Task
 
 MAX_VERIFIED_ANSWERS = 8  # sampled answers tried against the verifier, per attempt

@@ -23,7 +23,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SerializeAs
 from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
 from synth.config.cluster import ClusterSettings
 from synth.errors import BadInput
-from synth.quality import FILTERS, Filter, default_filters
+from synth.curation.filters import FILTERS, Filter, default_filters
 from synth.strategies import DEFAULT_KIND as DEFAULT_STRATEGY, STRATEGIES
 from synth.task.task import Task
 from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
@@ -182,7 +182,7 @@ _SHORTHANDS = {"min_chars": ("length", "min_chars"), "max_chars": ("length", "ma
 
 
 class Quality(_Strict):
-    # the heuristic filters, in the order they run (synth/quality.py `FILTERS`): a kind, or
+    # the heuristic filters, in the order they run (synth/curation/filters.py `FILTERS`): a kind, or
     # `{kind: ..., <its settings>, enabled: false}`; a filter left out does not run. Without the
     # list: every filter in the registry's order, `min_chars`, `max_chars`, `max_repetition` below
     # setting the length and repetition filters (with the list they go in those entries)
