@@ -51,8 +51,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                       "to recover it")
                 return 1
         stats = cat.stats(args.run)
-        stats["runs"] = cat.query("SELECT run_id, name, dataset, status, strategy, message FROM runs "
-                                  "ORDER BY started_at")
+        stats["runs"] = cat.runs(("run_id", "name", "dataset", "status", "strategy", "message"))
         stats["datasets"] = dataset_views(cat)
         if args.check:
             stats["integrity_problems"] = cat.integrity_problems()

@@ -88,7 +88,7 @@ def backup_catalog(source: str | Path, dest: str | Path) -> dict[str, Any]:
         raise
     with Catalog(dest, read_only=True) as copy:
         problems = copy.physical_problems() or copy.integrity_problems()
-        counts = {table: copy.scalar(f"SELECT count(*) FROM {table}") for table in ("runs", "samples")}
+        counts = {table: copy.count(table) for table in ("runs", "samples")}
     if problems:
         _remove(dest, dest_wal, dest_segments)
         raise BackupError(f"the copy of {source} fails its checks ({problems[0]}), so the catalog itself is damaged: "

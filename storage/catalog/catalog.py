@@ -19,7 +19,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -127,6 +127,7 @@ class Catalog:
                     ) from None
                 time.sleep(min(2.0, max(0.05, deadline - time.monotonic())))
         self._lock = threading.RLock()  # one connection, used from the flow's task threads in turn
+        self._column_types: dict[str, dict[str, str]] = {}  # table -> column -> type, read once (see _columns)
         self.missing_segments: list[str] = []
         try:
             with faults.raising(CatalogError, self.path, "the catalog"):
@@ -229,6 +230,101 @@ class Catalog:
         with self._lock, faults.raising(CatalogError, self.path, "the catalog"):
             rows = self.con.execute(sql, list(params)).fetchall()  # fetchone would leave the result open
         return rows[0][0] if rows else None
+
+    # -- reading rows by what the caller wants: names checked against the file, values bound ------------
+
+    def samples(self, columns: Sequence[str] | None = None, *,
+                order_by: str | Sequence[str] = ("slot", "attempt", "sample_id"), **equals: Any) -> list[dict[str, Any]]:
+        """The samples whose columns equal `equals` (a list, tuple or set: any of its values; None:
+        NULL), e.g. `samples(("slot",), run_id=r, status="accepted")`; all columns unless
+        `columns`; in slot order unless `order_by`. The text columns (fields, raw_text,
+        leaf_path) are read through `samples_text`, so bulk-ingested rows have theirs; JSON
+        columns (fields, leaf_path) come back decoded."""
+        columns = [columns] if isinstance(columns, str) else columns
+        text = columns is None or not set(SEGMENT_COLUMNS).isdisjoint(columns)
+        return self._select("samples", columns, order_by, equals, source="samples_text" if text else "samples")
+
+    def requests(self, columns: Sequence[str] | None = None, *,
+                 order_by: str | Sequence[str] = ("created_at", "request_id"), **equals: Any) -> list[dict[str, Any]]:
+        """The requests whose columns equal `equals` (as `samples`), e.g. `requests(stage="judge")`;
+        in the order they were made unless `order_by`; `sampling` decoded."""
+        return self._select("requests", columns, order_by, equals)
+
+    def runs(self, columns: Sequence[str] | None = None, *,
+             order_by: str | Sequence[str] = ("started_at", "run_id"), **equals: Any) -> list[dict[str, Any]]:
+        """The runs whose columns equal `equals` (as `samples`), e.g. `runs(dataset=d)`, first
+        started first; `recipe` decoded. One run by id: `run(run_id)`."""
+        return self._select("runs", columns, order_by, equals)
+
+    def failed_chunks(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Chunks an executor gave up on (of `run_id`, or every run's), with their `attempts`
+        ([[slot, attempt], ...]) and `workers` decoded; [] in a catalog older than schema 5."""
+        return self._select("failed_chunks", None, ("created_at", "chunk_id"),
+                            {} if run_id is None else {"run_id": run_id})
+
+    def count(self, table: str, *, distinct: str | None = None, **equals: Any) -> int:
+        """Rows of `table` whose columns equal `equals` (as `samples`), or the distinct values of
+        `distinct` among them: `count("samples", distinct="slot", status="accepted")` is the
+        slots filled. A table of the schema that this (older, read-only) file lacks holds 0."""
+        known = self._columns(table)
+        if not known:
+            return 0
+        self._check(table, [*equals, *([distinct] if distinct else [])], known)
+        where, params = self._where(equals)
+        return int(self.scalar(f"SELECT count({f'DISTINCT {distinct}' if distinct else '*'}) FROM {table}{where}",
+                               params) or 0)
+
+    def _select(self, table: str, columns: Sequence[str] | None, order_by: str | Sequence[str],
+                equals: dict[str, Any], source: str | None = None) -> list[dict[str, Any]]:
+        known = self._columns(table)
+        if not known:
+            return []  # a table of the schema that this (older, read-only) file lacks
+        names = list(known) if columns is None else [columns] if isinstance(columns, str) else list(columns)
+        order = [order_by] if isinstance(order_by, str) else list(order_by)
+        self._check(table, [*names, *order, *equals], known)
+        where, params = self._where(equals)
+        # every name is a column of the table in this file (checked above): no caller text reaches the SQL
+        rows = self.query(f"SELECT {', '.join(names)} FROM {source or table}{where}"
+                          + (f" ORDER BY {', '.join(order)}" if order else ""), params)
+        decoded = [name for name in names if known[name] == "JSON"]
+        for row in rows:
+            for name in decoded:
+                if isinstance(row[name], str):
+                    row[name] = json.loads(row[name])
+        return rows
+
+    def _columns(self, table: str) -> dict[str, str]:
+        """column -> type of one of the schema's tables as this file has it ({} if it lacks the table)."""
+        if table not in schema.TABLES:
+            raise CatalogError(f"no table {table!r} in the catalog's schema (storage/catalog/schema.py)")
+        if table not in self._column_types:
+            self._column_types[table] = {r["column_name"]: r["data_type"] for r in self.query(
+                """SELECT column_name, data_type FROM information_schema.columns
+                   WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ?
+                   ORDER BY ordinal_position""", [table])}
+        return self._column_types[table]
+
+    @staticmethod
+    def _check(table: str, names: Iterable[str], known: dict[str, str]) -> None:
+        unknown = sorted({name for name in names if name not in known})
+        if unknown:
+            raise CatalogError(f"table {table} has no column(s) {unknown}")
+
+    @staticmethod
+    def _where(equals: dict[str, Any]) -> tuple[str, list[Any]]:
+        """` WHERE a = ? AND b IN (?, ?) AND c IS NULL` for checked column names, and its values."""
+        clauses, params = [], []
+        for name, value in equals.items():
+            if value is None:
+                clauses.append(f"{name} IS NULL")
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                values = list(value)
+                clauses.append(f"{name} IN ({', '.join('?' * len(values))})" if values else "false")
+                params += values
+            else:
+                clauses.append(f"{name} = ?")
+                params.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     def physical_problems(self) -> list[str]:
         """Damaged blocks of the file, each as a sentence (storage/catalog/faults.py); [] when every table
@@ -408,15 +504,9 @@ class Catalog:
             "requests": int(req["n"]),
             "request_errors": int(req["errors"]),
             "tokens": {"prompt": int(req["pt"]), "completion": int(req["ct"])},
-            "failed_chunks": self._failed_chunks(run_id),
+            # chunks a Ray cluster gave up on (0 in a catalog older than schema 5, opened read-only)
+            "failed_chunks": self.count("failed_chunks", **({"run_id": run_id} if run_id else {})),
         }
-
-    def _failed_chunks(self, run_id: str | None) -> int:
-        """Chunks a Ray cluster gave up on (0 in a catalog older than schema 5, opened read-only)."""
-        if not self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'failed_chunks'"):
-            return 0
-        where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
-        return int(self.scalar(f"SELECT count(*) FROM failed_chunks {where}", params) or 0)
 
     def integrity_problems(self) -> list[str]:
         """What would make the catalog untrustworthy, each as a sentence; [] when sound.

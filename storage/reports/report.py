@@ -74,14 +74,13 @@ def build_report(catalog: Catalog, run_id: str) -> dict[str, Any]:
     run = catalog.run(run_id) or {}
     stats = catalog.stats(run_id)
     leaves = leaf_table(catalog, run_id)
-    accepted = [{**json.loads(r["fields"]), "leaf_id": r["leaf_id"]} for r in catalog.query(
-        "SELECT fields, leaf_id FROM samples_text WHERE run_id = ? AND status = 'accepted' ORDER BY sample_id",
-        [run_id])]
+    accepted_rows = catalog.samples(("fields", "leaf_id", "leaf_path"), run_id=run_id, status="accepted",
+                                    order_by="sample_id")
+    accepted = [{**r["fields"], "leaf_id": r["leaf_id"]} for r in accepted_rows]
     evaluation = catalog_figures(catalog, accepted, _recipe_of(run), [run_id], "this run")
     by_dimension: dict[str, dict[str, int]] = {}
-    for row in catalog.query(
-            "SELECT leaf_path FROM samples_text WHERE run_id = ? AND status = 'accepted'", [run_id]):
-        for dimension, value in json.loads(row["leaf_path"] or "[]"):
+    for row in accepted_rows:
+        for dimension, value in row["leaf_path"] or []:
             by_dimension.setdefault(dimension, {})
             by_dimension[dimension][value] = by_dimension[dimension].get(value, 0) + 1
     attempts = sum(stats["samples"].values())

@@ -85,9 +85,9 @@ def _result(catalog: Catalog, run_id: str, n_rows: int, written: int) -> ImportR
     unassigned = catalog.query(
         "SELECT reason, count(*) AS n FROM samples WHERE run_id = ? AND status = 'filtered' GROUP BY reason "
         "ORDER BY n DESC, reason", [run_id])
-    requests = catalog.scalar("SELECT count(*) FROM requests WHERE run_id = ?", [run_id])
+    requests = catalog.count("requests", run_id=run_id)
     return ImportResult(run_id=run_id, rows=n_rows, counts=accepted_per_leaf(catalog, [run_id]),
-                        unassigned=sum(int(r["n"]) for r in unassigned), requests=int(requests or 0),
+                        unassigned=sum(int(r["n"]) for r in unassigned), requests=requests,
                         written=written, reasons={r["reason"]: int(r["n"]) for r in unassigned})
 
 

@@ -42,7 +42,7 @@ def plan_growth(catalog: Catalog, recipe: Recipe, grow_by: int | None = None) ->
         return Growth(recipe.with_target(previous), previous,
                       f"resuming the unfinished growth step {unfinished[0]['run_id']} to {previous}")
     row = dataset_row(catalog, dataset)
-    if row is None or not catalog.scalar("SELECT count(*) FROM runs WHERE dataset = ?", [dataset]):
+    if row is None or not catalog.count("runs", dataset=dataset):
         return Growth(recipe, target, f"dataset {dataset} is new: its first {target} samples (nothing to grow yet)")
     base = max(int(row["target"] or 0), target)
     grown = base + grow_by

@@ -211,7 +211,7 @@ class RunLedger:
         return self.plan.slots if self.plan is not None else []
 
     def requests_used(self) -> int:
-        return int(self.catalog.scalar("SELECT count(*) FROM requests WHERE run_id = ?", [self.run_id]) or 0)
+        return self.catalog.count("requests", run_id=self.run_id)
 
     def attempt_cost(self, slot: Slot) -> int:
         return attempt_cost(slot, self.ctx.answer_copies(STRATEGIES[slot.strategy]),
