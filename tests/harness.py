@@ -10,8 +10,8 @@ from storage.runs.lifecycle import RunHooks, RunLifecycle
 
 class RunHarness(RunLifecycle):
     """A run's life cycle (storage/runs/lifecycle.py) for tests: the scripted backend unless told
-    otherwise, the seeds read from the recipe. Attributes the life cycle lacks come from its
-    ledger (run_id is its own; catalog, slots, plan, requests_used, ...)."""
+    otherwise, the seeds read from the recipe. The run's bookkeeping is its `ledger` (slots, tree,
+    seeds, requests_used(), ...), named as such: the harness forwards nothing to it."""
 
     def __init__(self, recipe, catalog, backend=None, seeds=None, **kwargs) -> None:
         from synth.backends.scripted import ScriptedBackend
@@ -19,12 +19,6 @@ class RunHarness(RunLifecycle):
 
         super().__init__(recipe, catalog, backend or ScriptedBackend(), load_seeds(recipe) if seeds is None else seeds,
                          **kwargs)
-
-    def __getattr__(self, name):
-        ledger = self.__dict__.get("ledger")
-        if ledger is None:
-            raise AttributeError(name)
-        return getattr(ledger, name)
 
     def generate_and_commit(self, work):
         return self.ledger.generate_and_commit(work, self.backend)
@@ -50,7 +44,7 @@ def start_run(recipe_or_path, backend=None, catalog=None, tree=None, plan: bool 
     run = RunHarness(recipe, catalog or Catalog(recipe.catalog), backend, hooks=hooks)
     run.start()
     if tree is not None:
-        run.set_tree(tree)
+        run.ledger.set_tree(tree)
     if plan:
         run.plan()
     return run

@@ -75,7 +75,7 @@ def make_job(tmp_path, script=None, **overrides):
 
 
 def accepted_by_label(job):
-    return {leaf["label"]: leaf["have"] for leaf in job.leaf_balance()}
+    return {leaf["label"]: leaf["have"] for leaf in job.ledger.leaf_balance()}
 
 
 def test_targets_over_a_dimension_are_met(tmp_path):
@@ -130,7 +130,7 @@ def test_when_the_budget_runs_out_the_short_leaves_are_named(tmp_path):
     assert summary["status"] == "short"
     assert summary["short_leaves"] == ["topic=time"]
     assert "request budget is spent" in summary["message"] and "topic=time (" in summary["message"]
-    assert job.requests_used() <= 30
+    assert job.ledger.requests_used() <= 30
 
 
 def test_min_and_max_per_leaf(tmp_path):
@@ -187,13 +187,13 @@ def test_an_existing_dataset_is_rebalanced(tmp_path):
     with Catalog(recipe.catalog) as cat:
         job = RunHarness(recipe, cat, backend)
         job.start()
-        job.set_tree(tree_from_yaml(ONE_LEVEL))
+        job.ledger.set_tree(tree_from_yaml(ONE_LEVEL))
         imported = job.import_existing()
         assert imported["rows"] == 11 and imported["copied"] == 11 and imported["unassigned"] == 0
         assert sorted(imported["per_leaf"].values()) == [2, 9]  # before: 9 money, 2 time
         job.plan()
-        assert len(job.slots) == 4 and {s.leaf_id for s in job.slots} == {
-            leaf.node_id for leaf in job.tree.leaves() if leaf.value == "time"}  # only the deficit
+        assert len(job.ledger.slots) == 4 and {s.leaf_id for s in job.ledger.slots} == {
+            leaf.node_id for leaf in job.ledger.tree.leaves() if leaf.value == "time"}  # only the deficit
         job.generate()
         summary = job.finish()
         assert summary["status"] == "finished", summary["message"]
@@ -212,7 +212,7 @@ def test_an_existing_dataset_is_rebalanced(tmp_path):
         # a rerun classifies nothing again and generates nothing more
         again = RunHarness(recipe, cat, backend)
         again.start()
-        again.set_tree(job.tree)
+        again.ledger.set_tree(job.ledger.tree)
         assert again.import_existing()["copied"] == 0
         again.plan()
         again.generate()

@@ -53,7 +53,7 @@ def test_the_import_by_embedding_makes_no_classify_request(tmp_path, monkeypatch
     with Catalog(recipe.catalog) as cat:
         job = RunHarness(recipe, cat, backend)
         job.start()
-        job.set_tree(tree_from_yaml(ONE_LEVEL))
+        job.ledger.set_tree(tree_from_yaml(ONE_LEVEL))
         imported = job.import_existing()
         assert imported["classify_requests"] == 0 and backend.calls == []
         assert sorted(imported["per_leaf"].values()) == [2, 5] and imported["copied"] == 7

@@ -65,7 +65,7 @@ def test_budget_stops_the_run_and_says_so(tmp_path):
     path = write_recipe(tmp_path, generation={"target": 10, "budget": 7, "chunk_size": 4})
     job = start_run(path)
     job.generate()
-    assert job.requests_used() <= 7
+    assert job.ledger.requests_used() <= 7
     summary = job.finish()
     assert summary["status"] == "short" and "budget" in summary["message"]
 
@@ -137,7 +137,7 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
     job.generate()
     rows = job.catalog.query("SELECT seed_row, status, reason, verified FROM samples ORDER BY slot, attempt")
     for row in rows:
-        expected = job.seeds[row["seed_row"]]["answer"].rsplit("####", 1)[1].strip()
+        expected = job.ledger.seeds[row["seed_row"]]["answer"].rsplit("####", 1)[1].strip()
         if expected == "72":
             assert row["status"] == "accepted" and row["verified"] is True
         else:

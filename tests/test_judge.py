@@ -33,7 +33,7 @@ def run(path, backend):
         job, summary = run_to_end(recipe, backend, cat)
         samples = cat.query("SELECT sample_id, status, reason, quality, judge_rationale FROM samples")
         judge_requests = cat.query("SELECT * FROM requests WHERE stage = 'judge'")
-        total_requests = job.requests_used()
+        total_requests = job.ledger.requests_used()
     return summary, samples, judge_requests, total_requests
 
 

@@ -156,7 +156,7 @@ def test_a_growing_dataset_embeds_each_text_once(tmp_path, monkeypatch):
                                     "('accepted', 'duplicate')", [grown.run_id])
     assert 0 < toy.texts <= new_candidates and not first_texts & set(toy.seen)
     assert summary["accepted"] == 6 and catalog.integrity_problems() == []
-    note = grown.embedding_note()
+    note = grown.ledger.embedding_note()
     assert int(note.split(" read back")[0].split()[-1]) >= members and f"{toy.texts} computed" in note
 
     # read back exactly as embedded
