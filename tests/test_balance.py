@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from fractions import Fraction
 
 import pytest
@@ -114,8 +115,7 @@ def test_a_weak_leaf_gets_more_attempts_until_within_tolerance(tmp_path):
     job.generate()
     summary = job.finish()
     assert summary["status"] == "finished", summary["message"]
-    attempts = {r["leaf_path"]: int(r["n"]) for r in job.catalog.query(
-        "SELECT leaf_path::VARCHAR AS leaf_path, count(*) AS n FROM samples GROUP BY 1")}
+    attempts = Counter(json.dumps(r["leaf_path"]) for r in job.catalog.samples(("leaf_path",)))
     time_attempts = next(n for path, n in attempts.items() if "time" in path)
     assert time_attempts >= 3 * 4 - 1  # a third succeed: about 3 attempts per sample
     assert accepted_by_label(job)["topic=time"] == 4
@@ -198,7 +198,7 @@ def test_an_existing_dataset_is_rebalanced(tmp_path):
         summary = job.finish()
         assert summary["status"] == "finished", summary["message"]
         assert accepted_by_label(job) == {"topic=money": 6, "topic=time": 6}
-        dropped = cat.query("SELECT reason FROM samples WHERE run_id = ? AND status = 'dropped'", [job.run_id])
+        dropped = cat.samples(("reason",), run_id=job.run_id, status="dropped")
         assert len(dropped) == 3 and {r["reason"] for r in dropped} == {"over the leaf maximum (balance.max_per_leaf)"}
         report = build_report(cat, job.run_id)
         rows = {r["label"]: r for r in report["leaves"]}
@@ -217,4 +217,4 @@ def test_an_existing_dataset_is_rebalanced(tmp_path):
         again.plan()
         again.generate()
         assert len(backend.calls) == calls
-        assert cat.scalar("SELECT count(*) FROM samples WHERE run_id = ? AND status = 'accepted'", [job.run_id]) == 12
+        assert cat.count("samples", run_id=job.run_id, status="accepted") == 12

@@ -1,4 +1,8 @@
-"""storage.catalog.bulk: set-based ingest, exact dedup, leaf counts, downsampling and rebalance plans."""
+"""storage.catalog.bulk: set-based ingest, exact dedup, leaf counts, downsampling and rebalance plans.
+
+The ingest tests read with SQL: where a row's text lives (table or segment), the segments
+table and DuckDB's settings are storage's own layout, which no read method shows. What
+dedup, downsampling and rebalancing decide is read through the catalog's read methods."""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ def catalog(tmp_path):
 
 
 def statuses(catalog: Catalog) -> dict[str, tuple[str, str | None, str | None]]:
-    rows = catalog.query("SELECT sample_id, status, reason, duplicate_of FROM samples")
+    rows = catalog.samples(("sample_id", "status", "reason", "duplicate_of"))
     return {r["sample_id"]: (r["status"], r["reason"], r["duplicate_of"]) for r in rows}
 
 
@@ -157,16 +161,14 @@ def leafy(catalog: Catalog) -> None:
 
 def first_by_hash(ids: list[str], seed: int, n: int) -> set[str]:
     """The rows downsample must keep, worked out apart from the catalog."""
-    con = duckdb.connect()
+    con = duckdb.connect()  # SQL: DuckDB's own hash is what decides, worked out here without the catalog
     rows = con.execute("SELECT id FROM (SELECT unnest(?::VARCHAR[]) AS id) ORDER BY hash(id, ?), id LIMIT ?",
                        [ids, seed, n]).fetchall()
     return {r[0] for r in rows}
 
 
 def accepted_ids(catalog: Catalog, leaf: str | None) -> set[str]:
-    return {r["sample_id"] for r in catalog.query(
-        "SELECT sample_id FROM samples WHERE status = 'accepted' AND run_id = 'r1' AND leaf_id IS NOT DISTINCT FROM ?",
-        [leaf])}
+    return {r["sample_id"] for r in catalog.samples(("sample_id",), status="accepted", run_id="r1", leaf_id=leaf)}
 
 
 def test_downsample_keeps_the_first_rows_by_seeded_hash(tmp_path):
@@ -178,8 +180,8 @@ def test_downsample_keeps_the_first_rows_by_seeded_hash(tmp_path):
             assert bulk.downsample(catalog, ["r1"], caps, seed=7) == 6 + 0 + 4
             assert bulk.downsample(catalog, ["r1"], caps, seed=7) == 0
             kept.append({leaf: accepted_ids(catalog, leaf) for leaf in ("A", "B", None, "C")})
-            assert catalog.scalar("SELECT status FROM samples WHERE sample_id = 'A-other-run'") == "accepted"
-            assert catalog.scalar("SELECT count(*) FROM samples WHERE reason = ?", [bulk.DROP_REASON]) == 10
+            assert catalog.samples(("status",), sample_id="A-other-run") == [{"status": "accepted"}]
+            assert catalog.count("samples", reason=bulk.DROP_REASON) == 10
     assert kept[0] == kept[1]
     assert kept[0]["A"] == first_by_hash([f"A-{i:02d}" for i in range(10)], 7, 4)
     assert kept[0][None] == first_by_hash([f"none-{i:02d}" for i in range(6)], 7, 2)
@@ -214,7 +216,7 @@ def test_downsample_and_counts_can_keep_to_one_strategy(catalog):
     assert bulk.accepted_per_leaf(catalog, ["r1"], "existing") == {"A": 5}
     assert bulk.accepted_per_leaf(catalog, ["r1"]) == {"A": 8}
     assert bulk.downsample(catalog, ["r1"], {"A": 2}, seed=1, strategy="existing") == 3
-    dropped = {r["sample_id"] for r in catalog.query("SELECT sample_id FROM samples WHERE status = 'dropped'")}
+    dropped = {r["sample_id"] for r in catalog.samples(("sample_id",), status="dropped")}
     assert len(dropped) == 3 and all(i.startswith("e") for i in dropped)
     assert bulk.rebalance_plan(catalog, ["r1"], {"A": 6}, strategy="existing")["leaves"]["A"]["deficit"] == 4
 
@@ -222,7 +224,7 @@ def test_downsample_and_counts_can_keep_to_one_strategy(catalog):
 def test_integrity_problems_name_what_is_wrong(catalog):
     bulk.ingest_samples(catalog, table([{"sample_id": "a", "fields": '{"q": 1}'}, {"sample_id": "b"}]))
     assert catalog.integrity_problems() == []
-    # what no path of the factory writes: a repeated id, and a segment file gone
+    # what no path of the factory writes (so SQL): a repeated id, and a segment file gone
     catalog.con.execute("INSERT INTO samples BY NAME SELECT * FROM samples WHERE sample_id = 'b'")
     (catalog.segment_dir / catalog.scalar("SELECT segment FROM segments LIMIT 1")).unlink()
     problems = catalog.integrity_problems()

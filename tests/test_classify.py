@@ -233,16 +233,16 @@ def test_import_writes_one_sample_per_row_and_is_idempotent(tmp_path):
         first = import_existing(cat, TASK, tree, rows, backend, SAMPLING, source="gsm8k/train",
                                 question_field="question", on_progress=lambda d, t: progress.append((d, t)),
                                 chunk_size=4)
-        samples = cat.query("SELECT * FROM samples ORDER BY slot")
+        samples = cat.samples()
         run = cat.run(first.run_id)
-        n_requests = cat.scalar("SELECT count(*) FROM requests")
+        n_requests = cat.count("requests")
         backend2 = ScriptedBackend(script=Oracle(bad))
         second = import_existing(cat, TASK, tree, rows, backend2, SAMPLING, source="gsm8k/train",
                                  question_field="question", chunk_size=4)
-        assert cat.scalar("SELECT count(*) FROM samples") == 10
-        assert cat.scalar("SELECT count(*) FROM requests") == n_requests
+        assert cat.count("samples") == 10
+        assert cat.count("requests") == n_requests
         assert cat.run(first.run_id)["attempts"] == 1  # the second call wrote nothing, not even the run
-        assert cat.scalar("SELECT count(*) FROM trees") == 1
+        assert cat.count("trees") == 1
     assert backend2.calls == []
     assert [s["slot"] for s in samples] == list(range(10))
     assert first.written == 10 and second.written == 0
@@ -257,10 +257,9 @@ def test_import_writes_one_sample_per_row_and_is_idempotent(tmp_path):
     assert run["tree_id"] == tree.tree_id and run["backend"] == "scripted"
     assert first.run_id == import_run_id(TASK, tree, "gsm8k/train", 10)
     ok = samples[0]
-    assert ok["status"] == "accepted" and json.loads(ok["fields"]) == {"question": rows[0]["question"],
-                                                                        "answer": "#### 0"}
+    assert ok["status"] == "accepted" and ok["fields"] == {"question": rows[0]["question"], "answer": "#### 0"}
     assert ok["strategy"] == "existing" and ok["attempt"] == 0 and ok["content_hash"]
-    assert json.loads(ok["leaf_path"]) == [["setting", "farm"], ["operation", "sums"]]
+    assert ok["leaf_path"] == [["setting", "farm"], ["operation", "sums"]]
     assert ok["request_id"] is not None
     stubborn = samples[9]
     assert stubborn["status"] == "filtered" and stubborn["leaf_id"] is None
@@ -275,7 +274,7 @@ def test_content_hash_matches_the_job(tmp_path):
     rows = [{"question": "money: Tom has $5.", "answer": "#### 5"}]
     with Catalog(tmp_path / "c.duckdb") as cat:
         import_existing(cat, TASK, tree, rows, ScriptedBackend(script=Oracle()), SAMPLING, "x", "question")
-        digest = cat.scalar("SELECT content_hash FROM samples")
+        (digest,) = [r["content_hash"] for r in cat.samples(("content_hash",))]
     assert digest == text_hash(normalize_for_hash("#### 5\nmoney: Tom has $5."))
 
 
@@ -301,12 +300,12 @@ def test_a_crashed_import_resumes_without_duplicates(tmp_path):
         crashing = CrashOnCall(crash_at=2)  # one call a chunk on a one-level tree: dies in chunk 2
         with pytest.raises(RuntimeError, match="killed"):
             import_existing(cat, TASK, tree, rows, crashing, SAMPLING, "src", "question", chunk_size=2)
-        assert cat.scalar("SELECT count(*) FROM samples") == 2
-        assert cat.scalar("SELECT count(*) FROM requests") == 2
+        assert cat.count("samples") == 2
+        assert cat.count("requests") == 2
         again = ScriptedBackend(script=Oracle())
         result = import_existing(cat, TASK, tree, rows, again, SAMPLING, "src", "question", chunk_size=2)
-        slots = [r["slot"] for r in cat.query("SELECT slot FROM samples ORDER BY slot")]
-        request_ids = [r["request_id"] for r in cat.query("SELECT request_id FROM requests")]
+        slots = [r["slot"] for r in cat.samples(("slot",))]
+        request_ids = [r["request_id"] for r in cat.requests(("request_id",))]
         run = cat.run(result.run_id)
     assert slots == list(range(6))
     assert len(request_ids) == len(set(request_ids)) == 6 == result.requests
@@ -331,8 +330,8 @@ def test_embedded_model_classifies_real_gsm8k_rows(tmp_path):
     try:
         with Catalog(tmp_path / "c.duckdb") as cat:
             result = import_existing(cat, TASK, tree, rows, backend, SAMPLING, "gsm8k_120[:4]", "question")
-            samples = cat.query("SELECT status, leaf_id, reason FROM samples ORDER BY slot")
-            requests = cat.query("SELECT stage, prompt_tokens, completion_tokens, raw_text, run_id FROM requests")
+            samples = cat.samples(("status", "leaf_id", "reason"))
+            requests = cat.requests(("stage", "prompt_tokens", "completion_tokens", "raw_text", "run_id"))
     finally:
         backend.close()
     elapsed = time.perf_counter() - started

@@ -56,7 +56,8 @@ def test_run_then_stats_json(tmp_path):
     assert data["samples"]["accepted"] == 6 and data["samples"]["rejected"] == 0 and data["requests"] == 12
     checked = synth("stats", "--check", "--catalog", str(tmp_path / "catalog.duckdb"), cwd=tmp_path)
     assert checked.returncode == 0 and "integrity: ok" in checked.stdout
-    # a sample whose request row is gone breaks lineage: the check names it and fails
+    # a sample whose request row is gone breaks lineage (SQL: no path of the factory deletes one): the check
+    # names it and fails
     import duckdb
 
     with duckdb.connect(str(tmp_path / "catalog.duckdb")) as con:

@@ -4,12 +4,14 @@ paid sample thrown away (scripted backend; the flow, the CLI and the Hub in thei
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import duckdb
 import pytest
 
 from storage.catalog.catalog import Catalog
 from storage.tables.datasets import Scope, members_per_leaf, summary
+from storage.tables.snapshots import snapshot_rows
 from storage.tables.versions import changelog
 from synth.backends.scripted import ScriptedBackend, asked, reply
 from synth.config.recipe import load_recipe
@@ -22,11 +24,11 @@ TOPICS_3 = ("task: math-test\nroot:\n  split: topic\n  children: [{value: money}
 
 
 def accepted(cat) -> int:
-    return int(cat.scalar("SELECT count(*) FROM samples WHERE status = 'accepted'"))
+    return cat.count("samples", status="accepted")
 
 
 def requests_of(cat, run_id) -> int:
-    return int(cat.scalar("SELECT count(*) FROM requests WHERE run_id = ?", [run_id]))
+    return cat.count("requests", run_id=run_id)
 
 
 def test_raising_the_target_generates_only_the_difference(tmp_path):
@@ -72,7 +74,7 @@ def test_grow_by_adds_exactly_n_and_a_crashed_step_resumes_instead_of_growing_tw
         assert again.target == 14 and "resuming" in again.note
         resumed, done = run_dataset(recipe, catalog=cat, grow_by=4)
         assert resumed.run_id == killed.run_id and done["target"] == 14 and accepted(cat) == 14
-        assert cat.scalar("SELECT count(*) - count(DISTINCT sample_id) FROM samples") == 0
+        assert cat.integrity_problems() == []  # no sample id written twice
 
 
 def test_max_target_caps_growth(tmp_path):
@@ -82,10 +84,10 @@ def test_max_target_caps_growth(tmp_path):
         run_dataset(recipe, catalog=cat)
         _, s = run_dataset(recipe, catalog=cat, grow_by=5)
         assert s["target"] == 6 and "capped" in s["growth"] and accepted(cat) == 6
-        requests = cat.scalar("SELECT count(*) FROM requests")
+        requests = cat.count("requests")
         _, s = run_dataset(recipe, catalog=cat, grow_by=5)
         assert "max_target" in s["growth"] and accepted(cat) == 6
-        assert cat.scalar("SELECT count(*) FROM requests") == requests
+        assert cat.count("requests") == requests
 
 
 def test_grown_export_has_every_sample_once_and_a_lowered_target_deletes_nothing(tmp_path):
@@ -98,10 +100,9 @@ def test_grown_export_has_every_sample_once_and_a_lowered_target_deletes_nothing
         _, s2 = run_dataset(recipe, catalog=cat, tree=tree, export=True, grow_by=4)
         v1, v2 = s1["export"]["version"], s2["export"]["version"]
         assert (v1["version"], v1["rows"], v2["version"], v2["rows"], v2["added"]) == (1, 8, 2, 12, 4)
-        rows = cat.query("SELECT sample_id, split FROM snapshot_samples WHERE snapshot_id = ?", [v2["snapshot_id"]])
+        rows = snapshot_rows(cat, v2["snapshot_id"])
         assert len(rows) == len({r["sample_id"] for r in rows}) == 12
-        kept = {r["sample_id"]: r["split"] for r in cat.query(
-            "SELECT sample_id, split FROM snapshot_samples WHERE snapshot_id = ?", [v1["snapshot_id"]])}
+        kept = {r["sample_id"]: r["split"] for r in snapshot_rows(cat, v1["snapshot_id"])}
         assert all(r["split"] == kept[r["sample_id"]] for r in rows if r["sample_id"] in kept)  # splits stay
         shards = sorted(p.name for p in (tmp_path / "out" / "data").iterdir())
         assert any("-v0001-" in n for n in shards) and any("-v0002-" in n for n in shards)
@@ -113,9 +114,8 @@ def test_grown_export_has_every_sample_once_and_a_lowered_target_deletes_nothing
         _, low = run_dataset(recipe.with_target(6), catalog=cat, tree=tree, export=True)
         v3 = low["export"]["version"]
         assert accepted(cat) == before and (v3["version"], v3["rows"], v3["removed"]) == (3, 6, 6)
-        per_leaf = cat.query("""SELECT s.leaf_id, count(*) AS n FROM snapshot_samples ss JOIN samples s USING (sample_id)
-                                WHERE ss.snapshot_id = ? GROUP BY 1""", [v3["snapshot_id"]])
-        assert sorted(r["n"] for r in per_leaf) == [3, 3]
+        per_leaf = Counter(r["leaf_id"] for r in snapshot_rows(cat, v3["snapshot_id"]))
+        assert sorted(per_leaf.values()) == [3, 3]
         log = changelog(cat, recipe.dataset_name)
         assert [(v["version"], v["added"], v["removed"]) for v in log] == [(1, 8, 0), (2, 4, 0), (3, 0, 6)]
         assert log[1]["by"][0]["strategy"] == "new_question"
@@ -155,7 +155,7 @@ def test_a_rebuilt_tree_keeps_leaves_that_still_exist_and_places_the_rest(tmp_pa
         # the third leaf is new; money and time keep their ids: nothing to classify again
         _, s3 = run_dataset(recipe.with_target(15), classify, catalog=cat, tree=three)
         assert (s3["placed"]["placed"], s3["placed"]["kept"], s3["generated"]) == (0, 8, 5)
-        placed_requests = cat.scalar("SELECT count(*) FROM requests WHERE stage = 'classify'")
+        placed_requests = cat.count("requests", stage="classify")
         assert placed_requests == 8  # one per placed sample, and never again
         from storage.reports.report import build_report, render_markdown
 
@@ -175,8 +175,7 @@ def test_seed_rows_added_to_the_file_are_used_first(tmp_path):
         run_dataset(recipe, catalog=cat)
         (tmp_path / "seeds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3] + rows[6:9] + rows[3:6]))
         run, _ = run_dataset(load_recipe(path).with_target(9), catalog=cat)
-        used = [r["seed_row"] for r in cat.query("SELECT seed_row FROM samples WHERE run_id = ? AND status = 'accepted'",
-                                                 [run.run_id])]
+        used = [r["seed_row"] for r in cat.samples(("seed_row",), run_id=run.run_id, status="accepted")]
         assert sorted(used) == [3, 4, 5]  # the new rows (in the middle of the file now), by content
 
 
@@ -185,8 +184,9 @@ def test_an_old_catalog_becomes_datasets_in_place(tmp_path):
     recipe = load_recipe(path)
     with Catalog(recipe.catalog) as cat:
         first, _ = run_dataset(recipe, catalog=cat)
-        ids = {r["sample_id"] for r in cat.query("SELECT sample_id FROM samples")}
-    con = duckdb.connect(str(recipe.catalog))  # back to what schema 3 had
+        ids = {r["sample_id"] for r in cat.samples(("sample_id",))}
+    # a migration test, so SQL: the file is set back to what schema 3 had, and read as the migration left it
+    con = duckdb.connect(str(recipe.catalog))
     con.execute("UPDATE runs SET dataset = NULL, target = NULL")
     con.execute("DELETE FROM datasets")
     con.execute("DELETE FROM schema_version")
@@ -195,7 +195,7 @@ def test_an_old_catalog_becomes_datasets_in_place(tmp_path):
     with Catalog(recipe.catalog) as cat:
         assert cat.scalar("SELECT dataset FROM runs") == "math-test"
         assert cat.query("SELECT dataset, target FROM datasets") == [{"dataset": "math-test", "target": 4}]
-        assert {r["sample_id"] for r in cat.query("SELECT sample_id FROM samples")} == ids
+        assert {r["sample_id"] for r in cat.samples(("sample_id",))} == ids
         _, s = run_dataset(recipe.with_target(6), catalog=cat)
         assert s["reused"] == 4 and s["generated"] == 2
 

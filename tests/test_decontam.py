@@ -147,7 +147,7 @@ def test_the_gate_turns_a_copied_candidate_into_a_contaminated_row(tmp_path):
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
-    rows = job.catalog.query("SELECT status, reason, fields FROM samples")
+    rows = job.catalog.samples(("status", "reason", "fields"))
     bad = [r for r in rows if "apples does shop" not in json.dumps(r["fields"])]
     assert bad and all(r["status"] == "filtered" for r in bad)
     assert all(r["reason"].startswith("contaminated: test item gsm8k_test.jsonl#t1 (question): 13-gram, '")

@@ -4,13 +4,12 @@ loads the Parquet export back. Tiny on purpose: a handful of short samples."""
 
 from __future__ import annotations
 
-import json
-
 import datasets
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from storage.catalog.catalog import Catalog
+from storage.tables.trees import list_trees, load_tree
 from tests.conftest import write_recipe
 
 
@@ -29,10 +28,10 @@ def test_embedded_model_through_the_flow_to_parquet(tmp_path):
     with prefect_test_harness(server_startup_timeout=180):
         summary = run_recipe(str(path))
     with Catalog(tmp_path / "catalog.duckdb", read_only=True) as cat:
-        tree_rows = cat.query("SELECT * FROM trees")
-        requests = cat.query("SELECT stage, prompt_tokens, completion_tokens, raw_text FROM requests")
-        accepted = cat.query("SELECT leaf_id, fields FROM samples WHERE status = 'accepted'")
-        leaves = {r["node_id"] for r in cat.query("SELECT node_id FROM tree_nodes WHERE is_leaf")}
+        tree_rows = list_trees(cat)
+        requests = cat.requests(("stage", "prompt_tokens", "completion_tokens", "raw_text"))
+        accepted = cat.samples(("leaf_id", "fields"), status="accepted")
+        leaves = {leaf.node_id for leaf in load_tree(cat, tree_rows[0]["tree_id"]).leaves()}
     assert len(tree_rows) == 1 and tree_rows[0]["requests"] >= 2  # pivots + dimension at least
     assert {"pivots", "question", "answer"} <= {r["stage"] for r in requests}
     assert all(r["prompt_tokens"] > 0 for r in requests)
@@ -41,7 +40,7 @@ def test_embedded_model_through_the_flow_to_parquet(tmp_path):
     assert all(a["leaf_id"] in leaves for a in accepted)  # every sample carries its leaf
     loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"))["train"]
     assert loaded.num_rows == len(accepted)
-    assert sorted(loaded["question"]) == sorted(json.loads(a["fields"])["question"] for a in accepted)
+    assert sorted(loaded["question"]) == sorted(a["fields"]["question"] for a in accepted)
 
 
 @pytest.mark.slow
@@ -61,9 +60,10 @@ def test_each_seeded_strategy_with_the_embedded_model(tmp_path, strategy):
     with Catalog(recipe.catalog) as cat:
         start_run(recipe, backend, cat).generate()
         backend.close()
-        stages = {r["stage"] for r in cat.query("SELECT DISTINCT stage FROM requests")}
-        rows = cat.query("SELECT strategy, seed_row, status, raw_text FROM samples")
-        tokens = cat.scalar("SELECT sum(completion_tokens) FROM requests")
+        requests = cat.requests(("stage", "completion_tokens"))
+        stages = {r["stage"] for r in requests}
+        rows = cat.samples(("strategy", "seed_row", "status", "raw_text"))
+        tokens = sum(r["completion_tokens"] for r in requests)
     assert stages == ({"answer"} if strategy == "answer_augmentation" else {"question", "answer"})
     assert rows and all(r["strategy"] == strategy and r["seed_row"] is not None for r in rows)
     assert tokens > 0

@@ -72,6 +72,7 @@ def test_snapshot_is_immutable(catalog):
     assert create_snapshot(catalog, RUN_ID, "v1", test_fraction=0.3, seed=7) == snap  # same content: same id
 
     add_accepted(catalog, "n-city-time", slot=500)  # the run goes on after the snapshot
+    # SQL: a sample re-marked after the snapshot, which no public write does to an accepted row
     catalog.con.execute("UPDATE samples SET status = 'duplicate' WHERE sample_id = ?", [before[0]["sample_id"]])
     with pytest.raises(SnapshotError, match="already exists with different content"):
         create_snapshot(catalog, RUN_ID, "v1", test_fraction=0.3, seed=7)
@@ -90,7 +91,7 @@ def test_snapshot_refuses_what_it_cannot_do(catalog):
         create_snapshot(catalog, "nope")
     with pytest.raises(SnapshotError, match=r"test_fraction must be in \[0, 1\)"):
         create_snapshot(catalog, RUN_ID, test_fraction=1.0)
-    catalog.con.execute("UPDATE samples SET status = 'rejected'")
+    catalog.con.execute("UPDATE samples SET status = 'rejected'")  # SQL: a run with nothing accepted, made cheaply
     with pytest.raises(SnapshotError, match="no accepted samples"):
         create_snapshot(catalog, RUN_ID)
     with pytest.raises(SnapshotError, match="no snapshot 'missing'"):
@@ -142,6 +143,7 @@ def test_bulk_ingested_rows_export_the_same_as_committed_ones(tmp_path, catalog)
 
     bulk_catalog = fill_catalog(tmp_path / "bulk" / "catalog.duckdb", bulk=True)
     try:
+        # SQL: where the text lives is storage's layout, not something a reader asks
         assert bulk_catalog.scalar("SELECT count(fields) FROM samples") == 0  # the text is in the segments
         loaded = []
         for name, cat in (("inline", catalog), ("bulk", bulk_catalog)):
@@ -192,6 +194,7 @@ def test_export_without_lineage_and_with_fields_from_the_recipe(tmp_path, catalo
 
 
 def set_fields(catalog, sample_id, **fields):
+    """A sample's fields rewritten (SQL: no public write changes a committed sample's text)."""
     catalog.con.execute("UPDATE samples SET fields = ? WHERE sample_id = ?", [json.dumps(fields), sample_id])
 
 
@@ -311,7 +314,7 @@ def test_collapsed_tree_folds_wide_and_deep_levels():
 
 
 def test_a_run_without_a_tree_exports_with_one_stratum(tmp_path, catalog):
-    catalog.con.execute("UPDATE runs SET tree_id = NULL")
+    catalog.con.execute("UPDATE runs SET tree_id = NULL")  # SQL: the filled catalog made tree-less in place
     catalog.con.execute("UPDATE samples SET leaf_id = NULL, leaf_path = '[]'")
     snap = create_snapshot(catalog, RUN_ID, "flat", test_fraction=0.25, seed=1)
     assert get_snapshot(catalog, snap)["n_test"] == 3  # round(11 * 0.25) over the whole run

@@ -60,11 +60,11 @@ def test_a_new_strategy_is_one_class_and_a_template(tmp_path, monkeypatch):
         run.plan()
         run.generate()
         summary = run.finish()
-        rows = cat.query("SELECT fields, seed_row, verified FROM samples_text WHERE status = 'accepted'")
-        stages = {r["stage"] for r in cat.query("SELECT stage FROM requests")}
+        rows = cat.samples(("fields", "seed_row", "verified"), status="accepted")
+        stages = {r["stage"] for r in cat.requests(("stage",))}
     assert summary["status"] == "finished" and len(rows) == 3 and stages == {"question"}
     for row in rows:  # the seed's answer kept, and verified against itself as the reference
-        assert json.loads(row["fields"])["answer"] == run.ledger.seeds[row["seed_row"]]["answer"]
+        assert row["fields"]["answer"] == run.ledger.seeds[row["seed_row"]]["answer"]
         assert row["verified"] is True
     assert "Say this question again in new words" in backend.calls[0][0].messages[1]["content"]
 
@@ -79,8 +79,8 @@ def test_overriding_the_tree_pivots_prompt_builds_the_tree_with_it(tmp_path):
     backend = ScriptedBackend()
     with Catalog(recipe.catalog) as cat:
         tree = ensure_tree(cat, recipe, backend)
-        hashes = {r["template_hash"] for r in cat.query("SELECT template_hash FROM requests WHERE stage = 'pivots'")}
-        others = {r["template_hash"] for r in cat.query("SELECT template_hash FROM requests WHERE stage = 'dimension'")}
+        hashes = {r["template_hash"] for r in cat.requests(("template_hash",), stage="pivots")}
+        others = {r["template_hash"] for r in cat.requests(("template_hash",), stage="dimension")}
     assert hashes == {user_template_hash(mine)}
     assert others and not any(h.startswith("user-") for h in others)
     assert "(mine)" in backend.calls[0][0].messages[0]["content"]
@@ -185,9 +185,9 @@ def test_a_new_filter_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
                                            "tickets at 4 dollars each. How many dollars for 3 tickets?")
     run, summary = run_to_end(recipe, backend)
     with run.catalog as cat:
-        rows = cat.query("SELECT status, reason, fields FROM samples_text")
+        rows = cat.samples(("status", "reason", "fields"))
     filtered = [r for r in rows if r["status"] == "filtered"]
-    accepted = [json.loads(r["fields"])["question"] for r in rows if r["status"] == "accepted"]
+    accepted = [r["fields"]["question"] for r in rows if r["status"] == "accepted"]
     assert filtered and all(r["reason"] == "banned_word: question holds 'lottery'" for r in filtered)
     assert summary["status"] == "finished" and len(accepted) == 4 and not any("lottery" in q for q in accepted)
     monkeypatch.delitem(FILTERS, "banned_words")
@@ -213,7 +213,7 @@ def test_a_recipe_orders_its_filters_and_turns_them_off(tmp_path, quality, reaso
                         quality=quality)
     run = start_run(path, scripted_questions(refusing))
     run.generate()
-    rows = run.catalog.query("SELECT status, reason FROM samples")
+    rows = run.catalog.samples(("status", "reason"))
     run.catalog.close()
     filtered = {r["reason"].split(":")[0] for r in rows if r["status"] == "filtered"}
     if reason is None:

@@ -21,6 +21,7 @@ import pytest
 from flows.cli import main
 from storage.catalog import bulk
 from storage.catalog.catalog import Catalog, CatalogError
+from storage.publish.export import list_exports
 from tests.conftest import run_dataset, write_recipe
 from tests.fault_env import (catalog_held, damage_table, error_line, fill, math_answer, openai_backend, mode_bits_bind,
                              small_fs, synth, synth_env)
@@ -78,7 +79,7 @@ def test_export_into_a_folder_that_cannot_be_created(made, tmp_path):
     line = error_line(synth(["export", "--catalog", str(catalog), "--out", "recipe.yaml/out"], tmp_path), 1)
     assert f"cannot create the export folder {tmp_path}/recipe.yaml/out: {tmp_path}/recipe.yaml is a file" in line
     with Catalog(catalog, read_only=True) as cat:
-        assert cat.scalar("SELECT count(*) FROM snapshots WHERE version IS NULL") == 0  # nothing taken first
+        assert cat.count("snapshots", version=None) == 0  # nothing taken first
 
 
 def test_debug_shows_the_traceback(made, tmp_path):
@@ -133,6 +134,7 @@ def test_a_lost_segment_file(tmp_path, capsys):
     path = tmp_path / "bulk.duckdb"
     with Catalog(path) as cat:
         bulk.ingest_samples(cat, bulk_rows("a", "b"))
+        # SQL: the segments table is storage's own bookkeeping, which no read method shows
         segment = cat.segment_dir / cat.scalar("SELECT segment FROM segments")
     segment.unlink()
     assert main(["stats", "--catalog", str(path)]) == 1
@@ -179,7 +181,7 @@ def test_backup_is_a_checked_copy_and_never_overwrites(made, tmp_path, capsys):
     assert main(["catalog", "backup", str(copy), "--catalog", str(catalog)]) == 0
     assert "1 segments" in capsys.readouterr().out
     with Catalog(catalog, read_only=True) as a, Catalog(copy, read_only=True) as b:
-        for table in ("runs", "requests", "samples_text", "segments"):
+        for table in ("runs", "requests", "samples_text", "segments"):  # SQL: the copy, table by table, as stored
             assert a.query(f"SELECT * FROM {table} ORDER BY ALL") == b.query(f"SELECT * FROM {table} ORDER BY ALL")
         assert b.integrity_problems() == []
     assert main(["catalog", "backup", str(copy), "--catalog", str(catalog)]) == 2
@@ -209,7 +211,7 @@ def test_disk_full_while_exporting(made, tmp_path, capsys, free_kb):
         assert f"no space left on device writing the export folder {fs}/out" in line
         assert [p.name for p in fs.rglob("*") if ".tmp" in p.name or ".partial" in p.name] == []
         with Catalog(catalog, read_only=True) as cat:
-            assert cat.scalar("SELECT count(*) FROM exports WHERE location LIKE ?", [f"{fs}%"]) == 0
+            assert [e for e in list_exports(cat) if e["location"].startswith(str(fs))] == []
         filler.unlink()
         assert main(["export", "--catalog", str(catalog), "--out", str(fs / "out")]) == 0
 
@@ -240,18 +242,17 @@ def test_disk_full_while_committing_a_chunk_loses_nothing(tmp_path, capsys, monk
             assert "a run resumes where it stopped" in line
             with Catalog(fs / "catalog.duckdb", read_only=True) as cat:  # opens with the disk still full
                 assert cat.integrity_problems() == [] and cat.physical_problems() == []
-                before = {r["sample_id"] for r in cat.query("SELECT sample_id FROM samples")}
-                committed = cat.scalar("SELECT count(*) FROM requests")
+                before = {r["sample_id"] for r in cat.samples(("sample_id",))}
+                committed = cat.count("requests")
             assert main(["stats", "--check", "--catalog", str(fs / "catalog.duckdb")]) == 0
             assert 0 < len(before) < target and committed < len(stub.requests)  # the 4th chunk was not committed
             state["filler"].unlink()
             assert main(["run", str(path), "--no-export"]) == 0
         with Catalog(fs / "catalog.duckdb", read_only=True) as cat:
             assert cat.integrity_problems() == [] and cat.physical_problems() == []
-            assert cat.scalar("SELECT count(DISTINCT slot) FROM samples WHERE status = 'accepted'") == target
-            assert cat.scalar("SELECT count(*) - count(DISTINCT sample_id) FROM samples") == 0
-            assert before <= {r["sample_id"] for r in cat.query("SELECT sample_id FROM samples")}
-            assert cat.scalar("SELECT attempts FROM runs") == 2
+            assert cat.count("samples", distinct="slot", status="accepted") == target
+            assert before <= {r["sample_id"] for r in cat.samples(("sample_id",))}
+            assert [r["attempts"] for r in cat.runs(("attempts",))] == [2]
 
 
 # -- the backend's server goes away mid-run --------------------------------------------------------
@@ -281,9 +282,9 @@ def test_backend_server_gone_mid_run_then_back(tmp_path, monkeypatch, capsys):
         assert f"the server at http://127.0.0.1:{port}/v1 does not answer (connection failed" in line
         assert "start it or fix backend.base_url, then rerun" in line
         with Catalog(tmp_path / "catalog.duckdb", read_only=True) as cat:
-            run = cat.query("SELECT status, message FROM runs")[0]
-            before = cat.scalar("SELECT count(DISTINCT slot) FROM samples WHERE status = 'accepted'")
-            errors = cat.scalar("SELECT count(*) FROM requests WHERE error IS NOT NULL")
+            (run,) = cat.runs(("status", "message"))
+            before = cat.count("samples", distinct="slot", status="accepted")
+            errors = sum(r["error"] is not None for r in cat.requests(("error",)))
         assert run["status"] == "failed" and "BackendUnavailable" in run["message"]
         assert 0 < before < target and errors == 0  # no budget spent on rejects of a dead server
         stub.handler = math_answer
@@ -292,7 +293,7 @@ def test_backend_server_gone_mid_run_then_back(tmp_path, monkeypatch, capsys):
     finally:
         stub.stop()
     with Catalog(tmp_path / "catalog.duckdb", read_only=True) as cat:
-        assert cat.scalar("SELECT count(DISTINCT slot) FROM samples WHERE status = 'accepted'") == target
+        assert cat.count("samples", distinct="slot", status="accepted") == target
         assert cat.integrity_problems() == []
 
 
@@ -331,4 +332,4 @@ def test_backup_of_a_catalog_left_with_a_write_ahead_log(made, tmp_path):
     assert main(["catalog", "backup", str(copy), "--catalog", str(catalog)]) == 0
     assert copy.with_name("copy.duckdb.wal").exists()
     with Catalog(copy, read_only=True) as cat:
-        assert cat.scalar("SELECT message FROM runs") == "after the checkpoint"
+        assert [r["message"] for r in cat.runs(("message",))] == ["after the checkpoint"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
@@ -25,7 +27,7 @@ def test_flow_runs_recipe_and_resumes(tmp_path):
     again = run_recipe(str(path), export=False)  # nothing missing: no new requests
     assert again["stats"]["requests"] == summary["stats"]["requests"]
     with Catalog(tmp_path / "catalog.duckdb", read_only=True) as cat:
-        assert cat.scalar("SELECT attempts FROM runs") == 2
+        assert [r["attempts"] for r in cat.runs(("attempts",))] == [2]
 
 
 def test_flow_exports_and_reports(tmp_path):
@@ -57,10 +59,8 @@ def test_flow_rebalances_an_existing_dataset(tmp_path):
     summary = run_recipe(str(path))
     assert summary["status"] == "finished", summary["message"]
     with Catalog(tmp_path / "catalog.duckdb", read_only=True) as cat:
-        kinds = {r["strategy"]: r["n"] for r in cat.query(
-            "SELECT strategy, count(*) AS n FROM samples WHERE status = 'accepted' AND run_id = ? GROUP BY 1",
-            [summary["run_id"]])}
-        classify = cat.scalar("SELECT count(*) FROM requests WHERE stage = 'classify'")
+        kinds = Counter(r["strategy"] for r in cat.samples(("strategy",), status="accepted", run_id=summary["run_id"]))
+        classify = cat.count("requests", stage="classify")
     assert classify >= 10 and kinds.get("existing", 0) + kinds.get("new_question", 0) == 16
     assert 2 <= kinds["existing"] <= 10  # the scripted classifier may overfill one topic: capped at 8
     loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"))["train"]

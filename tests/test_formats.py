@@ -118,12 +118,12 @@ def test_a_missed_format_is_a_filtered_row_with_its_reason(tmp_path):
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
-    rows = job.catalog.query("SELECT status, reason, fields FROM samples_text")
+    rows = job.catalog.samples(("status", "reason", "fields"))
     filtered = [r for r in rows if r["status"] == "filtered"]
     accepted = [r for r in rows if r["status"] == "accepted"]
     assert filtered and accepted
     assert all(r["reason"].startswith("pattern_mismatch: answer does not match") for r in filtered)
-    assert all(json.loads(r["fields"])["answer"].endswith("#### 7") for r in accepted)
+    assert all(r["fields"]["answer"].endswith("#### 7") for r in accepted)
 
 
 ISSUE_ECHO = "\"}\n\nJust respond as a JSON. You're going to need to create a JSON array with the key"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 
 from synth.backends.scripted import ScriptedBackend, asked, reply
 from tests.conftest import start_run, write_recipe
@@ -15,9 +15,9 @@ def test_fills_the_target_with_lineage(recipe_path):
     stats = job.catalog.stats(job.run_id)
     assert stats["samples"]["accepted"] == 6
     assert stats["requests"] == 12  # question + answer stage per sample
-    row = job.catalog.query("SELECT * FROM samples WHERE status = 'accepted' LIMIT 1")[0]
-    assert set(json.loads(row["fields"])) == {"question", "answer"}
-    req = job.catalog.query("SELECT * FROM requests WHERE request_id = ?", [row["request_id"]])[0]
+    row = job.catalog.samples(status="accepted")[0]
+    assert set(row["fields"]) == {"question", "answer"}
+    (req,) = job.catalog.requests(request_id=row["request_id"])
     assert req["stage"] == "answer" and req["template"] == "generate/answer.jinja2" and req["raw_text"]
 
 
@@ -35,10 +35,10 @@ def test_malformed_outputs_become_rejects_then_retried(tmp_path):
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
-    rejects = job.catalog.query("SELECT reason, raw_text FROM samples WHERE status = 'rejected' ORDER BY reason")
+    rejects = job.catalog.samples(("reason", "raw_text"), status="rejected", order_by="reason")
     assert [r["reason"].split(":")[0] for r in rejects] == ["backend_error", "empty_output"]
     # free text: a reply that opens with JSON debris is the gate's to refuse, raw text kept
-    junk = job.catalog.query("SELECT reason FROM samples_text WHERE status = 'filtered'")
+    junk = job.catalog.samples(("reason",), status="filtered")
     assert [r["reason"] for r in junk] == ["leading_punctuation: question opens with '{not json'"]
     assert job.finish()["accepted"] == 4
 
@@ -56,7 +56,7 @@ def test_duplicates_are_marked_and_replaced(tmp_path):
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
-    dups = job.catalog.query("SELECT duplicate_of FROM samples WHERE status = 'duplicate'")
+    dups = job.catalog.samples(("duplicate_of",), status="duplicate")
     assert len(dups) == 2 and all(d["duplicate_of"] for d in dups)
     assert job.finish()["accepted"] == 3
 
@@ -73,19 +73,19 @@ def test_budget_stops_the_run_and_says_so(tmp_path):
 def test_resume_after_interruption_writes_nothing_twice(recipe_path):
     job = start_run(recipe_path)
     assert job.generate(max_chunks=1) == 1  # "killed" after one committed chunk
-    first = {r["sample_id"] for r in job.catalog.query("SELECT sample_id FROM samples")}
+    first = {r["sample_id"] for r in job.catalog.samples(("sample_id",))}
     job.catalog.close()
 
     backend = ScriptedBackend()
     job2 = start_run(recipe_path, backend)
     job2.generate()
-    assert job2.catalog.scalar("SELECT attempts FROM runs") == 2
-    rows = job2.catalog.query("SELECT sample_id, slot FROM samples WHERE status = 'accepted'")
+    assert job2.catalog.run(job2.run_id)["attempts"] == 2
+    rows = job2.catalog.samples(("sample_id", "slot"), status="accepted")
     assert len(rows) == 6 and len({r["slot"] for r in rows}) == 6
     assert first <= {r["sample_id"] for r in rows}
     generated_again = {r.key for batch in backend.calls for r in batch}
     assert len(generated_again) == 2 * (6 - len(first))  # only the missing slots, two stages each
-    assert job2.catalog.scalar("SELECT count(*) - count(DISTINCT sample_id) FROM samples") == 0
+    assert job2.catalog.integrity_problems() == []  # no sample id written twice
 
 
 def test_weak_leaf_gets_parallel_attempts_and_surplus_is_dropped(tmp_path):
@@ -101,13 +101,13 @@ def test_weak_leaf_gets_parallel_attempts_and_surplus_is_dropped(tmp_path):
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
-    attempts = job.catalog.query("SELECT slot, count(*) AS n FROM samples GROUP BY slot")
-    assert all(a["n"] >= 2 for a in attempts)
-    assert max(a["n"] for a in attempts) >= 3  # after failures, several attempts per slot at once
-    per_slot = job.catalog.query(
-        "SELECT slot, count(*) FILTER (status = 'accepted') AS ok FROM samples GROUP BY slot")
-    assert all(r["ok"] == 1 for r in per_slot)
-    dropped = job.catalog.scalar("SELECT count(*) FROM samples WHERE status = 'dropped'")
+    rows = job.catalog.samples(("slot", "status"))
+    attempts = Counter(r["slot"] for r in rows)
+    assert all(n >= 2 for n in attempts.values())
+    assert max(attempts.values()) >= 3  # after failures, several attempts per slot at once
+    accepted = Counter(r["slot"] for r in rows if r["status"] == "accepted")
+    assert accepted == {slot: 1 for slot in attempts}
+    dropped = job.catalog.count("samples", status="dropped")
     assert dropped >= 1 and job.finish()["accepted"] == 4
 
 
@@ -124,7 +124,7 @@ def test_near_duplicates_are_caught(tmp_path):
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
-    dup = job.catalog.query("SELECT reason, duplicate_of FROM samples WHERE status = 'duplicate'")
+    dup = job.catalog.samples(("reason", "duplicate_of"), status="duplicate")
     assert dup and all(d["reason"].startswith("near_duplicate") and d["duplicate_of"] for d in dup)
 
 
@@ -135,7 +135,7 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
                         verify={"kind": "math"})
     job = start_run(path, ScriptedBackend(lambda r: reply(r, {"answer": "I think it is 72. #### 72"})))
     job.generate()
-    rows = job.catalog.query("SELECT seed_row, status, reason, verified FROM samples ORDER BY slot, attempt")
+    rows = job.catalog.samples(("seed_row", "status", "reason", "verified"))
     for row in rows:
         expected = job.ledger.seeds[row["seed_row"]]["answer"].rsplit("####", 1)[1].strip()
         if expected == "72":
@@ -158,10 +158,9 @@ def test_math_verification_reference_and_self_consistency(tmp_path):
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
-    answers = [json.loads(r["fields"])["answer"] for r in job.catalog.query(
-        "SELECT fields FROM samples WHERE status = 'accepted' ORDER BY slot")]
+    answers = [r["fields"]["answer"] for r in job.catalog.samples(("fields",), status="accepted")]
     assert answers == ["Counting them: #### 7", "Counting them: #### 9"]
-    assert job.catalog.scalar("SELECT count(*) FROM requests WHERE stage = 'answer'") == 6
+    assert job.catalog.count("requests", stage="answer") == 6
 
 
 def test_auto_strategy_follows_the_budget_and_records_why(tmp_path):

@@ -31,8 +31,8 @@ def run(path, backend):
     recipe = load_recipe(path)
     with Catalog(recipe.catalog) as cat:
         job, summary = run_to_end(recipe, backend, cat)
-        samples = cat.query("SELECT sample_id, status, reason, quality, judge_rationale FROM samples")
-        judge_requests = cat.query("SELECT * FROM requests WHERE stage = 'judge'")
+        samples = cat.samples(("sample_id", "status", "reason", "quality", "judge_rationale"))
+        judge_requests = cat.requests(stage="judge")
         total_requests = job.ledger.requests_used()
     return summary, samples, judge_requests, total_requests
 
@@ -112,7 +112,8 @@ V1_REQUESTS = """CREATE TABLE requests (request_id VARCHAR PRIMARY KEY, run_id V
 
 
 def test_an_old_catalog_gains_the_judge_column(tmp_path):
-    """A catalog written before the judge existed (schema 1) is migrated when opened."""
+    """A catalog written before the judge existed (schema 1) is migrated when opened.
+    A migration test: it writes and reads the tables as SQL, since the schema is what it checks."""
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")

@@ -113,8 +113,8 @@ def test_child_killed_mid_chunk_is_restarted_and_the_chunk_redone(tmp_path, capl
         with caplog.at_level("WARNING", logger="synth.backends.llama_server"), \
                 Catalog(tmp_path / "catalog.duckdb") as cat:
             run, summary = run_to_end(recipe, backend, cat)
-            requests = cat.query("SELECT request_id, error, raw_text FROM requests")
-            samples = cat.query("SELECT sample_id, slot, attempt FROM samples")
+            requests = cat.requests(("request_id", "error", "raw_text"))
+            samples = cat.samples(("sample_id", "slot", "attempt"))
         restarted_pid = backend.server.pid
     finally:
         killer.join()

@@ -16,7 +16,7 @@ import pytest
 from catalog_fill import fill_catalog
 from flows.cli import main
 from storage.catalog.catalog import Catalog
-from storage.tables.probes import SECTION_END, SECTION_START, card_block, update_card
+from storage.tables.probes import SECTION_END, SECTION_START, card_block, probes_of, update_card
 from synth.measures.gvendi import sample_pairs, vendi_of_gradients
 from synth.measures.student import Pair
 
@@ -140,7 +140,7 @@ def test_probe_trains_scores_records_and_shows_in_the_card(tmp_path, capsys):
     # the adapters moved the student: its held-out loss is no longer the untrained one
     assert abs(result["score"]["loss"] - base["loss"]) > 1e-3
     with Catalog(catalog_path, read_only=True) as cat:
-        rows = cat.query("SELECT * FROM probes")
+        rows = probes_of(cat, snapshot_id=snap)
     assert len(rows) == 1 and rows[0]["snapshot_id"] == snap and rows[0]["steps"] == 3
     assert rows[0]["loss"] == pytest.approx(result["score"]["loss"]) and rows[0]["baseline_accuracy"] is not None
     card = (tmp_path / "export" / "README.md").read_text(encoding="utf-8")

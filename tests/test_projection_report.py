@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from statistics import mean
+
 from storage.catalog.catalog import Catalog
 from storage.runs.projection import project, render_projection
 from storage.reports.report import build_report, distinct_n, imbalance, plot_report_leaves, render_markdown
@@ -35,7 +37,7 @@ def test_projection_uses_observed_tokens(tmp_path):
         job.generate()
         p = project(recipe, cat)
         assert p["source"] == "observed in the catalog" and p["acceptance_rate"] == 1.0
-        observed = cat.scalar("SELECT avg(completion_tokens) FROM requests WHERE stage = 'answer'")
+        observed = mean(r["completion_tokens"] for r in cat.requests(("completion_tokens",), stage="answer"))
         assert p["per_stage"]["answer"]["completion_tokens"] == round(6 * observed)
 
 

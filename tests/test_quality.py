@@ -88,6 +88,6 @@ def test_a_looping_answer_is_filtered_with_its_raw_text(tmp_path):
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
-    rows = job.catalog.query("SELECT status, reason, raw_text FROM samples")
+    rows = job.catalog.samples(("status", "reason", "raw_text"))
     assert rows and all(r["status"] == "filtered" and r["reason"].startswith("repetition: answer") for r in rows)
     assert all("She buys 3 apples" in r["raw_text"] for r in rows)

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+from collections import Counter
 
 import pytest
 
@@ -41,12 +42,11 @@ def run_on(pool, recipe, on_progress=None):
         run.generate()  # on the replicas: the recipe's cluster.kind is ray
         summary = run.finish()
         facts = {
-            "accepted": cat.scalar("SELECT count(*) FROM samples WHERE status = 'accepted'"),
-            "slots": cat.scalar("SELECT count(DISTINCT slot) FROM samples WHERE status = 'accepted'"),
+            "accepted": cat.count("samples", status="accepted"),
+            "slots": cat.count("samples", distinct="slot", status="accepted"),
             "integrity": cat.integrity_problems(),
-            "by_worker": {(r["worker"], r["node"]): r["n"] for r in cat.query(
-                "SELECT worker, node, count(*) AS n FROM requests GROUP BY ALL")},
-            "failed": cat.query("SELECT * FROM failed_chunks"),
+            "by_worker": Counter((r["worker"], r["node"]) for r in cat.requests(("worker", "node"))),
+            "failed": cat.failed_chunks(),
             "run_id": run.run_id,
         }
     return summary, facts
@@ -143,8 +143,8 @@ def test_a_chunk_that_keeps_killing_its_replica_is_recorded_not_retried_forever(
         summary, facts = run_on(pool, recipe)
     assert len(facts["failed"]) == 1
     failed = facts["failed"][0]
-    assert failed["tries"] == 2 and len(json.loads(failed["workers"])) == 2
-    assert [0, 0] in json.loads(failed["attempts"]) and "Actor" in failed["error"]
+    assert failed["tries"] == 2 and len(failed["workers"]) == 2
+    assert [0, 0] in failed["attempts"] and "Actor" in failed["error"]
     assert summary["status"] == "short" and "1 chunks failed on the cluster" in summary["message"]
     assert facts["accepted"] == facts["slots"] == 20  # the other five chunks
     assert facts["integrity"] == []
@@ -191,8 +191,8 @@ def test_the_embedded_model_in_two_one_cpu_replicas(ray_cluster, tmp_path):
     assert facts["integrity"] == [] and facts["failed"] == []
     assert set(facts["by_worker"]) == {(name, node) for name, node in nodes.items()}
     with Catalog(recipe.catalog, read_only=True) as cat:
-        assert cat.scalar("SELECT count(*) FROM requests WHERE completion_tokens = 0 OR worker IS NULL") == 0
-        assert cat.scalar("SELECT DISTINCT model FROM runs") == "SmolLM2-135M-Instruct-Q4_1"
+        assert all(r["completion_tokens"] and r["worker"] for r in cat.requests(("completion_tokens", "worker")))
+        assert {r["model"] for r in cat.runs(("model",))} == {"SmolLM2-135M-Instruct-Q4_1"}
 
 
 @pytest.mark.slow
@@ -219,10 +219,11 @@ def test_synth_run_on_the_cluster_from_the_command_line(ray_cluster, tmp_path):
     checked = synth("stats", "--check", "--catalog", str(tmp_path / "catalog.duckdb"))
     assert checked.returncode == 0 and "integrity: ok" in checked.stdout, checked.stdout + checked.stderr
     with Catalog(tmp_path / "catalog.duckdb", read_only=True) as cat:
-        workers = {r["stage"]: r["workers"] for r in cat.query(
-            "SELECT stage, list(DISTINCT worker ORDER BY worker) AS workers FROM requests GROUP BY stage")}
-        assert cat.scalar("SELECT count(*) FROM samples WHERE status = 'accepted'") == 12
-    assert workers["question"] == workers["answer"] == ["replica-0", "replica-1"]
+        workers: dict = {}
+        for r in cat.requests(("stage", "worker")):
+            workers.setdefault(r["stage"], set()).add(r["worker"])
+        assert cat.count("samples", status="accepted") == 12
+    assert workers["question"] == workers["answer"] == {"replica-0", "replica-1"}
     assert {"pivots", "dimension"} <= set(workers)  # the tree was built on the replicas too
     assert all(None not in w for w in workers.values())
 

@@ -120,7 +120,7 @@ def test_a_good_user_template_is_used(tmp_path):
     with Catalog(recipe.catalog) as cat:
         job = start_run(recipe, backend, cat)
         job.generate()
-        hashes = {r["template_hash"] for r in cat.query("SELECT template_hash FROM requests WHERE stage = 'question'")}
+        hashes = {r["template_hash"] for r in cat.requests(("template_hash",), stage="question")}
     assert "Invent a question about trains." in backend.calls[0][0].messages[1]["content"]
     assert len(hashes) == 1 and next(iter(hashes)).startswith("user-")
 
@@ -169,10 +169,10 @@ def test_hostile_outputs_become_rejects_and_odd_text_stays_data(tmp_path):
     backend.generate = generate
     with Catalog(recipe.catalog) as cat:
         job, summary = run_to_end(recipe, backend, cat)
-        rejects = cat.query("SELECT reason, raw_text FROM samples WHERE status = 'rejected'")
-        kept = [json.loads(r["fields"])["question"] for r in cat.query(
-            "SELECT fields FROM samples WHERE status IN ('accepted', 'filtered', 'dropped')")]
-        template_rows = cat.query("SELECT status, reason FROM samples WHERE fields LIKE '%{{ 7*7 }}%'")
+        rejects = cat.samples(("reason", "raw_text"), status="rejected")
+        kept = [r["fields"]["question"] for r in cat.samples(("fields",), status=("accepted", "filtered", "dropped"))]
+        template_rows = [r for r in cat.samples(("status", "reason", "fields")) if "{{ 7*7 }}" in json.dumps(r["fields"])]
+        # SQL: SQL-looking model output must leave the schema itself alone
         tables = {r["table_name"] for r in cat.query("SELECT table_name FROM information_schema.tables")}
     assert summary["status"] == "finished"
     kinds = sorted(r["reason"].split(":")[0] for r in rejects)
@@ -241,9 +241,6 @@ def test_second_writer_gets_a_clear_error_and_nothing_breaks(tmp_path, monkeypat
         assert time.monotonic() - started < 120
     assert main(["run", str(path), "--no-export"]) == 0
     with Catalog(recipe.catalog, read_only=True) as cat:
-        assert cat.integrity_problems() == []
-        assert cat.scalar("SELECT count(*) - count(DISTINCT sample_id) FROM samples") == 0
-        assert cat.scalar("SELECT count(*) - count(DISTINCT request_id) FROM requests") == 0
-        assert cat.scalar("SELECT count(*) FROM samples s LEFT JOIN requests q USING (request_id) "
-                          "WHERE q.request_id IS NULL") == 0  # every sample's request is there
-        assert cat.scalar("SELECT count(DISTINCT slot) FROM samples WHERE status = 'accepted'") == 6
+        assert cat.integrity_problems() == []  # ids written once, no sample's request row missing
+        assert all(r["request_id"] for r in cat.samples(("request_id",)))  # and every sample has one
+        assert cat.count("samples", distinct="slot", status="accepted") == 6

@@ -98,7 +98,7 @@ def test_the_run_marks_semantic_duplicates(tmp_path, monkeypatch):
 
     job = start_run(path, ScriptedBackend(script))
     job.generate()
-    rows = job.catalog.query("SELECT status, reason FROM samples")
+    rows = job.catalog.samples(("status", "reason"))
     assert any(r["status"] == "duplicate" and r["reason"].startswith("semantic_duplicate") for r in rows)
     assert sum(r["status"] == "accepted" for r in rows) == 1
 
@@ -142,8 +142,8 @@ def test_a_growing_dataset_embeds_each_text_once(tmp_path, monkeypatch):
     run, _ = run_dataset(path, ScriptedBackend(script))
     first = toy.texts
     assert first > 0
-    members = run.catalog.scalar("SELECT count(*) FROM samples WHERE status = 'accepted'")
-    cached = run.catalog.scalar("SELECT count(*) FROM embeddings WHERE model = 'toy-1'")
+    members = run.catalog.count("samples", status="accepted")
+    cached = run.catalog.count("embeddings", model="toy-1")
     assert cached >= members
     catalog = run.catalog
 
@@ -152,8 +152,7 @@ def test_a_growing_dataset_embeds_each_text_once(tmp_path, monkeypatch):
     grown, summary = run_dataset(path, ScriptedBackend(script), catalog=catalog, grow_by=2)
     # the second run's index (every member of the dataset) came from the catalog: only the
     # new candidates of its chunks were embedded, none of the first run's texts again
-    new_candidates = catalog.scalar("SELECT count(*) FROM samples WHERE run_id = ? AND status IN "
-                                    "('accepted', 'duplicate')", [grown.run_id])
+    new_candidates = catalog.count("samples", run_id=grown.run_id, status=("accepted", "duplicate"))
     assert 0 < toy.texts <= new_candidates and not first_texts & set(toy.seen)
     assert summary["accepted"] == 6 and catalog.integrity_problems() == []
     note = grown.ledger.embedding_note()

@@ -4,7 +4,7 @@ and one real build with the embedded model, persisted and read back."""
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections import Counter
 
 import pytest
 
@@ -50,9 +50,9 @@ def test_saving_twice_writes_nothing_twice(tmp_path):
         save_tree(catalog, tree)
         save_tree(catalog, tree)
         _build(catalog)  # a rebuild sends the same request ids
-        assert catalog.scalar("SELECT count(*) FROM trees") == 1
-        assert catalog.scalar("SELECT count(*) FROM tree_nodes") == len(tree.nodes) == 13
-        assert catalog.scalar("SELECT count(*) FROM requests") == tree.requests == 12
+        assert catalog.count("trees") == 1
+        assert catalog.count("tree_nodes") == len(tree.nodes) == 13
+        assert catalog.count("requests") == tree.requests == 12
 
 
 def test_build_requests_are_cataloged_with_the_tree(tmp_path):
@@ -62,14 +62,14 @@ def test_build_requests_are_cataloged_with_the_tree(tmp_path):
     with Catalog(tmp_path / "c.duckdb") as catalog:
         tree = build_tree(TASK, TreeSettings(max_depth=1, pivots_per_node=4, max_values=3),
                           ScriptedBackend(script=LLM(bad)), SAMPLING, on_requests=request_writer(catalog))
-        rows = catalog.query("SELECT * FROM requests ORDER BY created_at, request_id")
+        rows = catalog.requests()
     assert len(rows) == tree.requests == 4
     assert {r["tree_id"] for r in rows} == {tree.tree_id} and {r["run_id"] for r in rows} == {None}
     assert sorted(r["stage"] for r in rows) == ["dimension", "expand", "expand", "pivots"]
     (failed,) = [r for r in rows if r["error"]]
     assert failed["stage"] == "expand" and failed["error"].startswith("invalid: malformed JSON")
     assert failed["raw_text"] == "{broken"
-    assert all(json.loads(r["sampling"])["seed"] is not None for r in rows)
+    assert all(r["sampling"]["seed"] is not None for r in rows)
     assert sum(r["prompt_tokens"] for r in rows) == tree.prompt_tokens
 
 
@@ -102,9 +102,9 @@ def test_real_build_with_the_embedded_model(tmp_path):
                               on_requests=request_writer(catalog))
             save_tree(catalog, tree)
             back = load_tree(catalog, tree.tree_id)
-            stages = {r["stage"]: r["n"] for r in catalog.query(
-                "SELECT stage, count(*) AS n FROM requests WHERE tree_id = ? GROUP BY stage", [tree.tree_id])}
-            tokens = catalog.scalar("SELECT sum(completion_tokens) FROM requests WHERE tree_id = ?", [tree.tree_id])
+            requests = catalog.requests(("stage", "completion_tokens"), tree_id=tree.tree_id)
+            stages = Counter(r["stage"] for r in requests)
+            tokens = sum(r["completion_tokens"] for r in requests)
     finally:
         backend.close()
     print(render_tree(tree))
