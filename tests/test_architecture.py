@@ -1,11 +1,13 @@
 """The import direction flows -> storage -> synth, and prefect only in flows/; inside storage/,
 the groups import down one order, inside synth/ each group imports only the groups listed for
-it; no folder holds more than a dozen modules side by side; no two public names mean two things."""
+it; no folder holds more than a dozen modules side by side; no two public names mean two things;
+tests read the catalog through its read methods, SQL only where the SQL is what they test."""
 
 from __future__ import annotations
 
 import ast
 import builtins
+import re
 import tomllib
 from pathlib import Path
 
@@ -438,3 +440,64 @@ def test_every_package_is_in_the_distribution():
     listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     found = {module_name(ROOT, p) for package in PACKAGES for p in (ROOT / package).rglob("__init__.py")}
     assert sorted(listed) == sorted(found)
+
+
+# --- tests through the front door -----------------------------------------------------------------
+
+SQL_WORD = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE)\b")
+# Test files whose subject is the SQL or the storage itself, and how many SQL strings each
+# holds. Everywhere else a test reads the catalog through its read methods (samples,
+# requests, runs, count, failed_chunks; storage/tables/* for the other tables) and the run
+# life cycle. Removing SQL from a file here: lower its number (to 0: drop the file).
+SQL_ALLOWED = {
+    "tests/test_bulk.py": 21,  # bulk ingest's own layout: segments, text in or out of the table, settings
+    "tests/test_judge.py": 11,  # a schema-1 catalog written by hand and migrated
+    "tests/test_datasets.py": 6,  # a schema-3 catalog made in place and migrated
+    "tests/test_export.py": 6,  # states no public write makes (re-marked, rewritten, tree-less samples)
+    "tests/test_faults.py": 3,  # the segments table; a backup compared with its source table by table
+    "tests/catalog_fill.py": 2,  # a hand-made tree with fixed ids, written as its rows
+    "tests/fault_env.py": 2,  # where a table's blocks lie in the file, to damage them
+    "tests/test_catalog_reads.py": 1,  # a column name that tries to smuggle SQL in
+    "tests/test_cli.py": 1,  # a request row deleted, which no path of the factory does
+    "tests/test_reliability.py": 1,  # the schema survives SQL-looking model output
+    "tests/test_architecture.py": 2,  # this check's own pattern and example
+    # vLLM's own environment: the catalog is read by the main environment's bare duckdb in a child
+    "tests/vllm/test_vllm_server.py": 2,
+    "tests/vllm/test_vllm_ray.py": 1,
+}
+
+
+def sql_strings(path: Path) -> int:
+    """String literals in `path` that hold an SQL statement word (an f-string counts once; a
+    docstring or other bare string statement not at all)."""
+    tree = ast.parse(path.read_text(), str(path))
+    skip = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
+    skip |= {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    count = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr) and id(node) not in skip:
+            text = "".join(part.value for part in node.values if isinstance(part, ast.Constant))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            text = node.value
+        else:
+            continue
+        count += bool(SQL_WORD.search(text))
+    return count
+
+
+def test_tests_do_not_creep_back_to_raw_sql():
+    found = {str(path.relative_to(ROOT)): n for path in sorted((ROOT / "tests").rglob("*.py"))
+             if (n := sql_strings(path))}
+    assert found == SQL_ALLOWED, ("read the catalog through Catalog.samples/requests/runs/count/failed_chunks "
+                                  "or storage/tables/*; a test about the SQL itself goes in SQL_ALLOWED, with why")
+
+
+def test_the_sql_count_sees_sql_and_not_prose(tmp_path):
+    module = tmp_path / "x.py"
+    module.write_text('"""SELECT in a docstring is prose."""\n'
+                      'def f(cat, t):\n'
+                      '    """UPDATE: not counted either."""\n'
+                      '    cat.query("SELECT 1")\n'
+                      '    cat.query(f"DELETE FROM {t} WHERE x = ?")\n'
+                      '    return "selected", "an update"\n')
+    assert sql_strings(module) == 2
