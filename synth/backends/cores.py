@@ -23,10 +23,10 @@ def free_cores() -> int:
 
 def _cpu_times(stat: str = "/proc/stat") -> tuple[int, int, int] | None:
     """(free ticks, all ticks, cores counted) from /proc/stat; None where there is none.
-    Free: idle, waiting on I/O, or running niced work. A niced process (a `nice -n 19` test
-    run, a background build) yields its core to llama.cpp's threads within a tick, so it
-    does not stall them; counting it busy made `make demo` decode on 1 thread of 2 beside a
-    niced test suite, at half the speed."""
+    Free: idle or waiting on I/O. Niced work counts as busy: it does not yield fast enough
+    for llama.cpp's threads, which wait for each other at every step. Measured
+    (benchmarks/contention.py, 1.5B tier, 8 slots): 2 threads beside two `nice -n 19` busy
+    loops made 2.2 tokens/s against 15.7 idle; 1 thread made 11.2 beside them."""
     try:
         with open(stat) as handle:
             lines = handle.read().splitlines()
@@ -34,7 +34,7 @@ def _cpu_times(stat: str = "/proc/stat") -> tuple[int, int, int] | None:
     except (OSError, ValueError, IndexError):
         return None
     counted = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-    return ticks[1] + ticks[3] + ticks[4], sum(ticks), counted
+    return ticks[3] + ticks[4], sum(ticks), counted
 
 
 def busy_cores(cores: int, window_s: float = 0.3) -> float:
