@@ -42,6 +42,9 @@ def reason(fields):
     ("#### 7", "degenerate_ending"),  # no working at all
     ("Tom now has a lot of apples.\n#### 7", "degenerate_ending"),  # a working with no number
     ("He had 3 and bought 4, so he has 3 + 4 = 8.\n#### 1000.4098", "degenerate_ending"),  # never reached
+    # the 1.5B demo's one wrong row: both of its first solutions made the slip, so the vote settled
+    ("2 + 1 + 1/2 = 4.5\n#### 4.5", "arithmetic_slip"),
+    ("Tim has 68+5 = <<68+5=74>>74 apples.\n#### 74", "arithmetic_slip"),  # a calculator note checked too
 ])
 def test_junk_is_rejected_with_a_reason(answer, gate):
     assert reason({"question": QUESTION, "answer": answer}) == gate
@@ -52,6 +55,26 @@ def test_degenerate_digits_even_where_the_pattern_allows_them():
     ctx = FilterContext(question_field="q", formats=(("a", loose),))
     out = DegenerateEnding().check({"a": "3 x 40 = 120\n#### 120.00000000000001"}, ctx)
     assert out is not None and "run of digits" in out.detail
+
+
+def test_calculations_are_read_only_where_they_are_whole():
+    from synth.curation.filters import calculation_slips
+
+    right = ["$9 x 4 = $<<9*4=36>>36", "10 / 3 = 3.33", "1,200 + 300 = 1,500", "(3 + 4) * 2 = 14", "<<3*.5=1.5>>",
+             "17/3 = 5 and 2/3 loads", "250 / 4 = 62.5"]
+    unread = ["8 x 1 1/2 = 12", "24 students * 1/2 = 12", "2x + 3 = 7", "$2.50 - $2.24 = 26 cents",
+              "25 / 1/3 = 75", "600 x 30 = 18 000 watts", "12 x 1 and 1/4 = 15", "6:00+48=6:48 PM"]
+    assert [t for t in right + unread if calculation_slips(t)] == []
+    assert calculation_slips("So 5 + 3 = 9 apples.") == [("5 + 3 = 9", 8)]
+
+
+def test_gsm8k_reference_answers_rarely_trip_the_arithmetic_check():
+    """The shipped seed slice: none; GSM8K train: 14 of 7,473, 13 of them slips in the reference
+    itself (`14*20=140`, `4+4+6 = 18`; benchmarks/gates.py)."""
+    from synth.curation.filters import calculation_slips
+
+    rows = [json.loads(line) for line in (ROOT / "recipes" / "seeds" / "gsm8k_120.jsonl").read_text().splitlines()]
+    assert [r["answer"] for r in rows if calculation_slips(r["answer"])] == []
 
 
 def test_a_worked_solution_passes():

@@ -80,6 +80,7 @@ FILTER_CASES = {  # filter name -> a sample only that filter refuses
     "leading_punctuation": {**CLEAN, "question": "} " + CLEAN["question"]},
     "scaffold_echo": {**CLEAN, "answer": "12 - 4 = 8\nQuestion: Ann has 3 hats. #### 8"},
     "degenerate_ending": {**CLEAN, "answer": "12 - 4 = 8 cows. #### 9"},
+    "arithmetic": {**CLEAN, "answer": "She has 7 + 5 = 13 apples.\n#### 13"},
 }
 
 

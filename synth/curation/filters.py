@@ -25,9 +25,11 @@ and one line in `FILTERS`.
 
 from __future__ import annotations
 
+import ast
 import re
 import unicodedata
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
@@ -348,6 +350,84 @@ def _degenerate(field: str, token: str, working: str) -> Reject | None:
     return None
 
 
+# a calculation written out: numbers joined by + - x * / and parentheses, then `= number`; the
+# calculator notes of GSM8K (`<<16-3-4=9>>`) are the same with no spaces. `$` and thousands
+# commas are read away; a word, a unit or a % between the numbers ends the match (not read).
+_NUM = r"\(*\$?-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)\)*"
+_CALCULATION = re.compile(rf"(?<![\w.,/])({_NUM}(?:(?:[ \t]*[-+*/\u00d7\u00f7][ \t]*|[ \t]+x[ \t]+){_NUM})+)[ \t]*=[ \t]*\$?(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+))(?![\d.,]*[\w%/(])")
+
+
+# a character just before or after a calculation that makes it part of something longer: an
+# operator, a digit (`1 1/2`, `18 000`), a clock's colon
+_CALC_JOINERS = set("+-*/x\u00d7\u00f7($=^:0123456789")
+
+
+def _fraction_of(node: ast.AST) -> Fraction:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        return Fraction(str(node.value))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_fraction_of(node.operand)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+        left, right = _fraction_of(node.left), _fraction_of(node.right)
+        if isinstance(node.op, ast.Add):
+            return left + right
+        if isinstance(node.op, ast.Sub):
+            return left - right
+        if isinstance(node.op, ast.Mult):
+            return left * right
+        return left / right  # ZeroDivisionError: not read
+    raise ValueError("not arithmetic")
+
+
+def calculation_slips(text: str) -> list[tuple[str, Fraction]]:
+    """Each written calculation of `text` whose result is wrong: (the calculation, its value).
+    A result rounded to the decimals it shows counts as right (`10 / 3 = 3.33`)."""
+    slips = []
+    text = text.replace("\u2212", "-").replace("\u2013", "-")  # minus and en dash
+    for match in _CALCULATION.finditer(text):
+        head = text[:match.start()]
+        before, after = head.rstrip()[-1:], text[match.end():].lstrip()[:1]
+        if before and before in _CALC_JOINERS or after and after in _CALC_JOINERS or head.endswith("and "):
+            continue  # a piece of something longer (`24 students * 1/2 = 12`, `= 1 / 5`, `1 and 1/4`): not read
+        expression = match.group(1)
+        if ("$" in expression) != ("$" in match.group(0)[len(expression):]) or expression.count("/") > 1:
+            continue  # dollars to cents, or `25 / 1/3`: a unit or a reading we cannot be sure of
+        expression = expression.replace("$", "").replace(",", "")
+        expression = expression.replace("x", "*").replace("\u00d7", "*").replace("\u00f7", "/")
+        try:
+            value = _fraction_of(ast.parse(expression, mode="eval").body)
+        except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+            continue
+        written = Fraction(match.group(2).replace(",", ""))
+        decimals = len(match.group(2).partition(".")[2])
+        quotient = "/" in expression and written.denominator == 1 and written == value.numerator // value.denominator
+        if abs(value - written) > Fraction(1, 2 * 10 ** decimals) and not quotient:  # `17/3 = 5 and 2/3`
+            slips.append((match.group(0).strip(), value))
+    return slips
+
+
+class ArithmeticSlip(Filter):
+    """A calculation written out in the working whose result is wrong (`2 + 1 + 1/2 = 4.5`):
+    the model's own arithmetic, checked. Every field but the question (a question may state a
+    wrong sum on purpose). Majority votes miss a slip the model repeats in every solution."""
+
+    kind: Literal["arithmetic"] = "arithmetic"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        for field, value in fields.items():
+            if field == ctx.question_field:
+                continue
+            slips = calculation_slips(str(value))
+            if slips:
+                written, right = slips[0]
+                return Reject("arithmetic_slip", f"{field} writes {written!r}; it is {_show_fraction(right)}")
+        return None
+
+
+def _show_fraction(value: Fraction) -> str:
+    return str(value.numerator) if value.denominator == 1 else f"{float(value):.6g}"
+
+
 @lru_cache(maxsize=256)
 def _compiled_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
@@ -365,6 +445,7 @@ FILTERS: dict[str, type[Filter]] = {
     "symbol_lines": SymbolLines,
     "format": Format,
     "degenerate_ending": DegenerateEnding,
+    "arithmetic": ArithmeticSlip,
 }
 
 
