@@ -45,6 +45,8 @@ def reason(fields):
     # the 1.5B demo's one wrong row: both of its first solutions made the slip, so the vote settled
     ("2 + 1 + 1/2 = 4.5\n#### 4.5", "arithmetic_slip"),
     ("Tim has 68+5 = <<68+5=74>>74 apples.\n#### 74", "arithmetic_slip"),  # a calculator note checked too
+    # the last demo's one wrong row: a division rounded to a whole number without saying so
+    ("The area of each section is 456 / 9 = <<456/9=51>>51 square meters.\n#### 51", "arithmetic_slip"),
 ])
 def test_junk_is_rejected_with_a_reason(answer, gate):
     assert reason({"question": QUESTION, "answer": answer}) == gate

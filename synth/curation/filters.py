@@ -381,7 +381,8 @@ def _fraction_of(node: ast.AST) -> Fraction:
 
 def calculation_slips(text: str) -> list[tuple[str, Fraction]]:
     """Each written calculation of `text` whose result is wrong: (the calculation, its value).
-    A result rounded to the decimals it shows counts as right (`10 / 3 = 3.33`)."""
+    A result rounded to the decimals it shows counts as right (`10 / 3 = 3.33`), a whole one
+    only when exact or the quotient (`17/3 = 5 and 2/3`): `456/9=51` is a slip."""
     slips = []
     text = text.replace("\u2212", "-").replace("\u2013", "-")  # minus and en dash
     for match in _CALCULATION.finditer(text):
@@ -401,7 +402,8 @@ def calculation_slips(text: str) -> list[tuple[str, Fraction]]:
         written = Fraction(match.group(2).replace(",", ""))
         decimals = len(match.group(2).partition(".")[2])
         quotient = "/" in expression and written.denominator == 1 and written == value.numerator // value.denominator
-        if abs(value - written) > Fraction(1, 2 * 10 ** decimals) and not quotient:  # `17/3 = 5 and 2/3`
+        rounded = decimals > 0 and abs(value - written) <= Fraction(1, 2 * 10 ** decimals)  # `10 / 3 = 3.33`
+        if value != written and not rounded and not quotient:  # `17/3 = 5 and 2/3`: a quotient
             slips.append((match.group(0).strip(), value))
     return slips
 
