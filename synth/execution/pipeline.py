@@ -221,11 +221,13 @@ def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx
         calls += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy)) for copy in range(first)]
     answered, parsed = _call_and_parse(calls, backend, ctx, request_rows)
     if rest:  # a vote the first answers settle needs no more (the label would not change)
+        answers: dict[str, list[str]] = {}  # sample -> its first answers that parsed
+        for (attempt, _, _), value in zip(calls, parsed):
+            if not isinstance(value, Reject):
+                answers.setdefault(attempt.sample_id, []).append(str(value[ctx.task.answer]))
         more = []
         for attempt, stage, strategy, first in rest:
-            answers = [value[ctx.task.answer] for (a, _, _), value in zip(calls, parsed)
-                       if a is attempt and not isinstance(value, Reject)]
-            if ctx.verifier.settled([str(answer) for answer in answers], first):
+            if ctx.verifier.settled(answers.get(attempt.sample_id, []), first):
                 attempt.copies = first
             else:
                 more += [(attempt, stage, _request(attempt, strategy, stage, ctx, copy))
@@ -240,11 +242,11 @@ def _run_stage(position: int, attempts: Sequence[Attempt], backend: Backend, ctx
     for sample_id, tried in outputs.items():
         attempt, stage = by_id[sample_id]
         good = [entry for entry in tried if not isinstance(entry[2], Reject)]
-        attempt.request_id, attempt.raw_text, first = (good or tried)[0]
+        attempt.request_id, attempt.raw_text, kept = (good or tried)[0]
         if not good:
-            attempt.reject, attempt.status = first, "rejected"
+            attempt.reject, attempt.status = kept, "rejected"
             continue
-        attempt.known.update(first)
+        attempt.known.update(kept)
         if stage.writes == ANSWER:
             attempt.answers = [value[ctx.task.answer] for _, _, value in good]
 
