@@ -31,7 +31,7 @@ from synth.curation.filters import FILTERS, FilterContext, prose_fields  # noqa:
 from synth.config.recipe import load_recipe  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
-NEW_GATES = ("scaffold_echo", "leading_punctuation", "degenerate_ending")
+NEW_GATES = ("scaffold_echo", "leading_punctuation", "degenerate_ending", "arithmetic")
 
 
 def context(recipe_name: str, seeds: list[dict]) -> FilterContext:
