@@ -73,19 +73,6 @@ def ray_cluster():
     cluster.shutdown()
 
 
-# The run harness lives in tests/harness.py and is imported on first use: the vLLM suite runs
-# this conftest in its own environment, which has neither pyarrow nor the catalog's packages.
-_HARNESS = {"RunHarness", "OnChunk", "start_run", "run_to_end", "run_dataset"}
-
-
-def __getattr__(name):
-    if name in _HARNESS:
-        from tests import harness
-
-        return getattr(harness, name)
-    raise AttributeError(name)
-
-
 # --- one real Prefect server and one `synth serve` for every test that needs them -------------
 # (a server takes 20-40 s to start on 2 cores: shared across modules to keep CI time down)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storage.catalog.catalog import Catalog  # noqa: E402
-from tests.conftest import start_run  # noqa: E402
+from tests.harness import start_run
 from synth.backends import make_backend  # noqa: E402
 from synth.config.recipe import load_recipe  # noqa: E402
 

@@ -18,7 +18,8 @@ from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
 from synth.planning.balance import BalanceError, LeafSpec, bounded_allocation, leaf_weights, within_tolerance
 from synth.config.recipe import load_recipe
 from synth.tree import tree_from_yaml
-from tests.conftest import RunHarness, start_run, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import RunHarness, start_run
 
 TOPICS = """
 task: math-test

@@ -16,7 +16,8 @@ from storage.tables.versions import changelog
 from synth.backends.scripted import ScriptedBackend, asked, reply
 from synth.config.recipe import load_recipe
 from synth.tree import tree_from_yaml
-from tests.conftest import GSM8K_SLICE, run_dataset, write_recipe
+from tests.conftest import GSM8K_SLICE, write_recipe
+from tests.harness import run_dataset
 
 TOPICS = "task: math-test\nroot:\n  split: topic\n  children: [{value: money}, {value: time}]\n"
 TOPICS_3 = ("task: math-test\nroot:\n  split: topic\n  children: [{value: money}, {value: time}, "
@@ -61,7 +62,7 @@ def test_grow_by_adds_exactly_n_and_a_crashed_step_resumes_instead_of_growing_tw
         assert grown["target"] == 10 and grown["generated"] == 4 and accepted(cat) == 10
         # a growth step killed after one chunk: the rerun resumes it (target 14), it does not grow to 18
         from storage.runs.growth import plan_growth
-        from tests.conftest import RunHarness
+        from tests.harness import RunHarness
 
         step = plan_growth(cat, recipe, 4)
         assert step.target == 14

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from synth.curation.decontam import DecontamIndex, TestItem, tokens
-from tests.conftest import GSM8K_SLICE, ROOT, start_run, write_recipe
+from tests.conftest import GSM8K_SLICE, ROOT, write_recipe
+from tests.harness import start_run
 from synth.backends.scripted import asked, reply
 
 SHARED = ROOT.parent / "shared" / "data"

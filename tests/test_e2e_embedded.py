@@ -47,7 +47,7 @@ def test_embedded_model_through_the_flow_to_parquet(tmp_path):
 @pytest.mark.parametrize("strategy", ["answer_augmentation", "question_rephrase"])
 def test_each_seeded_strategy_with_the_embedded_model(tmp_path, strategy):
     """A seed-based strategy, for real (new_question runs in the flow test above)."""
-    from tests.conftest import start_run
+    from tests.harness import start_run
     from synth.backends.llamacpp import LlamaCppBackend
     from synth.config.recipe import load_recipe
 

@@ -11,7 +11,8 @@ from storage.catalog.catalog import Catalog
 from synth.config.recipe import load_recipe
 from synth.tree import tree_from_yaml
 from synth.tree.embed_assign import assign_by_embedding, leaf_description
-from tests.conftest import ROOT, RunHarness, write_recipe
+from tests.conftest import ROOT, write_recipe
+from tests.harness import RunHarness
 from tests.test_balance import ONE_LEVEL, classifier_then_generator, existing_rows
 
 TOPICS = tree_from_yaml((ROOT / "recipes" / "trees" / "gsm8k_topics.yaml").read_text())

@@ -16,7 +16,8 @@ from flows.cli import main
 from storage.reports.evaluation import read_source, recipe_from_card
 from synth.measures.figures import (centred, distinct_n, duplicate_rates, evaluate, gzip_ratio, leaf_figures,
                             nearest_neighbour_cosine, repeated_long_ngrams, vendi_score)
-from tests.conftest import ROOT, run_dataset, write_recipe
+from tests.conftest import ROOT, write_recipe
+from tests.harness import run_dataset
 from synth.backends.scripted import asked, reply
 
 GSM8K = [json.loads(line) for line in (ROOT / "recipes" / "seeds" / "gsm8k_120.jsonl").read_text().splitlines()]

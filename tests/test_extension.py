@@ -23,7 +23,8 @@ from synth.reject import Reject
 from synth.prompting.render import Renderer, user_template_hash
 from synth.slot import Slot
 from synth.strategies import QUESTION, STRATEGIES, GenerationContext, Stage, Strategy
-from tests.conftest import run_dataset, run_to_end, start_run, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import run_dataset, run_to_end, start_run
 
 KEEP_TEMPLATE = "test/rephrase_keep_answer.jinja2"
 KEEP_SOURCE = "Say this {{ question_field }} again in new words: {{ original }}\nReply as JSON with the keys: question."
@@ -51,7 +52,7 @@ def test_a_new_strategy_is_one_class_and_a_template(tmp_path, monkeypatch):
                                       verify={"kind": "math"}))
     backend = ScriptedBackend(lambda r: json.dumps({"question": f"Retold problem {r.key[:6]} with the same numbers?"}))
     with Catalog(recipe.catalog) as cat:
-        from tests.conftest import RunHarness
+        from tests.harness import RunHarness
 
         run = RunHarness(recipe, cat, backend)
         run.ledger.ctx = ChunkContext.from_recipe(recipe, run.ledger.seeds, run.run_id,

@@ -22,7 +22,8 @@ from flows.cli import main
 from storage.catalog import bulk
 from storage.catalog.catalog import Catalog, CatalogError
 from storage.publish.export import list_exports
-from tests.conftest import run_dataset, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import run_dataset
 from tests.fault_env import (catalog_held, damage_table, error_line, fill, math_answer, openai_backend, mode_bits_bind,
                              small_fs, synth, synth_env)
 from tests.http_stub import StubServer

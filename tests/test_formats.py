@@ -19,7 +19,8 @@ from synth.curation.filters import FilterContext, first_problem
 from synth.config.recipe import RecipeError, load_recipe
 from synth.task.formats import (OutputField, check_format, gbnf_pattern, grammar_schema, ran_to_bound,
                            whole_string_pattern)
-from tests.conftest import start_run, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import start_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

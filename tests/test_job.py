@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from synth.backends.scripted import ScriptedBackend, asked, reply
-from tests.conftest import start_run, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import start_run
 
 
 def test_fills_the_target_with_lineage(recipe_path):

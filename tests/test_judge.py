@@ -14,7 +14,8 @@ from synth.backends.scripted import ScriptedBackend, asked, fill_schema, reply
 from synth.curation.judge import parse_judgement
 from synth.config.recipe import load_recipe
 from synth.reject import Reject
-from tests.conftest import run_to_end, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import run_to_end
 
 
 def judging_script(score_for):

@@ -83,7 +83,7 @@ def test_several_sequences_together_with_seeds_and_a_schema():
 @needs_server
 def test_child_killed_mid_chunk_is_restarted_and_the_chunk_redone(tmp_path, caplog):
     from storage.catalog.catalog import Catalog
-    from tests.conftest import run_to_end
+    from tests.harness import run_to_end
 
     recipe = write_recipe(tmp_path, generation={"target": 4, "budget": 12, "chunk_size": 4, "max_rounds": 1,
                                                 "strategy": "answer_augmentation", "examples_per_prompt": 0},

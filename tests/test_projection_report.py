@@ -9,7 +9,8 @@ from storage.runs.projection import project, render_projection
 from storage.reports.report import build_report, distinct_n, imbalance, plot_report_leaves, render_markdown
 from synth.backends.scripted import ScriptedBackend
 from synth.config.recipe import load_recipe
-from tests.conftest import run_to_end, start_run, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import run_to_end, start_run
 
 
 def test_projection_counts_stages_and_flags_the_budget(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 
 from synth.curation.filters import FilterContext, Repetition, SymbolLines, first_problem, repeated_ngram_share
 from synth.config.recipe import RecipeError, load_recipe
-from tests.conftest import start_run, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import start_run
 from synth.backends.scripted import asked, reply
 
 ROOT = Path(__file__).resolve().parent.parent

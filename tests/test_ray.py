@@ -22,7 +22,8 @@ from synth.config.cluster import ClusterError
 from synth.execution.ray import ReplicaPool
 from synth.ids import stable_id
 from synth.config.recipe import load_recipe
-from tests.conftest import OnChunk, start_run, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import OnChunk, start_run
 
 
 def ray_recipe(tmp_path, local_cluster, **overrides):

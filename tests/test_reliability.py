@@ -16,7 +16,8 @@ from storage.catalog.catalog import Catalog, CatalogBusy
 from synth.backends.openai import OpenAIBackend
 from synth.backends.scripted import ScriptedBackend
 from synth.config.recipe import load_recipe
-from tests.conftest import base_recipe, run_to_end, start_run, write_recipe
+from tests.conftest import base_recipe, write_recipe
+from tests.harness import run_to_end, start_run
 from tests.fault_env import catalog_held
 from tests.http_stub import StubResponse, StubServer, chat_reply
 

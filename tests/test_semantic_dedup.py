@@ -12,7 +12,8 @@ import pytest
 from synth.curation.dedup import Candidate, Deduper
 from synth.config.recipe import RecipeError
 from synth.similarity.semantic import SemanticIndex
-from tests.conftest import start_run, write_recipe
+from tests.conftest import write_recipe
+from tests.harness import start_run
 from synth.backends.scripted import asked, reply
 
 ORIGINAL = ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
@@ -125,7 +126,7 @@ def test_a_growing_dataset_embeds_each_text_once(tmp_path, monkeypatch):
     import synth.similarity.embedder as embed
     from storage.tables.embeddings import CachedEmbedder
     from synth.backends.scripted import ScriptedBackend
-    from tests.conftest import run_dataset
+    from tests.harness import run_dataset
 
     toy = CountingToy()
     monkeypatch.setattr(embed, "get_embedder", lambda: toy)
