@@ -21,8 +21,12 @@ def test_embedded_model_through_the_flow_to_parquet(tmp_path):
         tmp_path,
         tree={"max_depth": 1, "pivots_per_node": 3, "max_values": 3, "max_leaves": 3, "max_retries": 1},
         generation={"target": 4, "budget": 40, "chunk_size": 4, "max_rounds": 3, "examples_per_prompt": 1},
-        quality={"min_chars": 1},
-        backend={"kind": "llamacpp", "n_ctx": 1024, "sampling": {"max_tokens": 64, "temperature": 0.7, "seed": 5}},
+        # This test is the flow's plumbing with a real model; the gates are tested on their own and by the
+        # demo's 1.5B rows. Measured here: with every gate on, the 135M model's free-text rows pass about 1
+        # in 12 (0 of 12 for some seeds and thread counts, which failed CI), and at 64 tokens 9 in 10
+        # replies are cut short. So: room for a worked answer, and only the length and format filters.
+        quality={"filters": [{"kind": "length", "min_chars": 1}, "format"]},
+        backend={"kind": "llamacpp", "n_ctx": 1024, "sampling": {"max_tokens": 256, "temperature": 0.7, "seed": 5}},
         export={"dir": str(tmp_path / "out"), "formats": ["parquet", "jsonl"]},
     )
     with prefect_test_harness(server_startup_timeout=180):

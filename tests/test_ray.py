@@ -178,15 +178,16 @@ def test_the_embedded_model_in_two_one_cpu_replicas(ray_cluster, tmp_path):
         tmp_path, ray_cluster,
         generation={"target": 4, "budget": 30, "chunk_size": 2, "max_rounds": 6, "strategy": "answer_augmentation",
                     "examples_per_prompt": 0},
-        quality={"min_chars": 1},
+        # the 135M model's free-text rows seldom pass every junk gate (about 1 in 12 measured): this test is
+        # about two replicas generating for real, so the length and format filters only, and room to answer
+        quality={"filters": [{"kind": "length", "min_chars": 1}, "format"]},
         backend={"kind": "llamacpp", "n_ctx": 1024,  # threads: the replica's 1 CPU (synth.execution.replica.sized)
-                 "sampling": {"max_tokens": 96, "temperature": 0.7, "seed": 5}})
+                 "sampling": {"max_tokens": 192, "temperature": 0.7, "seed": 5}})
     with ReplicaPool(recipe.cluster, recipe.backend) as pool:
         nodes = {h.name: h.info["node"] for h in pool.replicas}
         assert {h.info["backend"] for h in pool.replicas} == {"llamacpp"}
         summary, facts = run_on(pool, recipe)
-    # the 135M model's free-text answers often fail the junk gates: what this test holds is that
-    # both replicas generated for real and the catalog is whole, not how many rows the model earns
+    # what this test holds is that both replicas generated for real and the catalog is whole
     assert summary["status"] in {"finished", "short"}, summary["message"]
     assert 1 <= facts["accepted"] == facts["slots"] <= 4  # some rows, never two for one slot
     assert facts["integrity"] == [] and facts["failed"] == []
