@@ -99,6 +99,8 @@ def check_run(recipe_path: str | Path, catalog: str | None = None, out: str | No
     unknown = [name for name in recipe.export.formats if name not in EXPORTERS]
     if unknown:
         raise RecipeError(f"export.formats: no exporter {unknown[0]!r}; write any of: {', '.join(EXPORTERS)}")
+    if "hub" in recipe.export.formats and not recipe.export.hub_repo:
+        raise RecipeError("export.formats: hub needs the repo to push to: write export.hub_repo: owner/name")
     check_overrides(Renderer(recipe.template_overrides()))
     if recipe.tree is not None and recipe.tree.file is not None:
         from storage.runs.recipe_tree import tree_from_file

@@ -12,7 +12,8 @@ from typing import Any, Literal
 import pytest
 
 from storage.catalog.catalog import Catalog
-from storage.publish.exporters import EXPORTERS, Exporter
+from storage.publish.contract import FileExporter
+from storage.publish.exporters import EXPORTERS
 from storage.runs.recipe_tree import ensure_tree
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.backends.scripted import asked, reply
@@ -112,13 +113,13 @@ def test_run_to_end_is_the_shared_life_cycle(recipe_path):
     assert summary["status"] == "finished" and run.catalog.integrity_problems() == []
 
 
-class CsvExporter(Exporter):
+class CsvExporter(FileExporter):
     """Test-only: one CSV file a split."""
 
     name = "csv"
     folder = "csv"
 
-    def write(self, dataset_dict, folder, shard_rows):
+    def write_files(self, dataset_dict, folder, shard_rows):
         folder.mkdir(parents=True, exist_ok=True)
         written = []
         for split, dataset in dataset_dict.items():

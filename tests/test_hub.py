@@ -16,7 +16,8 @@ import pytest
 from catalog_fill import RUN_ID, SECRET, fill_catalog
 from hub_stub import HubStub
 from storage.publish.export import list_exports
-from storage.publish.hub import HubError, push_to_hub
+from storage.publish.hub import HubError
+from storage.publish.publish import push_to_hub
 from storage.tables.snapshots import create_snapshot
 
 REPO = "synth-org/math-test"
@@ -155,3 +156,42 @@ def test_push_needs_a_token_and_an_owner_slash_name(catalog, snapshot, monkeypat
         push_to_hub(catalog, snapshot, REPO)
     with pytest.raises(HubError, match="not 'owner/name'"):
         push_to_hub(catalog, snapshot, "no-owner", token=SECRET)
+
+
+def test_the_hub_is_one_exporter_beside_the_files(tmp_path, catalog, snapshot, monkeypatch):
+    """`synth export --format jsonl --push REPO`: one export writes the files and uploads them;
+    the shards sent are the ones in the export folder, and each target asked for is recorded."""
+    from flows.cli import main
+
+    out = tmp_path / "export"
+    catalog.close()
+    with HubStub(SECRET) as hub:
+        monkeypatch.setenv("HF_TOKEN", SECRET)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        code = main(["export", "--catalog", str(catalog.path), "--snapshot", "v1", "--out", str(out),
+                     "--format", "jsonl", "--push", REPO])
+    assert code == 0
+    repo = hub.repos[REPO]
+    shards = sorted(p.relative_to(out).as_posix() for p in (out / "data").glob("*.parquet"))
+    assert shards and all(hub.file_bytes(REPO, p) == (out / p).read_bytes() for p in shards)
+    assert (out / "jsonl" / "train.jsonl").exists()
+    from storage.catalog.catalog import Catalog
+
+    with Catalog(catalog.path, read_only=True) as cat:
+        targets = {r["target"]: r for r in list_exports(cat)}
+    assert set(targets) == {"jsonl", "hub"}  # parquet ran because the Hub reads it, but was not asked for
+    assert targets["hub"]["location"] == REPO and targets["hub"]["revision"] == repo.head
+
+
+def test_hub_in_the_formats_needs_a_repo_before_anything_is_written(tmp_path, catalog, snapshot):
+    from flows.preflight import preflight
+    from storage.publish.export import export_snapshot
+    from synth.config.recipe import RecipeError
+    from tests.conftest import write_recipe
+
+    with pytest.raises(HubError, match="needs a repo"):
+        export_snapshot(catalog, snapshot, tmp_path / "out", formats=("parquet", "hub"))
+    assert not (tmp_path / "out").exists()
+    path = write_recipe(tmp_path, export={"dir": str(tmp_path / "out"), "formats": ["parquet", "hub"]})
+    with pytest.raises(RecipeError, match="export.formats: hub needs the repo to push to: write export.hub_repo"):
+        preflight(path)

@@ -24,7 +24,7 @@ never written as NULL or rounded. Numeric text ("7") and whole floats (7.0) do f
 The whole snapshot is held in memory as one Arrow table (about 2 GB at 1 M rows of
 short text): streaming shard by shard is left for larger exports.
 
-Left out: uploading (storage.publish.hub), choosing what goes into the snapshot (storage.tables.snapshots).
+Left out: choosing what goes into the snapshot (storage.tables.snapshots).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from typing import Any, Iterable
 
 from storage.catalog import faults
 from storage.catalog.catalog import Catalog, now
-from storage.publish.exporters import EXPORTERS, SHARD_NAME, ExportError
+from storage.publish.contract import SHARD_NAME, ExportError, ExportJob, Written
+from storage.publish.exporters import EXPORTERS
 from storage.tables.snapshots import SPLITS, get_snapshot
 from synth.ids import stable_id
 
@@ -57,6 +58,7 @@ class ExportResult:
     paths: dict[str, list[Path]]  # target ("parquet", "jsonl", "save_to_disk", "card") -> files or folders
     n_rows: dict[str, int]  # split -> rows
     export_ids: dict[str, str] = field(default_factory=dict)  # target -> export id
+    revisions: dict[str, str] = field(default_factory=dict)  # remote target -> what it made (a Hub commit)
 
     @property
     def data_files(self) -> dict[str, list[Path]]:
@@ -229,19 +231,29 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
                     formats: Iterable[str] = ("parquet", "jsonl"), lineage: bool = True,
                     output_fields: dict[str, str] | None = None, *,
                     shard_rows: int = DEFAULT_SHARD_ROWS, card: bool = True,
-                    tree_text: str | None = None, license: str = "other", renderer: Any = None) -> ExportResult:
+                    tree_text: str | None = None, license: str = "other", renderer: Any = None,
+                    options: dict[str, Any] | None = None) -> ExportResult:
     """Write the snapshot (id or name) under `out_dir` in `formats`, with a card; record each target.
 
     `output_fields` maps field name -> "string" / "integer" / "number"; by default it is
     read from the run's recipe. `renderer` (a synth.prompting.render.Renderer) renders the card, so
     a recipe's override of the card template applies; default: the built-in template.
+    `options` gives an exporter its settings by name (the Hub's: a `HubTarget`). An exporter
+    another one needs (the Hub: parquet) runs first; only those asked for get an `exports` row.
     """
-    formats = tuple(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in EXPORTERS]
-    if unknown or not formats:
+    asked = tuple(dict.fromkeys(formats))
+    unknown = [f for f in asked if f not in EXPORTERS]
+    if unknown or not asked:
         raise ExportError(f"unknown export format(s) {unknown or '(none)'}: write any of {', '.join(EXPORTERS)}")
     if shard_rows <= 0:
         raise ExportError(f"shard_rows must be > 0, got {shard_rows}")
+    options = options or {}
+    runs = tuple(dict.fromkeys(need for name in asked for need in (*EXPORTERS[name].needs, name)))
+    for name in runs:
+        EXPORTERS[name].check(options.get(name))  # a missing repo or token: before anything is written
+    late = [name for name in runs if EXPORTERS[name].publishes_card]
+    if late and not card:
+        raise ExportError(f"{late[0]} publishes the dataset card: export with the card")
     snapshot = get_snapshot(catalog, snapshot_id)
     snapshot_id = snapshot["snapshot_id"]
     if output_fields is None:
@@ -250,24 +262,30 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
 
     dataset_dict = build_dataset_dict(snapshot_table(catalog, snapshot_id, output_fields, lineage))
     n_rows = {split: len(ds) for split, ds in dataset_dict.items()}
-    exporters = {target: EXPORTERS[target] for target in formats}
-    locations = {target: out_dir / exporter.folder for target, exporter in exporters.items()}
+    job = ExportJob(snapshot_id, snapshot["name"], dataset_dict, out_dir, shard_rows, options=options)
+    written: dict[str, Written] = {}
     # a full disk or a folder that turns read-only half way: one line naming the folder
     with _quiet_progress(), faults.raising(ExportError, out_dir, "the export folder"):
-        paths: dict[str, list[Path]] = {target: exporter.write(dataset_dict, locations[target], shard_rows)
-                                        for target, exporter in exporters.items()}
+        for name in runs:
+            if name not in late:
+                written[name] = EXPORTERS[name].write(job)
+                job.written[name] = written[name].paths
         if card:
             from storage.publish.card import write_card  # matplotlib and the card template: only when asked
 
-            paths["card"] = write_card(
+            job.written["card"] = write_card(
                 catalog, snapshot_id, out_dir, renderer, output_fields=output_fields, n_rows=n_rows,
-                data_files=_card_data_files(paths, n_rows), formats=formats, lineage=lineage,
+                data_files=_card_data_files(job.written, n_rows), formats=[n for n in runs if n not in late], lineage=lineage,
                 tree_text=tree_text, license=license)
+    for name in late:  # outside the folder's fault handler: a remote target's errors are its own
+        written[name] = EXPORTERS[name].write(job)
+        job.written[name] = written[name].paths
 
     total = sum(n_rows.values())
-    export_ids = {target: record_export(catalog, snapshot_id, target, str(locations[target]), total)
-                  for target in formats}
-    return ExportResult(snapshot_id, out_dir, paths, n_rows, export_ids)
+    export_ids = {name: record_export(catalog, snapshot_id, name, written[name].location, total,
+                                      revision=written[name].revision) for name in asked}
+    revisions = {name: w.revision for name, w in written.items() if w.revision is not None}
+    return ExportResult(snapshot_id, out_dir, dict(job.written), n_rows, export_ids, revisions)
 
 
 def _card_data_files(paths: dict[str, list[Path]], n_rows: dict[str, int]) -> dict[str, str]:

@@ -1,20 +1,21 @@
-"""Where a snapshot's rows go: one `Exporter` class per format, by name in `EXPORTERS`.
+"""Where a snapshot's rows go: one `Exporter` class per place, by name in `EXPORTERS`.
 
-An exporter gets the snapshot as a typed `datasets.DatasetDict` and the folder it owns
-under the export folder, writes there, and returns what it wrote; `export_snapshot`
-(storage/publish/export.py) builds the rows once, runs the exporters a recipe's `export.formats`
-or `synth export --format` names, writes the card and records one `exports` row per
-exporter. Every exporter writes to a temporary name and renames, and removes what an
-earlier export into the same folder left that this one no longer has, so exporting the
-same snapshot again gives the same files.
+The contract (storage/publish/contract.py): a file format is a `FileExporter` that gets the
+snapshot as a typed `datasets.DatasetDict` and the folder it owns under the export folder,
+writes there, and returns what it wrote; a remote target reads what file exporters and the
+card wrote. `export_snapshot` (storage/publish/export.py) builds the rows once, runs the
+exporters a recipe's `export.formats` or `synth export --format` names, writes the card and
+records one `exports` row per exporter. Every file exporter writes to a temporary name and
+renames, and removes what an earlier export into the same folder left that this one no
+longer has, so exporting the same snapshot again gives the same files.
 
     parquet       data/train-00000-of-00002.parquet ...   the Hub's layout, sharded
     jsonl         jsonl/train.jsonl, jsonl/test.jsonl      one JSON object a line, UTF-8
     save_to_disk  hf/                                      `DatasetDict.save_to_disk`
+    hub           owner/name on the Hugging Face Hub       the parquet shards and the card (hub.py)
 
-Adding one: a subclass with `name`, `folder` and `write`, and one line in `EXPORTERS`
-(tests/test_extension.py adds a test-only one). The Hub (storage/publish/hub.py) uploads what
-the parquet exporter wrote.
+Adding one: a subclass with `name` and `write` (a file format: `folder` and `write_files`),
+and one line in `EXPORTERS` (tests/test_extension.py adds a test-only one).
 """
 
 from __future__ import annotations
@@ -22,34 +23,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from storage.catalog import faults
+from storage.publish.contract import SHARD_NAME, ExportError, Exporter, FileExporter
+from storage.publish.hub import HubExporter
 from storage.tables.snapshots import SPLITS
-from synth.errors import SynthError
-
-# `train-00000-of-00002.parquet`, or for a version of a growing dataset `train-v0002-00000-of-00001.parquet`:
-# the rows a version added, so a later version that only adds rows adds only new shards
-SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)(?:-v(?P<version>\d{4}))?-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
-
-
-class ExportError(SynthError, ValueError):
-    """An export that cannot be written; the message says what to do."""
-
-
-class Exporter(ABC):
-    """One export format: `write` the snapshot's splits into `folder` (created by the exporter)."""
-
-    name: ClassVar[str]  # the word in `export.formats` and `synth export --format`
-    folder: ClassVar[str]  # its folder under the export folder, and the `exports` row's location
-
-    @abstractmethod
-    def write(self, dataset_dict: Any, folder: Path, shard_rows: int) -> list[Path]:
-        """Write every split of `dataset_dict` under `folder`; the files (or folders) written."""
 
 
 def _version_runs(versions: list[Any]) -> list[tuple[Any, int, int]]:
@@ -62,13 +43,13 @@ def _version_runs(versions: list[Any]) -> list[tuple[Any, int, int]]:
     return runs or [(None, 0, 0)]
 
 
-class ParquetExporter(Exporter):
+class ParquetExporter(FileExporter):
     """Shards of at most `shard_rows` rows; a growing dataset's version shards (`-v0002-`)."""
 
     name = "parquet"
     folder = "data"
 
-    def write(self, dataset_dict: Any, folder: Path, shard_rows: int) -> list[Path]:
+    def write_files(self, dataset_dict: Any, folder: Path, shard_rows: int) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
         versions = getattr(dataset_dict, "versions", {})
@@ -89,11 +70,11 @@ class ParquetExporter(Exporter):
         return written
 
 
-class JsonlExporter(Exporter):
+class JsonlExporter(FileExporter):
     name = "jsonl"
     folder = "jsonl"
 
-    def write(self, dataset_dict: Any, folder: Path, shard_rows: int) -> list[Path]:
+    def write_files(self, dataset_dict: Any, folder: Path, shard_rows: int) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
         for split, dataset in dataset_dict.items():
@@ -110,13 +91,13 @@ class JsonlExporter(Exporter):
         return written
 
 
-class SaveToDiskExporter(Exporter):
+class SaveToDiskExporter(FileExporter):
     """`DatasetDict.save_to_disk`, for `load_from_disk`; replaces only a saved dataset."""
 
     name = "save_to_disk"
     folder = "hf"
 
-    def write(self, dataset_dict: Any, folder: Path, shard_rows: int) -> list[Path]:
+    def write_files(self, dataset_dict: Any, folder: Path, shard_rows: int) -> list[Path]:
         if folder.exists() and not (folder / "dataset_dict.json").exists():
             raise ExportError(f"{folder} exists and is not a saved dataset: refusing to replace it; "
                               "remove it or export to another folder")
@@ -138,6 +119,7 @@ EXPORTERS: dict[str, Exporter] = {
     "parquet": ParquetExporter(),
     "jsonl": JsonlExporter(),
     "save_to_disk": SaveToDiskExporter(),
+    "hub": HubExporter(),
 }
 
 

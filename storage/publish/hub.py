@@ -1,7 +1,8 @@
-"""Publish a snapshot to the Hugging Face Hub as a dataset repo, in parts, resumably.
+"""The Hub exporter: a snapshot to a Hugging Face Hub dataset repo, in parts, resumably.
 
-`push_to_hub` exports the snapshot (Parquet shards and the card, storage.publish.export), makes
-the dataset repo if it is missing, then commits the shards a few at a time and the card
+`HubExporter` (`hub` in `export.formats`, settings `HubTarget`) runs after the parquet
+exporter and the card (storage/publish/export.py): it makes the dataset repo if it is
+missing, then commits the shards the parquet exporter wrote a few at a time and the card
 last, so a large dataset goes up in several commits and the card (whose `configs` name
 every shard) appears only once all the data is there. Before uploading, it lists the
 repo and skips every file whose content is already committed (the SHA-256 of an LFS
@@ -16,6 +17,8 @@ and pass it in). It is never logged, printed, stored in the catalog or the card,
 is scrubbed from the message of any error raised from here; errors are raised outside
 the `except` block so the original exception (whose text may echo it) is not chained.
 
+`push_to_hub` (storage/publish/publish.py) is the export with this exporter alone.
+
 Left out: pull requests, branches other than main, and deleting repos.
 """
 
@@ -25,15 +28,12 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from storage.publish.card import mask_tokens
-from storage.catalog.catalog import Catalog
-from storage.publish.export import DEFAULT_SHARD_ROWS, export_snapshot, record_export
-from storage.publish.exporters import SHARD_NAME
-from storage.tables.snapshots import get_snapshot
+from storage.publish.contract import SHARD_NAME, Exporter, ExportJob, Written
 from synth.errors import SynthError
 
 log = logging.getLogger(__name__)
@@ -102,55 +102,66 @@ def _remote_files(api: Any, repo_id: str) -> dict[str, Any]:
             if isinstance(entry, RepoFile)}
 
 
-def push_to_hub(catalog: Catalog, snapshot_id: str, repo_id: str, private: bool = False,
-                token: str | None = None, export_dir: Path | None = None, *,
-                endpoint: str | None = None, shards_per_commit: int = DEFAULT_SHARDS_PER_COMMIT,
-                shard_rows: int = DEFAULT_SHARD_ROWS, output_fields: dict[str, str] | None = None,
-                license: str = "other", tree_text: str | None = None, tag: str | None = None,
-                renderer: Any = None) -> str:
-    """Upload the snapshot (id or name) to the dataset repo `owner/name`; returns the commit id
-    the repo's main branch is at afterwards, and records it as a 'hub' export. With `tag`
-    (a version of a growing dataset: `v2`), that commit is tagged, so
-    `load_dataset(repo, revision="v2")` reads this version later."""
-    if not _REPO_ID.match(repo_id or ""):
-        raise HubError(f"repo id {repo_id!r} is not 'owner/name': write e.g. my-org/math-word-problems")
-    if shards_per_commit <= 0:
-        raise HubError(f"shards_per_commit must be > 0, got {shards_per_commit}")
-    token = resolve_token(token)
-    snapshot = get_snapshot(catalog, snapshot_id)
+@dataclass(frozen=True)
+class HubTarget:
+    """The Hub exporter's settings. The token lives here, in memory, for one export only."""
 
-    with tempfile.TemporaryDirectory(prefix="synth-push-") as scratch:
-        out_dir = Path(export_dir) if export_dir is not None else Path(scratch)
-        result = export_snapshot(catalog, snapshot["snapshot_id"], out_dir, formats=("parquet",),
-                                 output_fields=output_fields, shard_rows=shard_rows, license=license,
-                                 tree_text=tree_text, renderer=renderer)
-        card_text = (result.out_dir / "README.md").read_text(encoding="utf-8")
+    repo_id: str
+    private: bool = False
+    token: str | None = None  # else HF_TOKEN
+    tag: str | None = None  # a version of a growing dataset (`v2`): its commit is tagged
+    endpoint: str | None = None  # else HF_ENDPOINT, else the Hub
+    shards_per_commit: int = DEFAULT_SHARDS_PER_COMMIT
+
+
+class HubExporter(Exporter):
+    """The parquet shards and the card, committed to the dataset repo `options["hub"].repo_id`;
+    with a tag, `load_dataset(repo, revision=tag)` reads this version later. Records the commit."""
+
+    name = "hub"
+    needs = ("parquet",)
+    publishes_card = True
+
+    def check(self, options: Any) -> None:
+        if not isinstance(options, HubTarget):
+            raise HubError("the hub exporter needs a repo: set export.hub_repo in the recipe (owner/name), "
+                           "or pass --push owner/name to synth export")
+        if not _REPO_ID.match(options.repo_id or ""):
+            raise HubError(f"repo id {options.repo_id!r} is not 'owner/name': write e.g. my-org/math-word-problems")
+        if options.shards_per_commit <= 0:
+            raise HubError(f"shards_per_commit must be > 0, got {options.shards_per_commit}")
+        resolve_token(options.token)
+
+    def write(self, job: ExportJob) -> Written:
+        target: HubTarget = job.options[self.name]
+        token = resolve_token(target.token)
+        card_files = list(job.written.get("card", []))
+        if not card_files:
+            raise HubError("the Hub gets the dataset card with the rows: export with the card")
+        card_text = (job.out_dir / "README.md").read_text(encoding="utf-8")
         if token in card_text:  # cannot happen through redaction; refuse rather than publish it
             raise HubError("the dataset card would contain the token: refusing to upload; check the recipe")
-        commit = _upload(result, repo_id, private, token, endpoint, shards_per_commit, snapshot["name"])
-        if tag:
+        shards = list(job.written["parquet"])
+        commit = _upload(job.out_dir, shards, card_files, target, token, job.snapshot_name)
+        if target.tag:
             from huggingface_hub import HfApi
 
-            api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
-            _call(f"tagging commit {commit} of {repo_id} as {tag}", token, api.create_tag, repo_id, tag=tag,
-                  revision=commit, repo_type="dataset", exist_ok=True)
-
-    record_export(catalog, snapshot["snapshot_id"], "hub", repo_id, sum(result.n_rows.values()), revision=commit)
-    return commit
+            api = HfApi(endpoint=target.endpoint or os.environ.get("HF_ENDPOINT"), token=token)
+            _call(f"tagging commit {commit} of {target.repo_id} as {target.tag}", token, api.create_tag,
+                  target.repo_id, tag=target.tag, revision=commit, repo_type="dataset", exist_ok=True)
+        return Written([], target.repo_id, commit)
 
 
-def _upload(result: Any, repo_id: str, private: bool, token: str, endpoint: str | None,
-            shards_per_commit: int, snapshot_name: str) -> str:
+def _upload(root: Path, shards: list[Path], card_files: list[Path], target: HubTarget, token: str,
+            snapshot_name: str) -> str:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
+    repo_id, shards_per_commit = target.repo_id, target.shards_per_commit
+    api = HfApi(endpoint=target.endpoint or os.environ.get("HF_ENDPOINT"), token=token)
     _call(f"creating the dataset repo {repo_id}", token,
-          api.create_repo, repo_id, repo_type="dataset", private=private, exist_ok=True)
+          api.create_repo, repo_id, repo_type="dataset", private=target.private, exist_ok=True)
     remote = _call(f"listing the files of {repo_id}", token, _remote_files, api, repo_id)
 
-    root = result.out_dir
-    shards = list(result.paths["parquet"])
-    card_files = list(result.paths.get("card", []))
     rel = {p: p.relative_to(root).as_posix() for p in shards + card_files}
     pending = [p for p in shards if not _already_there(p, remote.get(rel[p]))]
     log.info("%s: %d of %d shard(s) to upload, %d already committed",

@@ -3,18 +3,21 @@
 The step the flow calls after generation. The dataset's version (storage/tables/versions.py)
 holds, per leaf, at most the run's target of the dataset's members; a rerun that changed
 nothing finds the same version and rewrites the same files. When the recipe names a Hub
-repo (`export.hub_repo`), a new version is pushed as a new commit tagged `v<N>`.
-`publish_snapshot` is the export step both the flow and `synth export` call.
+repo (`export.hub_repo`), the `hub` exporter runs too: a new version is pushed as a new
+commit tagged `v<N>`. `publish_snapshot` is the export step both the flow and `synth export`
+call; `push_to_hub` is the export to the Hub alone.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from storage.catalog.bulk import accepted_per_leaf
 from storage.catalog.catalog import Catalog
-from storage.publish.export import ExportResult, export_snapshot
+from storage.publish.export import DEFAULT_SHARD_ROWS, ExportResult, export_snapshot
+from storage.publish.hub import DEFAULT_SHARDS_PER_COMMIT, HubTarget
 from storage.tables.snapshots import create_snapshot
 from synth.prompting.render import Renderer
 from synth.config.recipe import Recipe
@@ -78,14 +81,34 @@ def publish_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path, formats:
                      hub_repo: str | None = None, private: bool = False, token: str | None = None,
                      tag: str | None = None) -> tuple[ExportResult, dict[str, Any] | None]:
     """The one export path of `synth run` and `synth export`: the snapshot written by the
-    exporters `formats` names (storage/publish/exporters.py) under `out_dir`, then, with `hub_repo`,
-    pushed to the Hub (tagged `tag`). Returns the export and {"repo", "tag", "commit"} or None."""
+    exporters `formats` names (storage/publish/exporters.py) under `out_dir`; with `hub_repo`,
+    the `hub` exporter among them (tagged `tag`). Returns the export and {"repo", "tag",
+    "commit"} or None."""
+    formats = list(formats)
+    options: dict[str, Any] = {}
+    if hub_repo:
+        options["hub"] = HubTarget(hub_repo, private=private, token=token, tag=tag)
+        formats = [*formats, "hub"] if "hub" not in formats else formats
     result = export_snapshot(catalog, snapshot_id, out_dir, formats=formats, lineage=lineage,
-                             tree_text=tree_text, renderer=renderer)
-    if not hub_repo:
+                             tree_text=tree_text, renderer=renderer, options=options)
+    if "hub" not in result.revisions:
         return result, None
-    from storage.publish.hub import push_to_hub
+    return result, {"repo": hub_repo, "tag": tag, "commit": result.revisions["hub"]}
 
-    commit = push_to_hub(catalog, snapshot_id, hub_repo, private=private, token=token, tree_text=tree_text,
-                         tag=tag, renderer=renderer)
-    return result, {"repo": hub_repo, "tag": tag, "commit": commit}
+
+def push_to_hub(catalog: Catalog, snapshot_id: str, repo_id: str, private: bool = False,
+                token: str | None = None, export_dir: Path | None = None, *,
+                endpoint: str | None = None, shards_per_commit: int = DEFAULT_SHARDS_PER_COMMIT,
+                shard_rows: int = DEFAULT_SHARD_ROWS, output_fields: dict[str, str] | None = None,
+                license: str = "other", tree_text: str | None = None, tag: str | None = None,
+                renderer: Any = None) -> str:
+    """The snapshot (id or name) to the dataset repo `owner/name` through the `hub` exporter alone
+    (its parquet shards and card written under `export_dir`, else a scratch folder); returns
+    the commit the repo's main branch is at afterwards, recorded as the 'hub' export."""
+    target = HubTarget(repo_id, private=private, token=token, tag=tag, endpoint=endpoint,
+                       shards_per_commit=shards_per_commit)
+    with tempfile.TemporaryDirectory(prefix="synth-push-") as scratch:
+        result = export_snapshot(catalog, snapshot_id, Path(export_dir) if export_dir is not None else Path(scratch),
+                                 formats=("hub",), output_fields=output_fields, shard_rows=shard_rows,
+                                 license=license, tree_text=tree_text, renderer=renderer, options={"hub": target})
+    return result.revisions["hub"]

@@ -245,7 +245,8 @@ class Quality(_Strict):
 
 class Export(_Strict):
     dir: Path = Path("out")
-    # exporters by name (storage/publish/exporters.py: parquet, jsonl, save_to_disk, ...); the pre-flight checks the names
+    # exporters by name (storage/publish/exporters.py: parquet, jsonl, save_to_disk, hub, ...); the pre-flight
+    # checks the names; `hub` (added by hub_repo) pushes the parquet shards and the card
     formats: list[str] = Field(default_factory=lambda: ["parquet", "jsonl"])
     test_fraction: float = Field(default=0.0, ge=0, lt=1)
     lineage: bool = True  # include leaf, strategy, seed row and request columns
