@@ -1,5 +1,5 @@
-"""Adding a strategy is one class and its template, an exporter or a filter one class; a recipe
-orders its filters and turns any off; overriding any built-in prompt works, the tree's
+"""Adding a strategy is one class and its template, an exporter or a filter one class, a backend
+or a verifier its settings class and its class; a recipe orders its filters and turns any off; overriding any built-in prompt works, the tree's
 included; the chunk pipeline is pure data in, rows out."""
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import pickle
 from typing import Any, Literal
 
 import pytest
+from pydantic import Field
 
 from storage.catalog.catalog import Catalog
 from storage.publish.contract import FileExporter
 from storage.publish.exporters import EXPORTERS
 from storage.runs.recipe_tree import ensure_tree
+from synth.backends import BACKENDS, BackendSettingsBase
 from synth.backends.scripted import ScriptedBackend, fill_schema
 from synth.backends.scripted import asked, reply
 from synth.execution.pipeline import ChunkContext, new_attempts, run_chunk
@@ -24,6 +26,9 @@ from synth.reject import Reject
 from synth.prompting.render import Renderer, user_template_hash
 from synth.slot import Slot
 from synth.strategies import QUESTION, STRATEGIES, GenerationContext, Stage, Strategy
+from synth.verify import VERIFIERS
+from synth.verify.base import BaseVerifier, Verdict, VerifierSettingsBase
+from synth.verify.math import extract_final_number
 from tests.conftest import write_recipe
 from tests.harness import run_dataset, run_to_end, start_run
 
@@ -194,6 +199,98 @@ def test_a_new_filter_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
     assert summary["status"] == "finished" and len(accepted) == 4 and not any("lottery" in q for q in accepted)
     monkeypatch.delitem(FILTERS, "banned_words")
     with pytest.raises(RecipeError, match=r"quality\.filters\.1\.kind: unknown filter 'banned_words'"):
+        load_recipe(path)
+
+
+class EchoSettings(BackendSettingsBase):
+    """Test-only backend settings: `backend: {kind: echo, voice: ...}`."""
+
+    kind: Literal["echo"] = "echo"
+    voice: str = Field(default="plain", pattern=r"^[a-z]+$")
+
+    def build(self) -> "EchoBackend":
+        return EchoBackend(self.voice)
+
+
+class EchoBackend(ScriptedBackend):
+    """Test-only: the scripted backend's replies, under its own name and model."""
+
+    name = "echo"
+
+    def __init__(self, voice: str) -> None:
+        super().__init__(model=f"echo-{voice}")
+
+
+def test_a_new_backend_is_a_settings_class_a_backend_class_and_one_registry_line(tmp_path, monkeypatch):
+    """The recipe reads it by kind, the run builds it from the recipe, the catalog names it."""
+    from flows.preflight import preflight
+    from synth.execution import backend_for
+
+    monkeypatch.setitem(BACKENDS, "echo", EchoSettings)  # its registry line
+    path = write_recipe(tmp_path, generation={"target": 3, "budget": 20, "chunk_size": 4},
+                        backend={"kind": "echo", "voice": "quiet"})
+    recipe = preflight(path)
+    backend = backend_for(recipe)  # the run's own way to its backend
+    assert isinstance(backend, EchoBackend) and recipe.model_dump()["backend"]["voice"] == "quiet"
+    run, summary = run_to_end(recipe, backend)
+    with run.catalog as cat:
+        (row,) = cat.runs(("backend", "model"))
+    assert summary["status"] == "finished" and (row["backend"], row["model"]) == ("echo", "echo-quiet")
+    with pytest.raises(RecipeError, match="backend.voice"):  # its settings are checked like any other
+        load_recipe(write_recipe(tmp_path, backend={"kind": "echo", "voice": "LOUD!"}))
+    monkeypatch.delitem(BACKENDS, "echo")
+    with pytest.raises(RecipeError, match="backend.kind: unknown backend 'echo'"):
+        load_recipe(path)
+
+
+class ParitySettings(VerifierSettingsBase):
+    """Test-only verifier settings: `verify: {kind: parity, even: true}`."""
+
+    kind: Literal["parity"] = "parity"
+    even: bool = True
+
+    def build(self) -> "ParityVerifier":
+        return ParityVerifier(self.even)
+
+
+class ParityVerifier(BaseVerifier):
+    """Test-only: the answer's final number must be even (or odd)."""
+
+    kind = "parity"
+
+    def __init__(self, even: bool) -> None:
+        self.even = even
+
+    def verify(self, fields, ctx) -> Verdict:
+        number = extract_final_number(str(fields[ctx.answer_field]))
+        if number is not None and (int(number) % 2 == 0) == self.even:
+            return Verdict.passed({"verifier": "parity"})
+        return Verdict.failed(f"wrong_parity: {number} is not {'even' if self.even else 'odd'}")
+
+
+def test_a_new_verifier_is_a_settings_class_a_verifier_class_and_one_registry_line(tmp_path, monkeypatch):
+    """A recipe names it with its settings; the ledger's run verifies with it."""
+    monkeypatch.setitem(VERIFIERS, "parity", ParitySettings)  # its registry line
+    path = write_recipe(tmp_path, generation={"target": 3, "budget": 40, "chunk_size": 4},
+                        verify={"kind": "parity", "even": True})
+    count = itertools.count()
+
+    def script(request):  # answers end in 1, 2, 3, ...: every other one is odd
+        if "answer" in asked(request):
+            n = next(count) + 1
+            return reply(request, {"answer": f"There are {n} apples.\n#### {n}"})
+        return reply(request, {"question": f"Shop {request.key[:6]} has some apples. How many?"})
+
+    run, summary = run_to_end(load_recipe(path), ScriptedBackend(script))
+    with run.catalog as cat:
+        rows = cat.samples(("status", "reason", "fields"))
+    rejected = [r["reason"] for r in rows if r["status"] == "rejected"]
+    accepted = [r["fields"]["answer"] for r in rows if r["status"] == "accepted"]
+    assert summary["status"] == "finished" and len(accepted) == 3
+    assert all(int(a.rsplit("#### ", 1)[1]) % 2 == 0 for a in accepted)
+    assert rejected and all(r.startswith("wrong_parity: ") and r.endswith("is not even") for r in rejected)
+    monkeypatch.delitem(VERIFIERS, "parity")
+    with pytest.raises(RecipeError, match="verify.kind: unknown verifier 'parity'"):
         load_recipe(path)
 
 

@@ -20,13 +20,13 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
                       model_serializer, model_validator)
 
-from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettings
+from synth.backends import BACKENDS, DEFAULT_KIND as DEFAULT_BACKEND, BackendSettingsBase
 from synth.config.cluster import ClusterSettings
 from synth.errors import BadInput
 from synth.curation.filters import FILTERS, Filter, default_filters
 from synth.strategies import DEFAULT_KIND as DEFAULT_STRATEGY, STRATEGIES
 from synth.task.task import Task
-from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifySettings
+from synth.verify import DEFAULT_KIND as DEFAULT_VERIFIER, VERIFIERS, VerifierSettingsBase
 
 
 class RecipeError(BadInput, ValueError):
@@ -269,6 +269,22 @@ class Reuse(_Strict):
         return self.fresh or bool(self.exclude_models or self.exclude_templates or self.exclude_runs)
 
 
+def _by_kind(registry: dict[str, Any], default: str, what: str) -> BeforeValidator:
+    """A `backend:` or `verify:` section as its kind's settings class, looked up in the registry
+    when the recipe is read (so a kind registered later is found too); without `kind`, the default."""
+
+    def pick(value: Any) -> Any:
+        value = _with_kind(value, registry, default, what)
+        return registry[value["kind"]].model_validate(value) if isinstance(value, dict) else value
+
+    return BeforeValidator(pick)
+
+
+# a section as its kind's settings, dumped with its own fields, not only the base's
+BackendEntry = Annotated[SerializeAsAny[BackendSettingsBase], _by_kind(BACKENDS, DEFAULT_BACKEND, "backend")]
+VerifyEntry = Annotated[SerializeAsAny[VerifierSettingsBase], _by_kind(VERIFIERS, DEFAULT_VERIFIER, "verifier")]
+
+
 class Recipe(_Strict):
     task: Task
     # the dataset this recipe grows (default: task.name); every run of it is one contribution
@@ -276,10 +292,10 @@ class Recipe(_Strict):
     reuse: Reuse = Field(default_factory=Reuse)
     seeds: Seeds | None = None
     generation: Generation = Field(default_factory=Generation)
-    backend: BackendSettings = Field(default_factory=BACKENDS[DEFAULT_BACKEND])
+    backend: BackendEntry = Field(default_factory=lambda: BACKENDS[DEFAULT_BACKEND]())
     tree: TreeSettings | None = None
     balance: Balance = Field(default_factory=Balance)
-    verify: VerifySettings = Field(default_factory=VERIFIERS[DEFAULT_VERIFIER])
+    verify: VerifyEntry = Field(default_factory=lambda: VERIFIERS[DEFAULT_VERIFIER]())
     quality: Quality = Field(default_factory=Quality)
     # Replace a built-in prompt with your own file, e.g. {"generate/new_question.jinja2": my_q.jinja2};
     # user templates render in the same sandbox, with the same variables.
@@ -289,16 +305,6 @@ class Recipe(_Strict):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)  # where it runs: not in the hash
     # where the recipe file lives; inputs are resolved against it (not part of the hash)
     base_dir: Path = Field(default=Path("."), exclude=True)
-
-    @field_validator("backend", mode="before")
-    @classmethod
-    def _backend_kind(cls, value: Any) -> Any:
-        return _with_kind(value, BACKENDS, DEFAULT_BACKEND, "backend")
-
-    @field_validator("verify", mode="before")
-    @classmethod
-    def _verify_kind(cls, value: Any) -> Any:
-        return _with_kind(value, VERIFIERS, DEFAULT_VERIFIER, "verifier")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
@@ -366,14 +372,8 @@ def _with_kind(value: Any, registry: dict[str, Any], default: str, what: str) ->
     return {**value, "kind": kind}
 
 
-_TAGGED = {"backend": BACKENDS, "verify": VERIFIERS}  # sections whose errors carry the union's tag
-
-
 def _location(loc: tuple[Any, ...]) -> str:
-    parts = list(loc)
-    if len(parts) > 1 and parts[0] in _TAGGED and parts[1] in _TAGGED[parts[0]]:
-        del parts[1]  # `backend.llamacpp.n_ctx` reads as `backend.n_ctx`
-    return ".".join(str(part) for part in parts) or "(top level)"
+    return ".".join(str(part) for part in loc) or "(top level)"
 
 
 def _hint(err: dict[str, Any]) -> str:

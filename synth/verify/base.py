@@ -10,7 +10,9 @@ A failure is a `Verdict` holding a `Reject` (`wrong_answer: disagrees with seed 
 for self-consistency is the pipeline's job, asked for through `answer_copies`.
 
 Adding a verifier: one module with a settings class (`kind: Literal[...]`, deriving
-from `VerifierSettingsBase`) and a verifier class, and one line in verify/__init__.py.
+from `VerifierSettingsBase`) and a verifier class, and one line in verify/__init__.py. A
+verifier can derive from `BaseVerifier` (one answer an attempt, all sampled at once, judged
+one by one against its `VerifyCase`) and write only what differs, at least `verify`.
 """
 
 from __future__ import annotations
@@ -90,3 +92,29 @@ class VerifierSettingsBase(BaseModel):
 
     def build(self) -> Verifier:
         raise NotImplementedError(f"{type(self).__name__} must say which verifier it builds")
+
+
+class BaseVerifier:
+    """The contract's defaults: one answer an attempt, every answer sampled at once, the
+    `VerifyCase` as the context, answers judged one by one. A subclass sets `kind` and writes
+    `verify(fields, ctx)`, and whatever else differs."""
+
+    kind: str
+
+    def answer_copies(self, has_reference: bool) -> int:
+        return 1
+
+    def first_wave(self, has_reference: bool) -> int:
+        return self.answer_copies(has_reference)  # every answer at once
+
+    def settled(self, answers: Sequence[str], sampled: int) -> bool:
+        return True
+
+    def context(self, case: VerifyCase) -> Any:
+        return case
+
+    def verify(self, fields: dict[str, Any], ctx: Any) -> Verdict:
+        raise NotImplementedError(f"{type(self).__name__} must write verify")
+
+    def verify_many(self, items: Sequence[tuple[dict[str, Any], Any]]) -> list[Verdict]:
+        return [self.verify(fields, ctx) for fields, ctx in items]

@@ -22,7 +22,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field
 
-from synth.verify.base import Verdict, VerifierSettingsBase, VerifyCase
+from synth.verify.base import BaseVerifier, Verdict, VerifierSettingsBase, VerifyCase
 from synth.verify.sandbox import run_check
 
 MAX_PARALLEL = 8  # sandboxes at once in verify_many, below os.cpu_count()
@@ -85,7 +85,7 @@ def assemble_program(fields: dict[str, Any], ctx: CodeContext) -> tuple[str, str
     return program, str(test), str(entry).strip()
 
 
-class CodeVerifier:
+class CodeVerifier(BaseVerifier):
     kind = "code"
 
     def __init__(self, timeout_s: float = 5.0, memory_mb: int = 256, tries: int = 1) -> None:
@@ -94,12 +94,6 @@ class CodeVerifier:
     def answer_copies(self, has_reference: bool) -> int:
         """A new problem's own tests judge `tries` solutions; a seed problem's solution, one."""
         return 1 if has_reference else self.tries
-
-    def first_wave(self, has_reference: bool) -> int:
-        return self.answer_copies(has_reference)  # every answer at once
-
-    def settled(self, answers: Sequence[str], sampled: int) -> bool:
-        return True
 
     def context(self, case: VerifyCase) -> CodeContext:
         """The seed's tests and entry point (answer augmentation keeps the seed's prompt);
