@@ -501,3 +501,36 @@ def test_the_sql_count_sees_sql_and_not_prose(tmp_path):
                       '    cat.query(f"DELETE FROM {t} WHERE x = ?")\n'
                       '    return "selected", "an update"\n')
     assert sql_strings(module) == 2
+
+
+def private_patches(path: Path) -> list[str]:
+    """`monkeypatch.setattr(owner, "_name", ...)` / `setitem(..., "_name", ...)` calls in `path`:
+    a test that swaps a private name tests the code's insides, not what it offers."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"setattr", "delattr"} and node.args):
+            continue
+        # setattr(owner, "name", value), or setattr("package.module.name", value)
+        named = node.args[1] if len(node.args) >= 3 or node.func.attr == "delattr" and len(node.args) == 2 else node.args[0]
+        if isinstance(named, ast.Constant) and isinstance(named.value, str):
+            name = named.value.rsplit(".", 1)[-1]
+            if name.startswith("_") and not (name.startswith("__") and name.endswith("__")):
+                found.append(f"{path.name}:{node.lineno} {name}")
+    return found
+
+
+def test_tests_patch_no_private_name():
+    found = [hit for path in sorted((ROOT / "tests").rglob("*.py")) if path.name != "test_architecture.py"
+             for hit in private_patches(path)]
+    assert found == [], "give the code a parameter (a path, a reader, a size) instead of patching its insides"
+
+
+def test_the_patch_check_sees_a_private_name(tmp_path):
+    module = tmp_path / "x.py"
+    module.write_text('def test(monkeypatch, m):\n'
+                      '    monkeypatch.setattr(m, "_secret", 1)\n'
+                      '    monkeypatch.setattr("pkg.mod._hidden", 2)\n'
+                      '    monkeypatch.setattr(m, "public", 3)\n'
+                      '    monkeypatch.setattr(m, "__init__", 4)\n')
+    assert private_patches(module) == ["x.py:2 _secret", "x.py:3 _hidden"]

