@@ -43,6 +43,9 @@ DEFAULT_STATE_DIR = "data"
 DEFAULT_TIMEOUT_S = 120.0
 DB_URL_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
 NO_TELEMETRY = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+# set in the server's environment to its state folder: `stop` finds the server by it when the
+# folder (and its pid file) was deleted, and stops no other program, nor a server of another folder
+STATE_MARK = "SYNTH_PREFECT_STATE_DIR"
 
 
 class ServerError(SynthError, RuntimeError):
@@ -87,6 +90,26 @@ def _our_server_pid(pid_file: Path) -> int | None:
     return pid if b"prefect" in cmdline and b"server" in cmdline else None
 
 
+def _marked_server_pid(state_dir: str | Path) -> int | None:
+    """The Prefect server started from `state_dir`, found by the mark in its environment: for a
+    server whose pid file went with its folder (`rm -rf data` between demo runs). Only a process
+    group leader whose command line is a Prefect server counts (its workers carry the mark too)."""
+    mark = f"{STATE_MARK}={Path(state_dir).resolve()}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.getpgid(pid) != pid or mark not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:  # gone, or another user's
+            continue
+        if b"prefect" in cmdline and b"server" in cmdline:
+            return pid
+    return None
+
+
 def _log_tail(log_file: Path, lines: int = 15) -> str:
     try:
         return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
@@ -96,7 +119,8 @@ def _log_tail(log_file: Path, lines: int = 15) -> str:
 
 def server_env(host: str, port: int, state_dir: str | Path) -> dict[str, str]:
     """The server's environment: ours, telemetry off, the UI pointed at this server, SQLite by default."""
-    env = {**os.environ, **NO_TELEMETRY, "PREFECT_API_URL": api_url(host, port)}
+    env = {**os.environ, **NO_TELEMETRY, "PREFECT_API_URL": api_url(host, port),
+           STATE_MARK: str(Path(state_dir).resolve())}
     # A PREFECT_UI_API_URL left from elsewhere would send the UI to another server.
     env.pop("PREFECT_UI_API_URL", None)
     if not any(env.get(name) for name in DB_URL_VARS):
@@ -224,9 +248,12 @@ def _stop_pid(pid: int, timeout: float) -> None:
 
 
 def stop_server(state_dir: str | Path = DEFAULT_STATE_DIR, timeout: float = 20.0) -> bool:
-    """Stop the server that `ensure_server` started (its pid file says which); False if none was running."""
+    """Stop the server that `ensure_server` started (its pid file says which, else the mark in its
+    environment); False if none was running."""
     pid_file, _, _ = _paths(state_dir)
     pid = _our_server_pid(pid_file)
+    if pid is None:
+        pid = _marked_server_pid(state_dir)
     pid_file.unlink(missing_ok=True)
     if pid is None:
         return False
@@ -236,7 +263,7 @@ def stop_server(state_dir: str | Path = DEFAULT_STATE_DIR, timeout: float = 20.0
 
 def server_pid(state_dir: str | Path = DEFAULT_STATE_DIR) -> int | None:
     """The pid of the server started from `state_dir`, when it is still running."""
-    return _our_server_pid(_paths(state_dir)[0])
+    return _our_server_pid(_paths(state_dir)[0]) or _marked_server_pid(state_dir)
 
 
 def prefect_api_for_run() -> None:

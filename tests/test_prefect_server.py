@@ -80,6 +80,37 @@ def test_ensure_server_refuses_a_port_held_by_another_program(tmp_path):
     assert not (tmp_path / "prefect-server.pid").exists()
 
 
+def test_stop_finds_a_server_whose_state_folder_was_deleted(tmp_path):
+    """`rm -rf data` between demo runs took the pid file with it; `synth server stop` still stops
+    the server started from that folder (by the mark in its environment), and no other."""
+    import shutil
+    import subprocess
+    import sys
+
+    from flows.server import server_env, server_pid, stop_server
+
+    def stand_in(state):  # a process that looks like the server we start: its argv words, its environment
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "prefect", "server"],
+                                env=server_env("127.0.0.1", 1, state), start_new_session=True)
+
+    ours, other = tmp_path / "data", tmp_path / "elsewhere"
+    ours.mkdir()
+    mine, theirs = stand_in(ours), stand_in(other)
+    try:
+        (ours / "prefect-server.pid").write_text(f"{mine.pid}\n")
+        shutil.rmtree(ours)
+        assert server_pid(ours) == mine.pid
+        assert stop_server(ours) is True
+        assert mine.wait(timeout=20) is not None
+        assert theirs.poll() is None  # a server of another folder is left alone
+        assert stop_server(ours) is False
+    finally:
+        for process in (mine, theirs):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 def test_server_commands_parse():
     parser = build_parser()
     args = parser.parse_args(["server", "stop", "--state-dir", "x"])
