@@ -127,14 +127,19 @@ def test_a_missed_format_is_a_filtered_row_with_its_reason(tmp_path):
     assert all(r["fields"]["answer"].endswith("#### 7") for r in accepted)
 
 
-ISSUE_ECHO = "\"}\n\nJust respond as a JSON. You're going to need to create a JSON array with the key"
+# the 1.5B demo's answer that began with our answer prompt's instruction, copied (nine phrases)
+DEMO_ECHO = ("Work out the answer to this question step by step, showing each calculation, and end with the line "
+             "#### <number>.\n1. John is buying 50 apples.\n2. He wants 30 more.\n50 + 30 = <<50+30=80>>80\n#### 80")
 
 
 def test_echoed_instructions_are_found_from_the_templates_text():
     ctx = FilterContext(question_field="question", prompt_markers=prompt_markers(Renderer()))
     question = "A farmer has 12 cows and sells 4. How many cows are left?"
-    assert first_problem({"question": question, "answer": ISSUE_ECHO}, ctx).reason == "prompt_echo"
+    assert first_problem({"question": question, "answer": DEMO_ECHO}, ctx).reason == "prompt_echo"
     assert first_problem({"question": question, "answer": "12 - 4 = 8 #### 8"}, ctx) is None
+    # one phrase of ours is what a model says on its own ("step by step"): not an echo
+    own_words = "Let's solve this step by step.\nThe farmer has 12 - 4 = 8 cows left.\n#### 8"
+    assert first_problem({"question": question, "answer": own_words}, ctx) is None
     # an overridden template brings its own words: nothing here lists them
     own = "Produce a fresh arithmetic puzzle about {{ question_field }}. Respond in JSON: {{ fields | join(', ') }}."
     markers = prompt_markers(Renderer({"generate/new_question.jinja2": own}))

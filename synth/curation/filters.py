@@ -3,11 +3,11 @@
 Two of them come from the recipe and the prompts rather than from a list written here:
 `format` checks the task's format constraints (synth/formats.py: `pattern`,
 `min_words`, `max_words`), and `template_text` looks for our own instructions echoed
-back: the word 3-grams of the prompt templates' literal text (`prompt_markers`, taken
-from the templates a run renders), so a new or overridden template needs no new list.
-Measured on real data: 7 of 7,473 GSM8K train rows (0.09 %) and 0 of 164 HumanEval
-problems share a 3-gram with the built-in generation templates ("the same way"); 4-grams
-flag none but miss echoes such as "... a JSON array with the key".
+back: two or more word 3-grams of the prompt templates' literal text (`prompt_markers`,
+taken from the templates a run renders), so a new or overridden template needs no new list.
+Measured on real data: 7 of 7,473 GSM8K train rows (0.09 %) share one 3-gram with the
+built-in generation templates ("the same way"), none shares two; 0 of 164 HumanEval problems
+share one (docs/quality.md).
 
 Each filter is one class: a pydantic model whose fields are its settings (`kind` names it,
 `enabled: false` switches it off) and whose `check(fields, ctx) -> Reject | None` says why a
@@ -127,16 +127,21 @@ class Refusal(Filter):
 
 
 class TemplateText(Filter):
-    """Template syntax, chat-format tokens, or a phrase of our own prompts in the sample."""
+    """Template syntax, chat-format tokens, or phrases of our own prompts in the sample."""
 
     kind: Literal["template_text"] = "template_text"
+    # distinct 3-word phrases of our prompts a sample must hold to count as an echo. One is
+    # what a model says on its own: the answer prompt asks to work "step by step", and
+    # "Let's solve this step by step" is a good answer's first line. An echo copies a clause:
+    # "... a JSON array with the key" holds four, the 1.5B demo's copied instruction nine.
+    min_phrases: int = Field(default=2, ge=1)
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         match = TEMPLATE_LEFTOVER.search(_text(fields))
         if match:
             return Reject("template_text", repr(match.group(0)[:40]))
         echoed = word_ngrams(_text(fields), ECHO_N) & _marker_grams(ctx.prompt_markers, ECHO_N)
-        if echoed:
+        if len(echoed) >= self.min_phrases:
             words = ", ".join(repr(" ".join(gram)) for gram in sorted(echoed)[:3])
             return Reject("prompt_echo", f"our prompt's words: {words}")
         return None
