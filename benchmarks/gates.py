@@ -80,6 +80,7 @@ def catch(catalog: str, show: int) -> None:
     specs = {k: OutputField(**v) for k, v in recipe["task"]["output_fields"].items()}
     question = recipe["task"].get("question_field") or next(iter(specs))
     ctx = FilterContext(question_field=question, formats=tuple(specs.items()),
+                        prompt_markers=prompt_markers(Renderer()),  # as the run's filters saw them
                         scaffold_labels=prompt_scaffold(Renderer(), _task(recipe)),
                         prose_fields=tuple(specs))  # the seeds of the demo's fields are prose
     print(f"{len(fields)} parsed candidates in {catalog} ({Counter(r['status'] for r in rows)})")
