@@ -273,9 +273,10 @@ def export_snapshot(catalog: Catalog, snapshot_id: str, out_dir: Path,
         if card:
             from storage.publish.card import write_card  # matplotlib and the card template: only when asked
 
+            files = [name for name in runs if name not in late]  # the formats the card lists
             job.written["card"] = write_card(
                 catalog, snapshot_id, out_dir, renderer, output_fields=output_fields, n_rows=n_rows,
-                data_files=_card_data_files(job.written, n_rows), formats=[n for n in runs if n not in late], lineage=lineage,
+                data_files=_card_data_files(job.written, n_rows), formats=files, lineage=lineage,
                 tree_text=tree_text, license=license)
     for name in late:  # outside the folder's fault handler: a remote target's errors are its own
         written[name] = EXPORTERS[name].write(job)
