@@ -161,18 +161,22 @@ class Judge(_Strict):
     on_failure: Literal["filter", "keep"] = "filter"
 
 
-def _filter_entry(value: Any) -> Any:
-    """One `quality.filters` entry, a kind or `{kind: ..., settings}`, as its filter, looked up
-    in `FILTERS` when the recipe is read (so a filter registered later is found too)."""
-    if isinstance(value, str):
-        value = {"kind": value}
+def _of_kind(value: Any, registry: dict[str, Any], what: str, default: str | None = None) -> Any:
+    """A mapping with `kind` (without one: `default`) as that kind's settings class, looked up
+    in `registry` when the recipe is read, so a kind registered later is found too; an unknown
+    or missing kind is named, with the choices. Its own errors keep their place (`backend.n_ctx`)."""
     if not isinstance(value, dict):
         return value  # the field's own check names it
-    kind = value.get("kind")
-    if not isinstance(kind, str) or kind not in FILTERS:
-        raise ValueError(f"kind: {'unknown filter ' + repr(kind) if kind else 'required'}; "
-                         f"write one of: {', '.join(FILTERS)}")
-    return FILTERS[kind].model_validate(value)  # its errors keep their place: quality.filters.<i>.<key>
+    kind = value.get("kind", default)
+    if not isinstance(kind, str) or kind not in registry:
+        raise ValueError(f"kind: {f'unknown {what} {kind!r}' if kind else 'required'}; "
+                         f"write one of: {', '.join(registry)}")
+    return registry[kind].model_validate({**value, "kind": kind})
+
+
+def _filter_entry(value: Any) -> Any:
+    """One `quality.filters` entry, a kind or `{kind: ..., settings}`, as its filter."""
+    return _of_kind({"kind": value} if isinstance(value, str) else value, FILTERS, "filter")
 
 
 # a filter as the recipe lists it; dumped with its own settings, not only the base's
@@ -270,14 +274,8 @@ class Reuse(_Strict):
 
 
 def _by_kind(registry: dict[str, Any], default: str, what: str) -> BeforeValidator:
-    """A `backend:` or `verify:` section as its kind's settings class, looked up in the registry
-    when the recipe is read (so a kind registered later is found too); without `kind`, the default."""
-
-    def pick(value: Any) -> Any:
-        value = _with_kind(value, registry, default, what)
-        return registry[value["kind"]].model_validate(value) if isinstance(value, dict) else value
-
-    return BeforeValidator(pick)
+    """A `backend:` or `verify:` section as its kind's settings class (`_of_kind`)."""
+    return BeforeValidator(lambda value: _of_kind(value, registry, what, default))
 
 
 # a section as its kind's settings, dumped with its own fields, not only the base's
@@ -360,16 +358,6 @@ class Recipe(_Strict):
     def with_target(self, target: int) -> "Recipe":
         """This recipe aiming at `target` accepted samples (a budget left implicit follows it)."""
         return self.model_copy(update={"generation": self.generation.model_copy(update={"target": target})})
-
-
-def _with_kind(value: Any, registry: dict[str, Any], default: str, what: str) -> Any:
-    """A section without `kind` gets the default kind; an unknown kind is named, with the choices."""
-    if not isinstance(value, dict):
-        return value
-    kind = value.get("kind", default)
-    if kind not in registry:
-        raise ValueError(f"kind: unknown {what} {kind!r}; write one of: {', '.join(registry)}")
-    return {**value, "kind": kind}
 
 
 def _location(loc: tuple[Any, ...]) -> str:
