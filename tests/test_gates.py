@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from synth.curation.filters import (DegenerateEnding, FilterContext, LeadingPunctuation, ScaffoldEcho, first_problem,
-                           prose_fields, scaffold_labels)
+from synth.curation.filters import (DegenerateEnding, FilterContext, LeadingPunctuation, NegativeEnding, ScaffoldEcho,
+                           first_problem, prose_fields, scaffold_labels)
 from synth.config.recipe import load_recipe
 from synth.task.formats import OutputField
 
@@ -143,3 +143,34 @@ def test_false_positives_on_humaneval_stay_below_half_a_percent():
     fields = ("prompt", "test", "entry_point", "canonical_solution")
     flagged = [r for r in rows if any(g.check({f: r[f] for f in fields}, ctx) for g in gates)]
     assert len(flagged) / len(rows) <= 0.005, [r["task_id"] for r in flagged]
+
+
+# stop 29's demo accepted it: all three solutions reached -1, so the majority agreed
+NEGATIVE_APPLES = {
+    "question": "Ava's mom bought apples from the store. She bought 24 apples, and she decided to eat 15 apples "
+                "for breakfast and 10 apples for lunch. How many apples did Ava's mom have left after eating?",
+    "answer": "Ava's mom bought a total of 24 apples.\nShe ate 15 apples for breakfast, leaving 24 - 15 = "
+              "<<24-15=9>>9 apples.\nShe then ate 10 apples for lunch, leaving 9 - 10 = <<9-10=-1>>-1 apple.\n#### -1"}
+
+
+def test_a_count_below_zero_is_refused():
+    assert reason(NEGATIVE_APPLES) == "negative_answer"
+    assert reason({**NEGATIVE_APPLES, "answer": NEGATIVE_APPLES["answer"].replace("-1", "1")}) != "negative_answer"
+
+
+@pytest.mark.parametrize("question", [
+    "The temperatures were -14 degrees, -8 degrees and +1 degree. What was the average?",
+    "Three consecutive odd integers have a sum of \u2212147. What is the largest?",
+    "The lake was 5 degrees below zero at dawn and cooled by 3 more. What was it then?",
+])
+def test_a_negative_answer_to_a_question_with_a_negative_quantity_passes(question):
+    assert NegativeEnding().check({"question": question, "answer": "-14 - 8 + 1 = -21\n#### -21"}, CTX) is None
+
+
+@pytest.mark.skipif(not (DATA / "gsm8k").exists(), reason="needs ../shared/data (GSM8K train)")
+def test_every_negative_gsm8k_answer_passes():
+    rows = _gsm8k_rows()
+    negative = [r for r in rows if r["answer"].rsplit("####", 1)[-1].strip().startswith("-")]
+    assert len(negative) == 3
+    ctx = _context_of("gsm8k.yaml", rows[:100])
+    assert [NegativeEnding().check(r, ctx) for r in negative] == [None, None, None]

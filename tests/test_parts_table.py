@@ -29,7 +29,7 @@ SEEDS = [{"question": "Tom has 3 apples and buys 2 more. How many apples does he
          {"question": "A box holds 6 pens; how many pens are in 2 boxes?", "answer": "6 * 2 = 12 #### 12"}]
 FILTER_CTX = FilterContext(question_field="question",
                            prompt_markers=("Reply as JSON with the key",),
-                           formats=(("answer", OutputField(description="a", pattern=r"####[ ]*[0-9]+$")),),
+                           formats=(("answer", OutputField(description="a", pattern=r"####[ ]*-?[0-9]+$")),),
                            scaffold_labels=("Answer", "Question"), prose_fields=("question",))
 
 
@@ -81,6 +81,7 @@ FILTER_CASES = {  # filter name -> a sample only that filter refuses
     "scaffold_echo": {**CLEAN, "answer": "12 - 4 = 8\nQuestion: Ann has 3 hats. #### 8"},
     "degenerate_ending": {**CLEAN, "answer": "12 - 4 = 8 cows. #### 9"},
     "arithmetic": {**CLEAN, "answer": "She has 7 + 5 = 13 apples.\n#### 13"},
+    "negative_ending": {**CLEAN, "answer": "12 - 14 = -2 #### -2"},
 }
 
 

@@ -115,6 +115,14 @@ def _stop_all() -> None:
         server.stop(grace_s=2)
 
 
+# Host memory for llama-server's prompt cache: a slot whose prompt was overwritten (a question
+# wave between two answer waves) gets a cached prefix back instead of reading it again. Every
+# answer prompt of a run opens with the same worked examples (synth/strategies/base.py,
+# answer_rows), so after a slot's first answer it reads only the question. A 600-token prompt
+# of the 1.5B tier holds about 17 MiB; the cache grows only as prompts are cached.
+PROMPT_CACHE_MIB = 1024
+
+
 class ServerProcess:
     """One llama-server child: start, probe, stop. Its log goes to a file, not a pipe (a full
     pipe would block it); the file is removed when the server stops cleanly."""
@@ -135,7 +143,7 @@ class ServerProcess:
         return [str(self.binary), "--model", str(self.model), "--host", "127.0.0.1", "--port", str(port),
                 "--parallel", str(self.parallel), "--ctx-size", str(self.parallel * self.n_ctx),  # n_ctx per slot
                 "--threads", str(self.threads), "--threads-batch", str(self.threads),
-                "--cache-ram", "0", "--no-webui"]
+                "--cache-ram", str(PROMPT_CACHE_MIB), "--no-webui"]
 
     def start(self) -> str:
         """Start it and wait until /health answers; the base URL (ending in /v1)."""

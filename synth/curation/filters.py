@@ -355,6 +355,35 @@ def _degenerate(field: str, token: str, working: str) -> Reject | None:
     return None
 
 
+# a negative quantity a question states: `-14 degrees`, `a sum of -147`, `minus 5`, `below zero`
+_NEGATIVE_STATED = re.compile(r"(?<![\w)\]])[-\u2212][ ]?\$?[0-9.]|\b(minus|negative|below zero)\b", re.IGNORECASE)
+
+
+class NegativeEnding(Filter):
+    """A required ending's number that is below zero while the question states no negative
+    quantity: a count gone below nothing (24 apples, 15 then 10 of them eaten: `#### -1`), a
+    question that cannot be, which every solution answers the same way, so the majority vote
+    agrees. GSM8K train: 3 of 7,473 answers are negative, each to a question that states a
+    negative number (temperatures, `a sum of -147`); this gate lets all 3 through."""
+
+    kind: Literal["negative_ending"] = "negative_ending"
+
+    def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
+        if _NEGATIVE_STATED.search(str(fields.get(ctx.question_field, ""))):
+            return None
+        for field, spec in ctx.formats:
+            if field == ctx.question_field or field not in fields or not spec.required_ending \
+                    or spec.pattern.startswith("^"):
+                continue
+            match = _compiled_pattern(spec.pattern).search(str(fields[field]).rstrip())
+            numbers = _NUMBER.findall(match.group(0)) if match else []
+            value = _value(numbers[-1]) if numbers else None
+            if value is not None and value < 0:
+                return Reject("negative_answer", f"{field} ends on {numbers[-1]!r}, below zero, and the "
+                                                 f"{ctx.question_field} states no negative quantity")
+        return None
+
+
 # a calculation written out: numbers joined by + - x * / and parentheses, then `= number`; the
 # calculator notes of GSM8K (`<<16-3-4=9>>`) are the same with no spaces. `$` and thousands
 # commas are read away; a word, a unit or a % between the numbers ends the match (not read).
@@ -456,6 +485,7 @@ FILTERS: dict[str, type[Filter]] = {
     "format": Format,
     "degenerate_ending": DegenerateEnding,
     "arithmetic": ArithmeticSlip,
+    "negative_ending": NegativeEnding,
 }
 
 

@@ -16,6 +16,7 @@ differs) plus its templates, and one line in synth/strategies/__init__.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from synth.prompting.parsing import json_schema_for, parse_fields, parse_text
@@ -137,16 +138,19 @@ def question_variables(slot: Slot, ctx: GenerationContext) -> dict[str, Any]:
 
 
 def answer_rows(slot: Slot, ctx: GenerationContext) -> list[int]:
-    """The seed rows shown as worked answers: the slot's examples, never the seed being
-    answered (its answer is the reference), and at least one where the seeds have answers:
-    the format is learnt from the example (Qwen2.5-Coder-1.5B ended 1 of 5 GSM8K answers
-    in `#### N` without one, 5 of 5 with one)."""
+    """The seed rows shown as worked answers: the first seed rows with an answer, never the
+    seed being answered (its answer is the reference), as many as the slot has examples (one
+    at least, two at most). At least one, because the format is learnt from the example
+    (Qwen2.5-Coder-1.5B ended 1 of 5 GSM8K answers in `#### N` without one, 5 of 5 with one).
+    The same rows for every slot, because then every answer prompt opens with the same
+    600 tokens, which a server reads once per slot and keeps (llama-server's prompt cache,
+    vLLM's prefix cache): with a new pair per slot the 1.5B tier spent 5 of every 6 answer
+    tokens reading prompts (BENCHMARKS.md, "The answer prompt's shared prefix")."""
     def usable(i: int) -> bool:
         return i != slot.seed_row and ctx.seeds[i].get(ctx.task.answer) not in (None, "")
 
-    rows = [i for i in slot.example_rows if usable(i)]
-    n = len(ctx.seeds)
-    return rows or next(([(slot.index + k) % n] for k in range(n) if usable((slot.index + k) % n)), [])
+    wanted = max(1, min(2, len(slot.example_rows)))
+    return list(islice((i for i in range(len(ctx.seeds)) if usable(i)), wanted))
 
 
 def answer_variables(slot: Slot, ctx: GenerationContext, known: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,7 +159,7 @@ def answer_variables(slot: Slot, ctx: GenerationContext, known: Mapping[str, Any
                 for i in answer_rows(slot, ctx)]
     spec = ctx.task.output_fields.get(a)
     return {"question_field": q, "answer_field": a,
-            "examples": examples[:2],  # worked examples show the format; more only costs tokens
+            "examples": examples,  # worked examples show the format; more only costs tokens
             "given": [(name, known[name]) for name in ctx.question_fields if name in known],
             "ending": spec.ending if spec is not None else None}  # the required last line, as a person writes it
 
