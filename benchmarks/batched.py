@@ -120,6 +120,20 @@ def baseline(model: str, requests: list[GenerationRequest], threads: int, n_ctx:
     return rates
 
 
+def fresh(requests: list[GenerationRequest], tag: str) -> list[GenerationRequest]:
+    """The same requests with `tag` opening the system message: no slot or prompt cache of the
+    server holds their prefix. Every pass reads its prompts cold, as the first did; without
+    it a pass that came after found some prompts cached, depending on which slot each landed
+    on, and the sides drifted apart (stop 28's 2- and 4-slot passes)."""
+    from dataclasses import replace
+
+    def tagged(r: GenerationRequest) -> GenerationRequest:
+        system, *rest = r.messages
+        return replace(r, key=f"{tag}/{r.key}", messages=({**system, "content": f"[{tag}] {system['content']}"}, *rest))
+
+    return [tagged(r) for r in requests]
+
+
 def measure(model: str, slots: int, requests: list[GenerationRequest], order: str, threads: int,
             n_ctx: int) -> dict:
     from synth.backends.llama_server import LlamaServerBackend
@@ -127,16 +141,17 @@ def measure(model: str, slots: int, requests: list[GenerationRequest], order: st
     backend = LlamaServerBackend(model=model, n_ctx=n_ctx, n_threads=threads, parallel=slots)
     backend.load()
     try:
-        backend.generate(requests[:slots])  # warm-up: the first requests pay the caches
+        backend.generate(fresh(requests[:slots], "warm-up"))  # the first requests pay the model's first use
         passes: dict[str, list[float]] = {"A": [], "B": []}
         per_cpu: dict[str, list[float]] = {"A": [], "B": []}
         pid = backend.server.pid
-        for side in order:
+        for k, side in enumerate(order):
+            cold = fresh(requests, f"pass {k}")  # same lengths on both sides, no prefix cached
             if side == "A":
-                rate, cpu_rate = timed(lambda: asyncio.run(_raw(backend.server.url, backend.model, requests, slots)),
+                rate, cpu_rate = timed(lambda: asyncio.run(_raw(backend.server.url, backend.model, cold, slots)),
                                        pid)
             else:
-                rate, cpu_rate = timed(lambda: factory_pass(backend, requests), pid)
+                rate, cpu_rate = timed(lambda: factory_pass(backend, cold), pid)
             passes[side].append(rate)
             per_cpu[side].append(cpu_rate)
             print(f"  {model} N={slots} {'json' if requests[0].json_schema else 'plain'} {side}: {rate:.1f} tok/s, "

@@ -242,3 +242,40 @@ def test_the_report_shows_each_leaf_grown_by_version(tmp_path):
 
     with Image.open(png) as image:
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+
+
+def test_surplus_rows_fill_the_next_growth_instead_of_new_requests(tmp_path):
+    """A slot that got two good samples keeps one and drops the other (`surplus`); the next
+    run of the dataset takes the dropped one for a fresh slot of its leaf and strategy
+    instead of paying for it again, once."""
+    path = write_recipe(tmp_path, generation={"target": 4, "budget": 200, "chunk_size": 4, "max_rounds": 5})
+    recipe = load_recipe(path)
+    state = {"n": 0}
+
+    def first_round_fails(request):
+        state["n"] += 1
+        if state["n"] <= 8:  # round one's questions all fail: round two tries each slot several times
+            return ""
+        field = "answer" if "answer" in asked(request) else "question"
+        return reply(request, {field: f"unique text {request.key} with words"})
+
+    with Catalog(recipe.catalog) as cat:
+        first, s1 = run_dataset(recipe, ScriptedBackend(first_round_fails), catalog=cat)
+        surplus = cat.samples(("sample_id", "strategy"), status="dropped")
+        assert s1["accepted"] == 4 and len(surplus) >= 1
+
+        backend = ScriptedBackend()
+        second, s2 = run_dataset(recipe.with_target(4 + len(surplus)), backend, catalog=cat)
+        assert s2["status"] == "finished" and accepted(cat) == 4 + len(surplus)
+        assert s2["surplus_reused"] == len(surplus) and "not generated again" in s2["message"]
+        assert requests_of(cat, second.run_id) == 0 and backend.calls == []
+        copies = cat.samples(("request_id", "fields"), status="accepted", run_id=second.run_id)
+        originals = cat.samples(("request_id", "fields", "reason"), status="dropped")
+        assert sorted(c["request_id"] for c in copies) == sorted(o["request_id"] for o in originals)  # lineage kept
+        assert all(o["reason"] == f"reused: copied into run {second.run_id}" for o in originals)
+        assert sum(members_per_leaf(cat, Scope(recipe.dataset_name), None).values()) == 4 + len(surplus)
+
+        # the same recipe again: nothing left to reuse, nothing generated, nothing written twice
+        third, s3 = run_dataset(recipe.with_target(4 + len(surplus)), ScriptedBackend(), catalog=cat)
+        assert third.run_id == second.run_id and s3["generated"] == len(surplus) and accepted(cat) == 4 + len(surplus)
+        assert cat.integrity_problems() == []

@@ -64,6 +64,9 @@ _SAMPLE_COLUMNS: dict[str, pa.DataType] = {
 }
 # The text columns a bulk-ingested row keeps in its Parquet segment (see `samples_text`).
 SEGMENT_COLUMNS = ("fields", "raw_text", "leaf_path")
+# why a sample that passed every check was dropped: another attempt filled its slot first.
+# A later run of the dataset fills its fresh slots from these before it generates.
+SURPLUS = "surplus: its slot is already filled"
 _JSON_COLUMNS = {"sampling", "leaf_path", "fields"}
 
 
@@ -428,17 +431,46 @@ class Catalog:
             before = con.execute("SELECT count(*) FROM samples WHERE run_id = ? AND status = 'dropped'",
                                  [run_id]).fetchone()[0]
             con.execute(
-                """UPDATE samples SET status = 'dropped', reason = 'surplus: its slot is already filled'
+                """UPDATE samples SET status = 'dropped', reason = ?
                    WHERE sample_id IN (
                        SELECT sample_id FROM (
                            SELECT sample_id, row_number() OVER (
                                PARTITION BY slot ORDER BY hash(sample_id, ?), sample_id) AS rank
                            FROM samples WHERE run_id = ? AND status = 'accepted')
                        WHERE rank > 1)""",
-                [seed, run_id])
+                [SURPLUS, seed, run_id])
             after = con.execute("SELECT count(*) FROM samples WHERE run_id = ? AND status = 'dropped'",
                                 [run_id]).fetchone()[0]
         return int(after - before)
+
+    def reuse_surplus(self, run_id: str, picks: Sequence[tuple[str, int]]) -> int:
+        """Copy each surplus sample of `picks` (sample_id, slot) into `run_id` as the accepted
+        sample of that slot (id from the run and the original; its request stays the lineage),
+        and mark the original `reused` so that no other run takes it. One transaction: a
+        crash leaves both or neither. Returns the copies written."""
+        if not picks:
+            return 0
+        with self.transaction() as con:
+            con.register("reuse_picks", pa.table({"original": [p[0] for p in picks], "to_slot": [p[1] for p in picks]}))
+            try:
+                copies = con.sql(
+                    """SELECT 's' || substr(sha256(? || '/' || t.sample_id), 1, 24) AS sample_id, ? AS run_id,
+                              p.to_slot AS slot, 0 AS attempt, t.leaf_id, t.leaf_path, t.strategy, t.seed_row,
+                              t.request_id, t.fields, t.raw_text, t.content_hash, 'accepted' AS status,
+                              t.quality, t.verified, now()::TIMESTAMP AS created_at, t.judge_rationale,
+                              t.seed_key, t.agreement, t.n_solutions
+                       FROM samples_text t JOIN reuse_picks p ON p.original = t.sample_id
+                       WHERE t.status = 'dropped' AND t.reason = ?""",
+                    params=[run_id, run_id, SURPLUS]).to_arrow_table()
+                con.register("reused_samples", copies)
+                written = self.insert_samples(con, "reused_samples")
+                con.execute("""UPDATE samples SET reason = 'reused: copied into run ' || ?
+                               WHERE sample_id IN (SELECT original FROM reuse_picks) AND status = 'dropped'
+                                 AND reason = ?""", [run_id, SURPLUS])
+            finally:
+                con.unregister("reuse_picks")
+                con.unregister("reused_samples")
+        return written
 
     def adopt_existing(self, run_id: str, import_run_id: str) -> int:
         """Copy an import's accepted rows into `run_id` as strategy 'existing' (slot -1 - row,

@@ -211,6 +211,10 @@ class RunLifecycle:
         plan = self.ledger.make_plan()
         self.log.info("strategy %s: %s; %d samples to generate", plan.decision.label, plan.decision.reason,
                       self.ledger.goal())
+        reused = self.ledger.reuse_surplus()
+        if reused:
+            self.log.info("%d of them filled from earlier runs' surplus rows (paid and checked, dropped only "
+                          "because another attempt filled their slot): not generated again", reused)
         return plan
 
     def generate(self, max_chunks: int | None = None) -> int:

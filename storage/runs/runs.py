@@ -204,6 +204,34 @@ class RunLedger:
         return bulk.downsample(self.catalog, [self.run_id], {leaf: cap for leaf in leaf_targets(self.recipe, self.tree)},
                                self.recipe.backend.sampling.seed, strategy=EXISTING)
 
+    def reuse_surplus(self) -> int:
+        """Fill this run's fresh slots (no attempt yet) from the dataset's surplus rows: rows an
+        earlier run paid for, that passed every check, and that it dropped only because another
+        attempt had filled their slot. Same leaf and strategy, oldest first; each is checked
+        against the dataset for duplicates again. Returns the rows reused now (a rerun finds
+        its slots filled and reuses nothing twice)."""
+        states = self.catalog.slot_states(self.run_id)
+        fresh = [slot for slot in self.slots if slot.index not in states]
+        reserve = datasets.surplus_reserve(self.catalog, self.scope.without(self.run_id)) if fresh else []
+        waiting: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
+        for row in reserve:
+            row["fields"] = json.loads(row["fields"]) if row["fields"] else {}
+            waiting.setdefault((row["leaf_id"], row["strategy"]), []).append(row)
+        picks = [(rows.pop(0), slot.index) for slot in fresh
+                 if (rows := waiting.get((slot.leaf_id, slot.strategy)))]
+        if not picks:
+            return 0
+        verdicts = self.deduper.check([Candidate(row["sample_id"], row["content_hash"], dedup_text(row, self.recipe.task))
+                                       for row, _ in picks])
+        return self.catalog.reuse_surplus(self.run_id, [(row["sample_id"], slot) for (row, slot), verdict
+                                                        in zip(picks, verdicts) if verdict.duplicate_of is None])
+
+    def surplus_reused(self) -> int:
+        """Accepted samples of this run that an earlier run paid for (their request is its)."""
+        return int(self.catalog.scalar(
+            """SELECT count(*) FROM samples s JOIN requests q USING (request_id)
+               WHERE s.run_id = ? AND s.status = 'accepted' AND q.run_id <> s.run_id""", [self.run_id]) or 0)
+
     # -- generation -----------------------------------------------------------------------
 
     @property
@@ -328,6 +356,9 @@ class RunLedger:
         parts = [f"{reused} reused" if reused else "", f"{existing} existing" if existing else "",
                  f"{generated} generated" if reused or existing else ""]
         made = f"{total} accepted samples" + (f" ({' + '.join(p for p in parts if p)})" if reused or existing else "")
+        surplus = self.surplus_reused()
+        if surplus:
+            made += f" ({surplus} taken from earlier runs' surplus rows, not generated again)"
         if not short:
             status = "finished"
             message = f"{made}, target {target} met" if generated >= goal else (
@@ -345,6 +376,7 @@ class RunLedger:
             message += f"; {len(self.failures)} chunks failed on the cluster (table failed_chunks)"
         self.catalog.update_run(self.run_id, status=status, message=message, finished_at=now())
         return {"status": status, "message": message, "accepted": total, "generated": generated, "reused": reused,
+                "surplus_reused": surplus,
                 "target": target, "dataset": self.dataset, "short_leaves": [leaf["label"] for leaf in short]}
 
     def interrupt(self, why: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 
-from storage.catalog.catalog import Catalog
+from storage.catalog.catalog import SURPLUS, Catalog
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,12 @@ class Scope:
         return Scope(self.dataset, (*self.exclude_runs, run_id), self.exclude_models, self.exclude_templates,
                      tuple(r for r in self.only_runs if r != run_id) if self.only_runs is not None else None)
 
-    def where(self, alias: str = "s") -> tuple[str, list[Any]]:
-        """SQL (over samples `alias` joined to runs `r`) and its parameters."""
-        sql = [f"r.dataset = ?", f"{alias}.status = 'accepted'",
+    def where(self, alias: str = "s", status: str = "accepted") -> tuple[str, list[Any]]:
+        """SQL (over samples `alias` joined to runs `r`) and its parameters: the samples of
+        `status` (members: accepted) that this scope counts."""
+        sql = [f"r.dataset = ?", f"{alias}.status = ?",
                f"NOT list_contains(?::VARCHAR[], r.run_id)", f"NOT list_contains(?::VARCHAR[], r.model)"]
-        params: list[Any] = [self.dataset, list(self.exclude_runs), list(self.exclude_models)]
+        params: list[Any] = [self.dataset, status, list(self.exclude_runs), list(self.exclude_models)]
         if self.only_runs is not None:
             sql.append("list_contains(?::VARCHAR[], r.run_id)")
             params.append(list(self.only_runs))
@@ -115,6 +116,17 @@ def unplaced(catalog: Catalog, scope: Scope, tree: Any) -> list[dict[str, Any]]:
                 ORDER BY u.created_at, u.sample_id""", [*params, tree.tree_id])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def surplus_reserve(catalog: Catalog, scope: Scope) -> list[dict[str, Any]]:
+    """Rows the scope's runs paid for, that passed every check, and that were dropped only
+    because their slot had been filled by another attempt (`SURPLUS`), oldest first: a run
+    fills its fresh slots from them before it generates (RunLedger.reuse_surplus)."""
+    where, params = scope.where("s", status="dropped")
+    return catalog.query(
+        f"""SELECT s.sample_id, s.run_id, s.leaf_id, s.strategy, s.content_hash, t.fields
+            FROM samples s JOIN runs r USING (run_id) JOIN samples_text t USING (sample_id)
+            WHERE {where} AND s.reason = ? ORDER BY s.created_at, s.sample_id""", [*params, SURPLUS])
 
 
 def seed_usage(catalog: Catalog, scope: Scope) -> dict[str, int]:
