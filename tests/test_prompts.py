@@ -44,6 +44,31 @@ def test_answer_stage_shows_question_and_examples():
     assert "Question: How many?" in text and "A one #### 1" in text
 
 
+def test_every_answer_prompt_opens_alike_whatever_the_slots_examples():
+    """The answer prompt shows the first seed rows with an answer, not the slot's draw, so a
+    server reads the shared opening once (BENCHMARKS.md, "The answer prompt's shared prefix");
+    never the seed being answered, and as many as the slot has examples, one to two."""
+    seeds = [*SEEDS, {"question": "Q three?", "answer": "A three #### 3"}, {"question": "Q four?", "answer": ""}]
+    ctx = GenerationContext(TASK, seeds)
+    stage = STRATEGIES["new_question"].stages[1]
+    assert stage.writes == "answer"
+
+    def prompt(slot: Slot, question: str) -> str:
+        return STRATEGIES["new_question"].render(stage, slot, ctx, {"question": question})[1]["content"]
+
+    first = prompt(Slot(index=0, strategy="new_question", example_rows=(2, 3)), "How many apples?")
+    second = prompt(Slot(index=1, strategy="new_question", example_rows=(3, 1)), "How many pears?")
+    opening = first[:first.index("How many apples?")]
+    assert second.startswith(opening) and "A one #### 1" in opening and "A two #### 2" in opening
+    assert "A three" not in opening
+    one = prompt(Slot(index=2, strategy="new_question", example_rows=(3,)), "How many?")
+    assert "A one #### 1" in one and "A two" not in one
+    rewrite = STRATEGIES["answer_augmentation"]
+    own = rewrite.render(rewrite.stages[0], Slot(index=3, strategy="answer_augmentation", seed_row=0,
+                                                 example_rows=(0, 1)), ctx, {"question": "Q one?"})[1]["content"]
+    assert "A one" not in own and "A two #### 2" in own and "A three #### 3" in own  # its own answer is the reference
+
+
 @pytest.mark.parametrize("payload", [
     "{{ ''.__class__.__mro__[1].__subclasses__() }}",
     "{{ cycler.__init__.__globals__.os.popen('id').read() }}",

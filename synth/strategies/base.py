@@ -143,9 +143,10 @@ def answer_rows(slot: Slot, ctx: GenerationContext) -> list[int]:
     at least, two at most). At least one, because the format is learnt from the example
     (Qwen2.5-Coder-1.5B ended 1 of 5 GSM8K answers in `#### N` without one, 5 of 5 with one).
     The same rows for every slot, because then every answer prompt opens with the same
-    600 tokens, which a server reads once per slot and keeps (llama-server's prompt cache,
-    vLLM's prefix cache): with a new pair per slot the 1.5B tier spent 5 of every 6 answer
-    tokens reading prompts (BENCHMARKS.md, "The answer prompt's shared prefix")."""
+    system message and examples, which a server reads once per slot and keeps (llama-server's
+    prompt cache, vLLM's prefix cache): with a new pair per slot the 1.5B tier spent most of
+    its time reading prompts (BENCHMARKS.md, "The answer prompt's shared prefix": 1.42x the
+    answer stage's tokens/s, the same answers right)."""
     def usable(i: int) -> bool:
         return i != slot.seed_row and ctx.seeds[i].get(ctx.task.answer) not in (None, "")
 
