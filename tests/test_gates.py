@@ -42,6 +42,10 @@ def reason(fields):
     ("#### 7", "degenerate_ending"),  # no working at all
     ("Tom now has a lot of apples.\n#### 7", "degenerate_ending"),  # a working with no number
     ("He had 3 and bought 4, so he has 3 + 4 = 8.\n#### 1000.4098", "degenerate_ending"),  # never reached
+    # stop 29's demo accepted it (the majority agreed on 10): a working that never calculates
+    ("Alicia needs to buy a new shirt that costs $10. She currently has $20. To find out how much more money "
+     "she needs, we subtract the amount of money she has from the total cost of the shirt.\n#### 10",
+     "degenerate_ending"),
     # the 1.5B demo's one wrong row: both of its first solutions made the slip, so the vote settled
     ("2 + 1 + 1/2 = 4.5\n#### 4.5", "arithmetic_slip"),
     ("Tim has 68+5 = <<68+5=74>>74 apples.\n#### 74", "arithmetic_slip"),  # a calculator note checked too

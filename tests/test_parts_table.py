@@ -74,7 +74,7 @@ FILTER_CASES = {  # filter name -> a sample only that filter refuses
     "refusal": {**CLEAN, "question": "I'm sorry, I cannot help with that request."},
     "template_text": {**CLEAN, "question": CLEAN["question"] + " Reply as JSON with the key: answer"},
     "language": {**CLEAN, "question": "Сколько будет два плюс два, если сложить их вместе и ещё раз?"},
-    "repetition": {**CLEAN, "answer": "She buys 3 apples for 6 dollars each. " * 6 + "#### 6"},
+    "repetition": {**CLEAN, "answer": "She buys 3 apples for 2 dollars each: 3 x 2 = 6. " * 6 + "#### 6"},
     "symbol_lines": {**CLEAN, "answer": "12 - 4 = 8\n" + "```\n" * 10 + "#### 8"},
     "format": {**CLEAN, "answer": "12 - 4 = 8, so 8 cows are left."},
     "leading_punctuation": {**CLEAN, "question": "} " + CLEAN["question"]},

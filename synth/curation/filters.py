@@ -301,6 +301,9 @@ class LeadingPunctuation(Filter):
 _NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?|-?\.[0-9]+")
 _GROUPED = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 _DIGIT_RUN = re.compile(r"([0-9])\1{5,}")
+# any calculation at all in a working: an operator between a number and a term, or an `=`.
+# GSM8K train: 1 of 7,473 answers has none (it lists multiples: "2, 4, 6, 8 ... seconds")
+_WORKED = re.compile(r"[0-9)]\s*(?:[-+*/\u00d7\u00f7=]|\bx\b)\s*[-(\$]?[0-9(a-zA-Z]|=")
 MAX_FRACTION_DIGITS = 6  # more is a loop, not arithmetic a solution shows (GSM8K train: at most 2)
 
 
@@ -316,8 +319,10 @@ class DegenerateEnding(Filter):
     e.g. `#### 72`) that no reasoning writes: commas that are not thousands separators
     (`10100,110,14,.49`), a run of 6+ equal digits after the point or more than 6 decimals
     (`120.0000000000000100`), or a number the working before it never reached, or no working
-    at all. GSM8K train: 16 of 7,473 answers end on a number their working does not show
-    (0.21 %, docs/quality.md), none trips the other rules."""
+    at all, or a working that never calculates (no operator between numbers, no `=`: "she has
+    $20 and it costs $10, so we subtract ... #### 10"). GSM8K train: 16 of 7,473 answers end on
+    a number their working does not show (0.21 %, docs/quality.md), 1 never calculates (it
+    counts multiples out), none trips the other rules."""
 
     kind: Literal["degenerate_ending"] = "degenerate_ending"
 
@@ -352,6 +357,8 @@ def _degenerate(field: str, token: str, working: str) -> Reject | None:
         return Reject("degenerate_ending", f"{field}'s working has no number, yet it ends on {token!r}")
     if value is not None and value not in shown and -value not in shown:
         return Reject("degenerate_ending", f"{field} ends on {token!r}, a number its working never reaches")
+    if not _WORKED.search(working):
+        return Reject("degenerate_ending", f"{field}'s working never calculates: {token!r} is stated, not worked out")
     return None
 
 
