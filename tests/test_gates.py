@@ -51,6 +51,9 @@ def reason(fields):
     ("Tim has 68+5 = <<68+5=74>>74 apples.\n#### 74", "arithmetic_slip"),  # a calculator note checked too
     # the last demo's one wrong row: a division rounded to a whole number without saying so
     ("The area of each section is 456 / 9 = <<456/9=51>>51 square meters.\n#### 51", "arithmetic_slip"),
+    # stop 29's 12-row demo: a sum after a label's colon was not read (taken for a clock's `10:30`)
+    ("Tomatoes: 150 * 5 = 750 leaves\nCucumbers: 90 * 7 = 630 leaves\nPeppers: 60 * 10 = 600 leaves\n"
+     "Total leaves: 750 + 630 + 600 = 2080 leaves\n#### 2080", "arithmetic_slip"),
 ])
 def test_junk_is_rejected_with_a_reason(answer, gate):
     assert reason({"question": QUESTION, "answer": answer}) == gate
@@ -76,8 +79,8 @@ def test_calculations_are_read_only_where_they_are_whole():
 
 
 def test_gsm8k_reference_answers_rarely_trip_the_arithmetic_check():
-    """The shipped seed slice: none; GSM8K train: 14 of 7,473, 13 of them slips in the reference
-    itself (`14*20=140`, `4+4+6 = 18`; benchmarks/gates.py)."""
+    """The shipped seed slice: none; GSM8K train: 16 of 7,473, slips in the reference itself
+    (`14*20=140`, `4+4+6 = 18`, `70 + 40 = 100`; benchmarks/gates.py)."""
     from synth.curation.filters import calculation_slips
 
     rows = [json.loads(line) for line in (ROOT / "recipes" / "seeds" / "gsm8k_120.jsonl").read_text().splitlines()]

@@ -50,10 +50,10 @@ def test_real_gsm8k_and_humaneval_pass_every_filter():
     rows = gsm8k_rows()
     flagged = [(r["question"][:60], first_problem({"question": r["question"], "answer": r["answer"]}, CTX))
                for r in rows]
-    # but the arithmetic check, which finds GSM8K's own slips (`14*20=140`, `4+4+6 = 18`): 14 of 7,473
+    # but the arithmetic check, which finds GSM8K's own slips (`14*20=140`, `4+4+6 = 18`): 16 of 7,473
     slips = [f for f in flagged if f[1] and f[1].reason == "arithmetic_slip"]
     assert [f for f in flagged if f[1] and f not in slips] == []
-    assert len(slips) <= 0.002 * len(rows)
+    assert len(slips) <= 16
     humaneval = SHARED / "humaneval" / "HumanEval.jsonl.gz"
     if humaneval.exists():
         with gzip.open(humaneval, "rt") as handle:

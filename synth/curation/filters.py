@@ -429,6 +429,8 @@ def calculation_slips(text: str) -> list[tuple[str, Fraction]]:
     for match in _CALCULATION.finditer(text):
         head = text[:match.start()]
         before, after = head.rstrip()[-1:], text[match.end():].lstrip()[:1]
+        if before == ":" and head[-1:] != ":" or after == ":" and text[match.end():match.end() + 1] != ":":
+            before = after = ""  # a label's colon (`Total: 750 + 630 = ...`), not a clock's (`10:30`)
         if before and before in _CALC_JOINERS or after and after in _CALC_JOINERS or head.endswith("and "):
             continue  # a piece of something longer (`24 students * 1/2 = 12`, `= 1 / 5`, `1 and 1/4`): not read
         expression = match.group(1)
