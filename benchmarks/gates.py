@@ -39,7 +39,8 @@ def context(recipe_name: str, seeds: list[dict]) -> FilterContext:
     return FilterContext(question_field=recipe.task.question, formats=tuple(recipe.task.output_fields.items()),
                          prompt_markers=prompt_markers(Renderer()),
                          scaffold_labels=prompt_scaffold(Renderer(), recipe.task),
-                         prose_fields=prose_fields(seeds, recipe.task.output_fields))
+                         prose_fields=prose_fields(seeds, recipe.task.output_fields),
+                         task_markers=(recipe.task.description,))
 
 
 def refusals(rows: list[dict], ctx: FilterContext) -> Counter:
@@ -82,7 +83,8 @@ def catch(catalog: str, show: int) -> None:
     ctx = FilterContext(question_field=question, formats=tuple(specs.items()),
                         prompt_markers=prompt_markers(Renderer()),  # as the run's filters saw them
                         scaffold_labels=prompt_scaffold(Renderer(), _task(recipe)),
-                        prose_fields=tuple(specs))  # the seeds of the demo's fields are prose
+                        prose_fields=tuple(specs),  # the seeds of the demo's fields are prose
+                        task_markers=(recipe["task"]["description"],))
     print(f"{len(fields)} parsed candidates in {catalog} ({Counter(r['status'] for r in rows)})")
     first: Counter = Counter()
     gates = {name: gate() for name, gate in FILTERS.items()}

@@ -181,3 +181,31 @@ def test_every_negative_gsm8k_answer_passes():
     assert len(negative) == 3
     ctx = _context_of("gsm8k.yaml", rows[:100])
     assert [NegativeEnding().check(r, ctx) for r in negative] == [None, None, None]
+
+
+# stop 29's last demo accepted both: questions about the task, not of it (the majority agreed)
+@pytest.mark.parametrize("question", [
+    "A teacher is giving a math test to her class. She decides to include a question that takes 4 steps of basic "
+    "arithmetic and involves division. Here is the new question:\nA farmer has 360 apples. He wants to divide the "
+    "apples equally among 4 baskets. How many apples will be in each basket?",
+    "A teacher asked her students to solve a problem that involves multiplying two numbers together. She provided "
+    "a step-by-step solution that ends with the number \"120\".",
+])
+def test_a_question_that_restates_the_task_is_refused(question):
+    from synth.curation.filters import TemplateText
+
+    recipe = load_recipe(ROOT / "recipes" / "gsm8k.yaml")
+    ctx = FilterContext(question_field="question", task_markers=(recipe.task.description,))
+    reject = TemplateText().check({"question": question, "answer": "360 / 4 = 90\n#### 90"}, ctx)
+    assert reject is not None and reject.reason == "task_echo"
+    # the same words in the answer are the solution's own ("a step-by-step solution"): not looked at there
+    assert TemplateText().check({"question": QUESTION, "answer": question + "\n3 + 4 = 7\n#### 7"}, ctx) is None
+
+
+@pytest.mark.skipif(not (DATA / "gsm8k").exists(), reason="needs ../shared/data (GSM8K train)")
+def test_no_gsm8k_question_restates_the_recipe_task():
+    from synth.curation.filters import TemplateText
+
+    recipe = load_recipe(ROOT / "recipes" / "gsm8k.yaml")
+    ctx = FilterContext(question_field="question", task_markers=(recipe.task.description,))
+    assert [r["question"] for r in _gsm8k_rows() if TemplateText().check({"question": r["question"]}, ctx)] == []

@@ -102,7 +102,8 @@ class ChunkContext:
         filter_ctx = FilterContext(question_field=recipe.task.question, prompt_markers=prompt_markers(renderer),
                                    formats=tuple(recipe.task.output_fields.items()),
                                    scaffold_labels=prompt_scaffold(renderer, recipe.task),
-                                   prose_fields=prose_fields(seeds, recipe.task.output_fields))
+                                   prose_fields=prose_fields(seeds, recipe.task.output_fields),
+                                   task_markers=(recipe.task.description,))
         from synth.config.decontam_sets import index_for
 
         g = recipe.generation
