@@ -198,6 +198,7 @@ def test_an_existing_dataset_is_rebalanced(tmp_path):
         job.generate()
         summary = job.finish()
         assert summary["status"] == "finished", summary["message"]
+        assert summary["surplus_reused"] == 0 and "surplus" not in summary["message"]  # imported rows are not surplus
         assert accepted_by_label(job) == {"topic=money": 6, "topic=time": 6}
         dropped = cat.samples(("reason",), run_id=job.run_id, status="dropped")
         assert len(dropped) == 3 and {r["reason"] for r in dropped} == {"over the leaf maximum (balance.max_per_leaf)"}

@@ -227,10 +227,13 @@ class RunLedger:
                                                         in zip(picks, verdicts) if verdict.duplicate_of is None])
 
     def surplus_reused(self) -> int:
-        """Accepted samples of this run that an earlier run paid for (their request is its)."""
+        """Generated samples of this run that an earlier run paid for (their request is its);
+        rows of a rebalanced dataset (strategy `existing`, their classify request another
+        run's too) are not surplus."""
         return int(self.catalog.scalar(
             """SELECT count(*) FROM samples s JOIN requests q USING (request_id)
-               WHERE s.run_id = ? AND s.status = 'accepted' AND q.run_id <> s.run_id""", [self.run_id]) or 0)
+               WHERE s.run_id = ? AND s.status = 'accepted' AND s.slot >= 0 AND s.strategy <> ?
+                 AND q.run_id <> s.run_id""", [self.run_id, EXISTING]) or 0)
 
     # -- generation -----------------------------------------------------------------------
 
