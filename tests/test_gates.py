@@ -73,9 +73,16 @@ def test_calculations_are_read_only_where_they_are_whole():
              "17/3 = 5 and 2/3 loads", "250 / 4 = 62.5",
              "360 / 42 = <<360/42=8.571428571428572>>8.571428571428572"]  # a float's digits, the last off by one
     unread = ["8 x 1 1/2 = 12", "24 students * 1/2 = 12", "2x + 3 = 7", "$2.50 - $2.24 = 26 cents",
-              "25 / 1/3 = 75", "600 x 30 = 18 000 watts", "12 x 1 and 1/4 = 15", "6:00+48=6:48 PM"]
+              "25 / 1/3 = 75", "600 x 30 = 18 000 watts", "12 x 1 and 1/4 = 15", "6:00+48=6:48 PM",
+              "Total: 3 + 4 = 8 + 1"]  # a label's colon before it does not hide the `+` after it
     assert [t for t in right + unread if calculation_slips(t)] == []
     assert calculation_slips("So 5 + 3 = 9 apples.") == [("5 + 3 = 9", 8)]
+    assert calculation_slips("Total: 5 + 3 = 9 apples.") == [("5 + 3 = 9", 8)]  # a label's colon, not a clock's
+
+
+def test_a_hyphenated_number_is_not_a_calculation():
+    assert reason({"question": QUESTION, "answer": "It is a 3-day trip and a 2-hour drive each day.\n#### 2"}) \
+        == "degenerate_ending"
 
 
 def test_gsm8k_reference_answers_rarely_trip_the_arithmetic_check():

@@ -31,7 +31,7 @@ import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -312,9 +312,10 @@ class LeadingPunctuation(Filter):
 _NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?|-?\.[0-9]+")
 _GROUPED = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 _DIGIT_RUN = re.compile(r"([0-9])\1{5,}")
-# any calculation at all in a working: an operator between a number and a term, or an `=`.
+# any calculation at all in a working: an operator between two numbers, or an `=` (algebra
+# too: `x = 2350`); a hyphen between a number and a word (`3-day trip`) is not one.
 # GSM8K train: 1 of 7,473 answers has none (it lists multiples: "2, 4, 6, 8 ... seconds")
-_WORKED = re.compile(r"[0-9)]\s*(?:[-+*/\u00d7\u00f7=]|\bx\b)\s*[-(\$]?[0-9(a-zA-Z]|=")
+_WORKED = re.compile(r"[0-9)]\s*(?:[-+*/\u00d7\u00f7]|\bx\b)\s*[-(\$]?[0-9(]|=")
 MAX_FRACTION_DIGITS = 6  # more is a loop, not arithmetic a solution shows (GSM8K train: at most 2)
 
 
@@ -338,19 +339,25 @@ class DegenerateEnding(Filter):
     kind: Literal["degenerate_ending"] = "degenerate_ending"
 
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
-        for field, spec in ctx.formats:
-            if field not in fields or not spec.required_ending or spec.pattern.startswith("^"):
-                continue  # a pattern anchored at both ends is the whole field (a name), not an ending
-            text = str(fields[field])
-            match = _compiled_pattern(spec.pattern).search(text.rstrip())
-            numbers = _NUMBER.findall(match.group(0)) if match else []
-            if not numbers or not match.group(0).rstrip().endswith(numbers[-1]):
-                continue  # the ending is not a number
-            token, working = numbers[-1], text[:match.start()]
+        for field, token, working in numeric_endings(fields, ctx):
             reject = _degenerate(field, token, working)
             if reject is not None:
                 return reject
         return None
+
+
+def numeric_endings(fields: Mapping[str, Any], ctx: FilterContext) -> Iterator[tuple[str, str, str]]:
+    """(field, the number its required ending closes on, the working before that ending) for
+    each field whose format ends in a number (`#### 72`)."""
+    for field, spec in ctx.formats:
+        if field not in fields or not spec.required_ending or spec.pattern.startswith("^"):
+            continue  # a pattern anchored at both ends is the whole field (a name), not an ending
+        text = str(fields[field])
+        match = _compiled_pattern(spec.pattern).search(text.rstrip())
+        numbers = _NUMBER.findall(match.group(0)) if match else []
+        if not numbers or not match.group(0).rstrip().endswith(numbers[-1]):
+            continue  # the ending is not a number
+        yield field, numbers[-1], text[:match.start()]
 
 
 def _degenerate(field: str, token: str, working: str) -> Reject | None:
@@ -389,15 +396,10 @@ class NegativeEnding(Filter):
     def check(self, fields: Mapping[str, Any], ctx: FilterContext) -> Reject | None:
         if _NEGATIVE_STATED.search(str(fields.get(ctx.question_field, ""))):
             return None
-        for field, spec in ctx.formats:
-            if field == ctx.question_field or field not in fields or not spec.required_ending \
-                    or spec.pattern.startswith("^"):
-                continue
-            match = _compiled_pattern(spec.pattern).search(str(fields[field]).rstrip())
-            numbers = _NUMBER.findall(match.group(0)) if match else []
-            value = _value(numbers[-1]) if numbers else None
+        for field, token, _ in numeric_endings(fields, ctx):
+            value = _value(token)
             if value is not None and value < 0:
-                return Reject("negative_answer", f"{field} ends on {numbers[-1]!r}, below zero, and the "
+                return Reject("negative_answer", f"{field} ends on {token!r}, below zero, and the "
                                                  f"{ctx.question_field} states no negative quantity")
         return None
 
@@ -431,6 +433,13 @@ def _fraction_of(node: ast.AST) -> Fraction:
     raise ValueError("not arithmetic")
 
 
+def _joins(neighbour: str, adjacent: str) -> bool:
+    """Does the character beside a calculation (`neighbour`, spaces skipped) make it part of
+    something longer? A colon only when it touches the number (a clock's `10:30`), not a
+    label's (`Total: 750 + 630 = ...`)."""
+    return bool(neighbour) and neighbour in _CALC_JOINERS and (neighbour != ":" or adjacent == ":")
+
+
 def calculation_slips(text: str) -> list[tuple[str, Fraction]]:
     """Each written calculation of `text` whose result is wrong: (the calculation, its value).
     A result rounded to the decimals it shows counts as right (`10 / 3 = 3.33`), a whole one
@@ -439,10 +448,8 @@ def calculation_slips(text: str) -> list[tuple[str, Fraction]]:
     text = text.replace("\u2212", "-").replace("\u2013", "-")  # minus and en dash
     for match in _CALCULATION.finditer(text):
         head = text[:match.start()]
-        before, after = head.rstrip()[-1:], text[match.end():].lstrip()[:1]
-        if before == ":" and head[-1:] != ":" or after == ":" and text[match.end():match.end() + 1] != ":":
-            before = after = ""  # a label's colon (`Total: 750 + 630 = ...`), not a clock's (`10:30`)
-        if before and before in _CALC_JOINERS or after and after in _CALC_JOINERS or head.endswith("and "):
+        tail = text[match.end():]
+        if _joins(head.rstrip()[-1:], head[-1:]) or _joins(tail.lstrip()[:1], tail[:1]) or head.endswith("and "):
             continue  # a piece of something longer (`24 students * 1/2 = 12`, `= 1 / 5`, `1 and 1/4`): not read
         expression = match.group(1)
         if ("$" in expression) != ("$" in match.group(0)[len(expression):]) or expression.count("/") > 1:
